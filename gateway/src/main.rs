@@ -1,1 +1,104 @@
-fn main(){}
+//! `sse-gateway`: parses the command line, binds, and calls [`sse_gateway::run`].
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use sse_gateway::config::{Cli, Command, Config, LogFormat, ServeArgs, EXIT_CONFIG};
+use sse_gateway::{auth, shutdown};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::MintToken(args)) => {
+            return match auth::mint_token(&args) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("sse-gateway: {error}");
+                    ExitCode::from(EXIT_CONFIG as u8)
+                }
+            };
+        }
+        Some(Command::Serve(args)) => *args,
+        None => cli.serve,
+    };
+    serve(args)
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    // Each stream is a socket: take every descriptor the hard limit allows.
+    let open_files = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let config = match Config::from_args(args, open_files) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("sse-gateway: {error}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    init_logging(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("sse-gateway: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve_until_signal(config, open_files)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "gateway stopped");
+            eprintln!("sse-gateway: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve_until_signal(config: Config, open_files: u64) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (--metrics-listen)",
+                config.metrics_listen
+            )
+        })?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        metrics_addr = %metrics_listener.local_addr()?,
+        broker = if config.redis_url.is_some() { "redis" } else { "memory" },
+        max_connections = config.max_connections,
+        open_files,
+        demo = config.demo,
+        "listening"
+    );
+    if config.demo {
+        tracing::info!(url = %format!("http://{}/", listener.local_addr()?), "demo dashboard");
+    }
+    let (trigger, shutdown) = shutdown::channel();
+    tokio::spawn(async move {
+        shutdown::termination_signal().await;
+        trigger.trigger();
+    });
+    sse_gateway::run(listener, metrics_listener, config, shutdown).await
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(false).init(),
+        LogFormat::Text => builder.init(),
+    }
+}

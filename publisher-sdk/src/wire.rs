@@ -145,7 +145,9 @@ impl Default for Keys {
 
 impl Keys {
     pub fn new(prefix: impl Into<String>) -> Self {
-        Keys { prefix: prefix.into() }
+        Keys {
+            prefix: prefix.into(),
+        }
     }
 
     pub fn prefix(&self) -> &str {
@@ -245,7 +247,10 @@ pub enum JobStatus {
 impl JobStatus {
     /// Completed, failed or cancelled: nothing more is expected.
     pub fn is_finished(self) -> bool {
-        matches!(self, JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled)
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -428,14 +433,29 @@ mod tests {
         let id: EventId = "1732245600123-7".parse().unwrap();
         assert_eq!(id, EventId::new(1732245600123, 7));
         assert_eq!(id.to_string(), "1732245600123-7");
-        for bad in ["", "1", "-1", "1-", "a-1", "+1-0", "1-+0", "1-0-0", " 1-0", "99999999999999999999999-0"] {
+        for bad in [
+            "",
+            "1",
+            "-1",
+            "1-",
+            "a-1",
+            "+1-0",
+            "1-+0",
+            "1-0-0",
+            " 1-0",
+            "99999999999999999999999-0",
+        ] {
             assert!(bad.parse::<EventId>().is_err(), "{bad:?} must be refused");
         }
         assert!(EventId::new(1, 9) < EventId::new(2, 0));
         assert!(EventId::new(2, 0) < EventId::new(2, 1));
         assert_eq!(EventId::new(5, 3).successor_at(9), EventId::new(9, 0));
         assert_eq!(EventId::new(5, 3).successor_at(5), EventId::new(5, 4));
-        assert_eq!(EventId::new(5, 3).successor_at(1), EventId::new(5, 4), "clock went back");
+        assert_eq!(
+            EventId::new(5, 3).successor_at(1),
+            EventId::new(5, 4),
+            "clock went back"
+        );
     }
 
     #[test]
@@ -451,11 +471,18 @@ mod tests {
 
     #[test]
     fn envelope_comes_first_and_wins_clashes() {
-        let fields = json!({"stage": "Encoding", "type": "evil", "progress": 45, "jobId": "other", "ts": 1})
-            .as_object()
-            .cloned()
-            .unwrap();
-        let data = render_event_data(Subject::Job("j1"), "progress", 1732245600123, Some("c-1"), &fields);
+        let fields =
+            json!({"stage": "Encoding", "type": "evil", "progress": 45, "jobId": "other", "ts": 1})
+                .as_object()
+                .cloned()
+                .unwrap();
+        let data = render_event_data(
+            Subject::Job("j1"),
+            "progress",
+            1732245600123,
+            Some("c-1"),
+            &fields,
+        );
         assert_eq!(
             data,
             r#"{"jobId":"j1","type":"progress","ts":1732245600123,"correlationId":"c-1","stage":"Encoding","progress":45}"#
@@ -475,15 +502,22 @@ mod tests {
     fn state_follows_events() {
         let mut state = JobState::new("j1", "u1", 10);
         let obj = |v: Value| v.as_object().cloned().unwrap();
-        let patch = StatePatch::from_event("progress", &obj(json!({"progress": 45, "stage": "Encoding"}))).unwrap();
+        let patch = StatePatch::from_event(
+            "progress",
+            &obj(json!({"progress": 45, "stage": "Encoding"})),
+        )
+        .unwrap();
         state.apply(&patch, 11, EventId::new(11, 0));
         assert_eq!(state.status, JobStatus::Active);
         assert_eq!(state.progress, Number::from(45));
         assert_eq!(state.stage.as_deref(), Some("Encoding"));
-        let patch = StatePatch::from_event("log", &obj(json!({"level": "info", "message": "frame 1"}))).unwrap();
+        let patch =
+            StatePatch::from_event("log", &obj(json!({"level": "info", "message": "frame 1"})))
+                .unwrap();
         state.apply(&patch, 12, EventId::new(12, 0));
         assert_eq!(state.message, None, "log lines are not the status message");
-        let patch = StatePatch::from_event("complete", &obj(json!({"result": {"out": "a.mp4"}}))).unwrap();
+        let patch =
+            StatePatch::from_event("complete", &obj(json!({"result": {"out": "a.mp4"}}))).unwrap();
         state.apply(&patch, 13, EventId::new(13, 0));
         assert_eq!(state.status, JobStatus::Completed);
         assert_eq!(state.progress, Number::from(100));

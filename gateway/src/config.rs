@@ -1,0 +1,329 @@
+//! Configuration: every option a flag with an environment fallback
+//! (`--redis-url` ↔ `GATEWAY_REDIS_URL`), parsed once at start into one typed [`Config`],
+//! validated before anything binds. Defaults are the named `DEFAULT_*` constants below.
+//!
+//! Architecture invariant: nothing else in the crate reads the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9090";
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+pub const DEFAULT_RETRY: Duration = Duration::from_secs(3);
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_USER_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(5);
+pub const DEFAULT_COOKIE_NAME: &str = "sse_token";
+pub const DEFAULT_QUERY_TOKEN_PARAM: &str = "token";
+pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 32;
+/// File descriptors kept back from `--max-connections`' default for listeners, Redis
+/// connections, log files and the requests that must still be answered `503`.
+pub const FD_RESERVE: u64 = 128;
+pub const DEFAULT_JOB_STREAM_MAXLEN: usize = 1000;
+pub const DEFAULT_USER_STREAM_MAXLEN: usize = 10_000;
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+pub const DEFAULT_SEND_QUEUE_EVENTS: usize = 1024;
+pub const DEFAULT_SEND_QUEUE_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_REDIS_PREFIX: &str = sse_publisher::wire::DEFAULT_PREFIX;
+/// Shortest HMAC secret accepted (DESIGN §4).
+pub const MIN_SECRET_BYTES: usize = 32;
+/// Exit status for invalid configuration (`EX_USAGE`).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// The command line of `sse-gateway`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sse-gateway",
+    version,
+    about = "Server-Sent Events gateway",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve (the default when no subcommand is given).
+    Serve(Box<ServeArgs>),
+    /// Sign a token with the configured key, for development and tests.
+    MintToken(MintTokenArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Flags of the server. Each has the environment fallback `GATEWAY_<NAME>`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTP listener (SSE, publish, probes).
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Address of the Prometheus metrics listener.
+    #[arg(long, env = "GATEWAY_METRICS_LISTEN", default_value = DEFAULT_METRICS_LISTEN)]
+    pub metrics_listen: SocketAddr,
+    /// Redis URL (redis:// or rediss://). Unset: the embedded single-node broker.
+    #[arg(long, env = "GATEWAY_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel.
+    #[arg(long, env = "GATEWAY_REDIS_PREFIX", default_value = DEFAULT_REDIS_PREFIX)]
+    pub redis_prefix: String,
+    /// HMAC secret for HS256/HS384/HS512 tokens (at least 32 bytes).
+    #[arg(long, env = "GATEWAY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Public key (PEM) for RS256/ES256/EdDSA tokens, as `[kid=]path`; repeatable (rotation).
+    /// Without `kid=`, the file stem is the key id.
+    #[arg(long, env = "GATEWAY_JWT_PUBLIC_KEY_FILE", value_delimiter = ',')]
+    pub jwt_public_key_file: Vec<String>,
+    /// Required `iss` claim.
+    #[arg(long, env = "GATEWAY_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim.
+    #[arg(long, env = "GATEWAY_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[arg(long, env = "GATEWAY_JWT_LEEWAY", default_value = "5s", value_parser = parse_duration)]
+    pub jwt_leeway: Duration,
+    /// Cookie that carries the token (browsers).
+    #[arg(long, env = "GATEWAY_COOKIE_NAME", default_value = DEFAULT_COOKIE_NAME)]
+    pub cookie_name: String,
+    /// Query parameter that carries the token (browsers without cookies).
+    #[arg(long, env = "GATEWAY_QUERY_TOKEN_PARAM", default_value = DEFAULT_QUERY_TOKEN_PARAM)]
+    pub query_token_param: String,
+    /// Interval of the heartbeat comment on idle streams.
+    #[arg(long, env = "GATEWAY_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+    /// Reconnection delay advertised to clients (`retry:`).
+    #[arg(long, env = "GATEWAY_RETRY", default_value = "3s", value_parser = parse_duration)]
+    pub retry: Duration,
+    /// How long a finished job's events and state are kept.
+    #[arg(long, env = "GATEWAY_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    pub retention: Duration,
+    /// How long a user's stream, job index and job owners are kept after the user's last event.
+    #[arg(long, env = "GATEWAY_USER_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub user_retention: Duration,
+    /// Events kept per job stream (`MAXLEN ~`).
+    #[arg(long, env = "GATEWAY_JOB_STREAM_MAXLEN", default_value_t = DEFAULT_JOB_STREAM_MAXLEN)]
+    pub job_stream_maxlen: usize,
+    /// Events kept per user stream (`MAXLEN ~`).
+    #[arg(long, env = "GATEWAY_USER_STREAM_MAXLEN", default_value_t = DEFAULT_USER_STREAM_MAXLEN)]
+    pub user_stream_maxlen: usize,
+    /// Origin allowed to read streams and publish cross-origin, with credentials; repeatable.
+    #[arg(long, env = "GATEWAY_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
+    /// Most open streams on this node (then 503). Default: the open-files limit less a reserve.
+    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most open streams of one user on this node (then 429).
+    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS_PER_USER", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_USER)]
+    pub max_connections_per_user: usize,
+    /// Largest publish body accepted (then 413).
+    #[arg(long, env = "GATEWAY_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Most events queued for one connection before it counts as a slow consumer and is cut.
+    #[arg(long, env = "GATEWAY_SEND_QUEUE_EVENTS", default_value_t = DEFAULT_SEND_QUEUE_EVENTS)]
+    pub send_queue_events: usize,
+    /// Most bytes queued for one connection before it counts as a slow consumer and is cut.
+    #[arg(long, env = "GATEWAY_SEND_QUEUE_BYTES", default_value_t = DEFAULT_SEND_QUEUE_BYTES)]
+    pub send_queue_bytes: usize,
+    /// Longest graceful shutdown after SIGTERM; streams are ended over its first half.
+    #[arg(long, env = "GATEWAY_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Log format.
+    #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Demo mode: dashboard at `/`, a login route that sets the cookie, and fake jobs.
+    #[arg(long, env = "GATEWAY_DEMO")]
+    pub demo: bool,
+}
+
+/// Flags of `sse-gateway mint-token`.
+#[derive(Debug, Clone, Args)]
+pub struct MintTokenArgs {
+    /// User id (`sub`).
+    #[arg(long)]
+    pub sub: String,
+    /// `publisher` (may publish) or `admin` (may watch any job).
+    #[arg(long, value_parser = ["publisher", "admin"])]
+    pub role: Option<String>,
+    /// Extra jobs the token may watch, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub jobs: Vec<String>,
+    /// Lifetime of the token.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// HMAC secret to sign with (HS256).
+    #[arg(long, env = "GATEWAY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Private key (PEM: RSA → RS256, P-256 → ES256, Ed25519 → EdDSA) to sign with instead.
+    #[arg(long)]
+    pub private_key_file: Option<PathBuf>,
+    /// `kid` header to set (with --private-key-file).
+    #[arg(long)]
+    pub kid: Option<String>,
+    /// `iss` claim.
+    #[arg(long, env = "GATEWAY_JWT_ISSUER")]
+    pub issuer: Option<String>,
+    /// `aud` claim.
+    #[arg(long, env = "GATEWAY_JWT_AUDIENCE")]
+    pub audience: Option<String>,
+}
+
+/// Parses `15s`, `500ms`, `24h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (expected e.g. 500ms, 15s, 24h)"))
+}
+
+/// A configuration error: names the option, says what is wrong. Exit status 64.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {option}: {reason}")]
+pub struct ConfigError {
+    pub option: &'static str,
+    pub reason: String,
+}
+
+fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        option,
+        reason: reason.into(),
+    }
+}
+
+/// The validated server configuration: what `run` is given.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    pub redis_url: Option<String>,
+    pub redis_prefix: String,
+    pub auth: crate::auth::AuthConfig,
+    pub heartbeat: Duration,
+    pub retry: Duration,
+    pub retention: Duration,
+    pub user_retention: Duration,
+    pub job_stream_maxlen: usize,
+    pub user_stream_maxlen: usize,
+    pub cors_origins: Vec<String>,
+    pub max_connections: usize,
+    pub max_connections_per_user: usize,
+    pub max_body_bytes: usize,
+    pub send_queue_events: usize,
+    pub send_queue_bytes: usize,
+    pub drain_timeout: Duration,
+    pub log_format: LogFormat,
+    pub demo: bool,
+}
+
+impl Config {
+    /// Validates the flags. `open_files_limit` is the process' descriptor limit (after
+    /// raising it), from which `--max-connections` takes its default.
+    pub fn from_args(args: ServeArgs, open_files_limit: u64) -> Result<Config, ConfigError> {
+        let auth = crate::auth::AuthConfig::from_args(&args)?;
+        if args.heartbeat.is_zero() {
+            return Err(invalid("--heartbeat", "must be more than zero"));
+        }
+        if args.retry.is_zero() || args.retry > Duration::from_secs(3600) {
+            return Err(invalid("--retry", "must be between 1ms and 1h"));
+        }
+        if args.job_stream_maxlen == 0 {
+            return Err(invalid("--job-stream-maxlen", "must be at least 1"));
+        }
+        if args.user_stream_maxlen == 0 {
+            return Err(invalid("--user-stream-maxlen", "must be at least 1"));
+        }
+        if args.redis_prefix.is_empty() || args.redis_prefix.contains(['{', '}', ' ']) {
+            return Err(invalid(
+                "--redis-prefix",
+                "must be non-empty, without braces or spaces",
+            ));
+        }
+        for origin in &args.cors_origin {
+            let valid = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin.ends_with('/')
+                && origin.bytes().all(|b| b.is_ascii_graphic());
+            if !valid {
+                return Err(invalid(
+                    "--cors-origin",
+                    format!("{origin:?} is not an origin like https://app.example.com"),
+                ));
+            }
+        }
+        for (option, name) in [
+            ("--cookie-name", &args.cookie_name),
+            ("--query-token-param", &args.query_token_param),
+        ] {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(invalid(option, "must be letters, digits, '_' or '-'"));
+            }
+        }
+        let max_connections = match args.max_connections {
+            Some(0) => return Err(invalid("--max-connections", "must be at least 1")),
+            Some(n) => n,
+            None => open_files_limit.saturating_sub(FD_RESERVE).max(1) as usize,
+        };
+        if args.max_connections_per_user == 0 {
+            return Err(invalid("--max-connections-per-user", "must be at least 1"));
+        }
+        if args.max_body_bytes < 256 {
+            return Err(invalid("--max-body-bytes", "must be at least 256"));
+        }
+        if args.send_queue_events == 0 {
+            return Err(invalid("--send-queue-events", "must be at least 1"));
+        }
+        if args.send_queue_bytes < 4096 {
+            return Err(invalid("--send-queue-bytes", "must be at least 4096"));
+        }
+        if let Some(url) = &args.redis_url {
+            if !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("redis+unix://"))
+            {
+                return Err(invalid(
+                    "--redis-url",
+                    "must start with redis://, rediss:// or redis+unix://",
+                ));
+            }
+        }
+        Ok(Config {
+            listen: args.listen,
+            metrics_listen: args.metrics_listen,
+            redis_url: args.redis_url,
+            redis_prefix: args.redis_prefix,
+            auth,
+            heartbeat: args.heartbeat,
+            retry: args.retry,
+            retention: args.retention,
+            user_retention: args.user_retention.max(args.retention),
+            job_stream_maxlen: args.job_stream_maxlen,
+            user_stream_maxlen: args.user_stream_maxlen,
+            cors_origins: args.cors_origin,
+            max_connections,
+            max_connections_per_user: args.max_connections_per_user,
+            max_body_bytes: args.max_body_bytes,
+            send_queue_events: args.send_queue_events,
+            send_queue_bytes: args.send_queue_bytes,
+            drain_timeout: args.drain_timeout,
+            log_format: args.log_format,
+            demo: args.demo,
+        })
+    }
+}
+
+pub(crate) fn invalid_option(option: &'static str, reason: impl Into<String>) -> ConfigError {
+    invalid(option, reason)
+}

@@ -1,0 +1,210 @@
+//! SSE encoding (the `text/event-stream` format of the WHATWG HTML standard), pure and
+//! tested on exact bytes.
+//!
+//! Published events arrive already rendered (`sse_publisher::wire::render_event_frame`);
+//! this module renders what the gateway makes itself — `retry:`, heartbeats, `status` and
+//! `jobs` snapshots — and refuses what would corrupt a stream: a line break in `id` or
+//! `event` (it would start a new field), a NUL in `id` (browsers ignore such ids).
+//! Line breaks in data become several `data:` lines, which the client joins with `\n`.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// The heartbeat comment written to idle streams.
+pub const HEARTBEAT: &[u8] = b": hb\n\n";
+
+/// A field value that cannot be written without breaking the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("an SSE id may not contain a line break or NUL")]
+    InvalidId,
+    #[error("an SSE event name may not contain a line break")]
+    InvalidEventName,
+}
+
+/// `retry: <ms>\n\n`: the client's reconnection delay.
+pub fn retry(ms: u64) -> Bytes {
+    Bytes::from(format!("retry: {ms}\n\n"))
+}
+
+/// Appends one event to `out`. `data` may hold line breaks (`\n`, `\r\n` or `\r`).
+pub fn encode_event(
+    out: &mut BytesMut,
+    id: Option<&str>,
+    event: Option<&str>,
+    data: &str,
+) -> Result<(), EncodeError> {
+    if let Some(id) = id {
+        if id.contains(['\n', '\r', '\0']) {
+            return Err(EncodeError::InvalidId);
+        }
+    }
+    if let Some(event) = event {
+        if event.contains(['\n', '\r']) {
+            return Err(EncodeError::InvalidEventName);
+        }
+    }
+    out.reserve(data.len() + 64);
+    if let Some(id) = id {
+        put_field(out, "id", id);
+    }
+    if let Some(event) = event {
+        put_field(out, "event", event);
+    }
+    for line in split_lines(data) {
+        put_field(out, "data", line);
+    }
+    out.put_u8(b'\n');
+    Ok(())
+}
+
+/// One event as its own buffer.
+pub fn event(id: Option<&str>, event: Option<&str>, data: &str) -> Result<Bytes, EncodeError> {
+    let mut out = BytesMut::new();
+    encode_event(&mut out, id, event, data)?;
+    Ok(out.freeze())
+}
+
+/// A comment line (`: text`); line breaks become several comment lines.
+pub fn comment(text: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(text.len() + 4);
+    for line in split_lines(text) {
+        put_field(&mut out, "", line);
+    }
+    out.put_u8(b'\n');
+    out.freeze()
+}
+
+fn put_field(out: &mut BytesMut, name: &str, value: &str) {
+    out.put_slice(name.as_bytes());
+    out.put_slice(b":");
+    // A value starting with a space would lose it to the parser's "one leading space"
+    // rule without this separator; always writing it keeps the encoding uniform.
+    out.put_u8(b' ');
+    out.put_slice(value.as_bytes());
+    out.put_u8(b'\n');
+}
+
+/// Splits on `\r\n`, `\n` and `\r`, as an SSE parser does.
+fn split_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        match text.find(['\n', '\r']) {
+            None => {
+                rest = None;
+                Some(text)
+            }
+            Some(at) => {
+                let skip = if text[at..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&text[at + skip..]);
+                Some(&text[..at])
+            }
+        }
+    })
+}
+
+/// The id of an already-rendered frame: the value of its first line when that is `id: …`.
+pub fn frame_id(frame: &[u8]) -> Option<&str> {
+    let line = frame.strip_prefix(b"id: ")?;
+    let end = line.iter().position(|&b| b == b'\n')?;
+    std::str::from_utf8(&line[..end]).ok()
+}
+
+/// The event name of an already-rendered frame (its `event: …` line right after `id:`).
+pub fn frame_event_name(frame: &[u8]) -> Option<&str> {
+    let after_id = frame.iter().position(|&b| b == b'\n')? + 1;
+    let line = frame.get(after_id..)?.strip_prefix(b"event: ")?;
+    let end = line.iter().position(|&b| b == b'\n')?;
+    std::str::from_utf8(&line[..end]).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(bytes: Bytes) -> String {
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn single_line_event() {
+        let bytes = event(
+            Some("1732245600123-0"),
+            Some("progress"),
+            r#"{"progress":45}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            text(bytes),
+            "id: 1732245600123-0\nevent: progress\ndata: {\"progress\":45}\n\n"
+        );
+    }
+
+    #[test]
+    fn data_only_event() {
+        assert_eq!(text(event(None, None, "x").unwrap()), "data: x\n\n");
+        assert_eq!(text(event(None, None, "").unwrap()), "data: \n\n");
+    }
+
+    #[test]
+    fn multi_line_data_becomes_several_data_lines() {
+        assert_eq!(
+            text(event(None, None, "a\nb").unwrap()),
+            "data: a\ndata: b\n\n"
+        );
+        assert_eq!(
+            text(event(None, None, "a\r\nb\rc").unwrap()),
+            "data: a\ndata: b\ndata: c\n\n"
+        );
+        assert_eq!(
+            text(event(None, None, "a\n").unwrap()),
+            "data: a\ndata: \n\n"
+        );
+        assert_eq!(
+            text(event(None, None, "\n\n").unwrap()),
+            "data: \ndata: \ndata: \n\n"
+        );
+    }
+
+    #[test]
+    fn unicode_passes_through_untouched() {
+        let bytes = event(Some("1-0"), Some("log"), "héllo — 世界 🎬").unwrap();
+        assert_eq!(
+            text(bytes),
+            "id: 1-0\nevent: log\ndata: héllo — 世界 🎬\n\n"
+        );
+    }
+
+    #[test]
+    fn leading_space_in_data_survives_the_parser() {
+        // The parser strips exactly one space after the colon.
+        assert_eq!(text(event(None, None, " x").unwrap()), "data:  x\n\n");
+    }
+
+    #[test]
+    fn line_breaks_in_id_or_event_are_refused() {
+        assert_eq!(event(Some("1\n2"), None, "x"), Err(EncodeError::InvalidId));
+        assert_eq!(event(Some("1\r2"), None, "x"), Err(EncodeError::InvalidId));
+        assert_eq!(event(Some("1\02"), None, "x"), Err(EncodeError::InvalidId));
+        assert_eq!(
+            event(None, Some("a\nb"), "x"),
+            Err(EncodeError::InvalidEventName)
+        );
+    }
+
+    #[test]
+    fn retry_heartbeat_and_comments() {
+        assert_eq!(text(retry(3000)), "retry: 3000\n\n");
+        assert_eq!(HEARTBEAT, b": hb\n\n");
+        assert_eq!(text(comment("hi\nthere")), ": hi\n: there\n\n");
+    }
+
+    #[test]
+    fn frame_parts_are_read_back() {
+        let frame = b"id: 5-1\nevent: complete\ndata: {}\n\n";
+        assert_eq!(frame_id(frame), Some("5-1"));
+        assert_eq!(frame_event_name(frame), Some("complete"));
+        assert_eq!(frame_id(b"data: x\n\n"), None);
+        assert_eq!(frame_event_name(b"id: 1-0\ndata: x\n\n"), None);
+    }
+}
