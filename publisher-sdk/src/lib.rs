@@ -1,1 +1,382 @@
+//! Publish job progress and user notifications to the SSE gateway.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), sse_publisher::Error> {
+//! use sse_publisher::{Level, Publisher};
+//! use serde_json::json;
+//!
+//! let publisher = Publisher::http("http://127.0.0.1:8080", "<publisher token>")?;
+//! let job = publisher.job("j1", "u1"); // job id, owner
+//! job.progress(45, "Encoding").await?; // -> event id
+//! job.log(Level::Info, "frame 100/200").await?;
+//! job.complete(json!({"outputPath": "out.mp4"})).await?;
+//! publisher.notify("u1", "notice", json!({"text": "hi"})).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Transports: HTTP to a gateway's publish endpoints ([`Publisher::http`]), which is what
+//! the embedded broker offers. The wire contract both sides share is [`wire`].
+//!
+//! Retries: an attempt is retried, with exponential backoff, only when it certainly did
+//! not publish (the connection was refused, or the gateway answered `503`). An attempt
+//! whose outcome is unknown (the connection broke after the request was sent) is
+//! reported as [`Error::Ambiguous`] rather than retried, so a retry never publishes an
+//! event twice.
+
+#![forbid(unsafe_code)]
+
+mod http;
 pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+pub use wire::EventId;
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An argument breaks the wire contract (bad id, type, field); nothing was sent.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The job is registered to another owner.
+    #[error("job {job} belongs to another owner")]
+    OwnerConflict { job: String },
+    /// The credentials were refused (`401`/`403`).
+    #[error("not allowed to publish: {0}")]
+    Unauthorized(String),
+    /// The gateway refused the event (another `4xx`): its code and message.
+    #[error("rejected ({code}): {message}")]
+    Rejected { code: String, message: String },
+    /// The broker could not be reached, after every retry; nothing was published.
+    #[error("unavailable after {attempts} attempt(s): {message}")]
+    Unavailable { attempts: u32, message: String },
+    /// The request may or may not have been published (the connection broke mid-way).
+    #[error("outcome unknown: {0}")]
+    Ambiguous(String),
+}
+
+impl Error {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Unavailable { .. } | Error::Ambiguous(_) => true,
+            Error::InvalidArgument(_) | Error::OwnerConflict { .. } | Error::Unauthorized(_) | Error::Rejected { .. } => {
+                false
+            }
+        }
+    }
+}
+
+/// Severity of a `log` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
+/// Per-event options.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct EventOptions {
+    /// Carried in the event (`correlationId`) and logged by gateways, to trace an event
+    /// from worker to browser.
+    pub correlation_id: Option<String>,
+}
+
+impl EventOptions {
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+}
+
+/// How a publisher retries attempts that certainly did not publish.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { attempts: 5, initial_backoff: Duration::from_millis(50), max_backoff: Duration::from_secs(2) }
+    }
+}
+
+impl RetryPolicy {
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts.max(1);
+        self
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX);
+        self.initial_backoff.saturating_mul(factor).min(self.max_backoff)
+    }
+}
+
+/// One event, validated, ready for a transport.
+#[derive(Debug, Clone)]
+pub(crate) enum Draft {
+    Job { job: String, owner: String, event_type: String, fields: Map<String, Value>, correlation_id: Option<String> },
+    User { user: String, event_type: String, fields: Map<String, Value>, correlation_id: Option<String> },
+}
+
+enum Transport {
+    Http(http::HttpTransport),
+}
+
+struct Inner {
+    transport: Transport,
+    retry: RetryPolicy,
+}
+
+/// A connection to the gateway's brokers; cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// Publishes through a gateway's HTTP API (`http://host:port`), with a token whose
+    /// role is `publisher`.
+    pub fn http(gateway_url: &str, token: impl Into<String>) -> Result<Publisher, Error> {
+        Publisher::http_with(gateway_url, token, RetryPolicy::default())
+    }
+
+    /// [`Publisher::http`] with a retry policy.
+    pub fn http_with(gateway_url: &str, token: impl Into<String>, retry: RetryPolicy) -> Result<Publisher, Error> {
+        let transport = http::HttpTransport::new(gateway_url, token.into())?;
+        Ok(Publisher { inner: Arc::new(Inner { transport: Transport::Http(transport), retry }) })
+    }
+
+    /// A handle on one job, owned by `owner` (registered by the job's first event).
+    pub fn job(&self, job_id: impl Into<String>, owner: impl Into<String>) -> Job {
+        Job { publisher: self.clone(), job_id: job_id.into(), owner: owner.into() }
+    }
+
+    /// Sends a notification to a user's stream; returns its id there.
+    pub async fn notify(&self, user: &str, event_type: &str, data: Value) -> Result<EventId, Error> {
+        self.notify_with(user, event_type, data, EventOptions::default()).await
+    }
+
+    /// [`Publisher::notify`] with options.
+    pub async fn notify_with(&self, user: &str, event_type: &str, data: Value, options: EventOptions) -> Result<EventId, Error> {
+        check_id("user", user)?;
+        let draft = Draft::User {
+            user: user.into(),
+            event_type: check_type(event_type)?,
+            fields: fields(data)?,
+            correlation_id: check_correlation(options.correlation_id)?,
+        };
+        self.publish(draft).await
+    }
+
+    async fn publish(&self, draft: Draft) -> Result<EventId, Error> {
+        let retry = self.inner.retry;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = match &self.inner.transport {
+                Transport::Http(http) => http.publish(&draft).await,
+            };
+            match result {
+                Err(Attempt::Refused(message)) if attempt < retry.attempts => {
+                    tracing::debug!(attempt, %message, "publish refused; retrying");
+                    tokio::time::sleep(retry.backoff(attempt - 1)).await;
+                }
+                Err(Attempt::Refused(message)) => return Err(Error::Unavailable { attempts: attempt, message }),
+                Err(Attempt::Failed(error)) => return Err(error),
+                Ok(id) => return Ok(id),
+            }
+        }
+    }
+}
+
+/// The outcome of one transport attempt that did not publish.
+pub(crate) enum Attempt {
+    /// Certainly not published, may succeed later: retried.
+    Refused(String),
+    /// Final for this call.
+    Failed(Error),
+}
+
+/// A job's events, all sent with its owner.
+#[derive(Debug, Clone)]
+pub struct Job {
+    publisher: Publisher,
+    job_id: String,
+    owner: String,
+}
+
+impl Job {
+    pub fn id(&self) -> &str {
+        &self.job_id
+    }
+
+    /// `progress` (0–100) at a stage; sets the job active.
+    pub async fn progress(&self, progress: u32, stage: &str) -> Result<EventId, Error> {
+        if progress > 100 {
+            return Err(Error::InvalidArgument(format!("progress {progress} is over 100")));
+        }
+        self.event("progress", serde_json::json!({"progress": progress, "stage": stage})).await
+    }
+
+    /// `stage`: the job entered a stage.
+    pub async fn stage(&self, stage: &str) -> Result<EventId, Error> {
+        self.event("stage", serde_json::json!({"stage": stage})).await
+    }
+
+    /// `log`: one log line.
+    pub async fn log(&self, level: Level, message: &str) -> Result<EventId, Error> {
+        self.event("log", serde_json::json!({"level": level.as_str(), "message": message})).await
+    }
+
+    /// `complete` with a result; the job's streams end after it.
+    pub async fn complete(&self, result: Value) -> Result<EventId, Error> {
+        self.event("complete", serde_json::json!({"result": result})).await
+    }
+
+    /// `failed` with an error (a message or any JSON); the job's streams end after it.
+    pub async fn fail(&self, error: impl Into<Value>) -> Result<EventId, Error> {
+        self.event("failed", serde_json::json!({"error": error.into()})).await
+    }
+
+    /// `cancelled`, with an optional reason; the job's streams end after it.
+    pub async fn cancel(&self, reason: Option<&str>) -> Result<EventId, Error> {
+        let data = match reason {
+            Some(reason) => serde_json::json!({"message": reason}),
+            None => serde_json::json!({}),
+        };
+        self.event("cancelled", data).await
+    }
+
+    /// Any event type, with a JSON object of fields.
+    pub async fn event(&self, event_type: &str, data: Value) -> Result<EventId, Error> {
+        self.event_with(event_type, data, EventOptions::default()).await
+    }
+
+    /// [`Job::event`] with options.
+    pub async fn event_with(&self, event_type: &str, data: Value, options: EventOptions) -> Result<EventId, Error> {
+        check_id("job", &self.job_id)?;
+        check_id("owner", &self.owner)?;
+        let event_type = check_type(event_type)?;
+        let fields = fields(data)?;
+        wire::StatePatch::from_event(&event_type, &fields).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let draft = Draft::Job {
+            job: self.job_id.clone(),
+            owner: self.owner.clone(),
+            event_type,
+            fields,
+            correlation_id: check_correlation(options.correlation_id)?,
+        };
+        self.publisher.publish(draft).await
+    }
+}
+
+fn check_id(what: &str, id: &str) -> Result<(), Error> {
+    if wire::is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!("{what} id {id:?} is not 1-128 characters of [A-Za-z0-9._:-]")))
+    }
+}
+
+fn check_type(event_type: &str) -> Result<String, Error> {
+    if wire::is_publishable_type(event_type) {
+        Ok(event_type.to_owned())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "event type {event_type:?} must match [a-z][a-z0-9_.-]{{0,63}} and not be status, jobs or error"
+        )))
+    }
+}
+
+fn check_correlation(id: Option<String>) -> Result<Option<String>, Error> {
+    match id {
+        Some(id) if !wire::is_valid_correlation_id(&id) => {
+            Err(Error::InvalidArgument("correlation id must be 1-128 printable ASCII characters".into()))
+        }
+        other => Ok(other),
+    }
+}
+
+fn fields(data: Value) -> Result<Map<String, Value>, Error> {
+    match data {
+        Value::Object(map) => Ok(map),
+        Value::Null => Ok(Map::new()),
+        other => Err(Error::InvalidArgument(format!("event data must be a JSON object, not {other}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn arguments_are_checked_before_anything_is_sent() {
+        // Port 9 (discard) is never contacted: every call fails validation first.
+        let publisher = Publisher::http("http://127.0.0.1:9", "t").unwrap();
+        let bad_job = publisher.job("a/b", "u1");
+        assert!(matches!(bad_job.stage("x").await, Err(Error::InvalidArgument(_))));
+        let job = publisher.job("j1", "u1");
+        assert!(matches!(job.progress(101, "x").await, Err(Error::InvalidArgument(_))));
+        assert!(matches!(job.event("status", json!({})).await, Err(Error::InvalidArgument(_))));
+        assert!(matches!(job.event("Bad", json!({})).await, Err(Error::InvalidArgument(_))));
+        assert!(matches!(job.event("x", json!([1])).await, Err(Error::InvalidArgument(_))));
+        assert!(matches!(job.event("progress", json!({"progress": "high"})).await, Err(Error::InvalidArgument(_))));
+        let options = EventOptions::default().correlation_id("a\nb");
+        assert!(matches!(job.event_with("x", json!({}), options).await, Err(Error::InvalidArgument(_))));
+        assert!(matches!(publisher.notify("", "notice", json!({})).await, Err(Error::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let policy = RetryPolicy::default();
+        assert_eq!(policy.backoff(0), Duration::from_millis(50));
+        assert_eq!(policy.backoff(1), Duration::from_millis(100));
+        assert_eq!(policy.backoff(10), Duration::from_secs(2));
+        assert_eq!(policy.backoff(40), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(Publisher::http("ftp://x", "t").is_err());
+        assert!(Publisher::http("not a url", "t").is_err());
+        assert!(Publisher::http("http://127.0.0.1:8080/", "t").is_ok());
+    }
+
+    #[test]
+    fn transient_errors_are_told_apart() {
+        assert!(Error::Unavailable { attempts: 1, message: String::new() }.is_transient());
+        assert!(!Error::OwnerConflict { job: "j".into() }.is_transient());
+    }
+}

@@ -1,0 +1,93 @@
+//! The HTTP transport: `POST /v1/jobs/{job}/events` and `POST /v1/users/{user}/events`
+//! on a gateway, with a publisher token. Plain HTTP (no TLS): meant for a gateway on the
+//! same host or network; across networks put it behind a TLS-terminating proxy.
+
+use bytes::Bytes;
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+
+use crate::{Attempt, Draft, Error, EventId};
+
+/// Largest answer read from a gateway.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+pub(crate) struct HttpTransport {
+    client: Client<HttpConnector, Full<Bytes>>,
+    /// `http://host:port`, without a trailing slash.
+    base: String,
+    authorization: String,
+}
+
+impl HttpTransport {
+    pub(crate) fn new(gateway_url: &str, token: String) -> Result<HttpTransport, Error> {
+        let base = gateway_url.trim_end_matches('/');
+        let uri: Uri = base
+            .parse()
+            .map_err(|_| Error::InvalidArgument(format!("{gateway_url:?} is not a URL like http://127.0.0.1:8080")))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "{gateway_url:?}: the HTTP transport speaks http:// to a gateway host"
+            )));
+        }
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Ok(HttpTransport { client, base: base.to_owned(), authorization: format!("Bearer {token}") })
+    }
+
+    pub(crate) async fn publish(&self, draft: &Draft) -> Result<EventId, Attempt> {
+        let (path, body) = match draft {
+            Draft::Job { job, owner, event_type, fields, correlation_id } => (
+                format!("/v1/jobs/{job}/events"),
+                json!({"owner": owner, "type": event_type, "data": fields, "correlationId": correlation_id}),
+            ),
+            Draft::User { user, event_type, fields, correlation_id } => (
+                format!("/v1/users/{user}/events"),
+                json!({"type": event_type, "data": fields, "correlationId": correlation_id}),
+            ),
+        };
+        let mut body = body;
+        if let Some(object) = body.as_object_mut() {
+            object.retain(|_, value| !value.is_null());
+        }
+        let request = Request::post(format!("{}{path}", self.base))
+            .header(http::header::AUTHORIZATION, &self.authorization)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| Attempt::Failed(Error::InvalidArgument(e.to_string())))?;
+        let response = match self.client.request(request).await {
+            Ok(response) => response,
+            // Not connected: the request never left.
+            Err(error) if error.is_connect() => return Err(Attempt::Refused(error.to_string())),
+            Err(error) => return Err(Attempt::Failed(Error::Ambiguous(error.to_string()))),
+        };
+        let status = response.status();
+        let bytes = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let text = |key: &str| answer.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+        match status {
+            StatusCode::CREATED => text("id")
+                .parse()
+                .map_err(|_| Attempt::Failed(Error::Ambiguous(format!("the gateway answered 201 without an id: {answer}")))),
+            StatusCode::CONFLICT => Err(Attempt::Failed(Error::OwnerConflict {
+                job: match draft {
+                    Draft::Job { job, .. } => job.clone(),
+                    Draft::User { user, .. } => user.clone(),
+                },
+            })),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(Attempt::Failed(Error::Unauthorized(text("message")))),
+            // The gateway refused before publishing (draining, broker down).
+            StatusCode::SERVICE_UNAVAILABLE => Err(Attempt::Refused(format!("{}: {}", text("error"), text("message")))),
+            status if status.is_client_error() => {
+                Err(Attempt::Failed(Error::Rejected { code: text("error"), message: text("message") }))
+            }
+            status => Err(Attempt::Failed(Error::Ambiguous(format!("the gateway answered {status}")))),
+        }
+    }
+}
