@@ -67,6 +67,15 @@ impl ApiError {
         .with_retry_after(1)
     }
 
+    pub fn broker_unavailable() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker_unavailable",
+            "the event broker is unreachable",
+        )
+        .with_retry_after(2)
+    }
+
     /// The JSON body.
     pub fn body(&self) -> String {
         serde_json::json!({"error": self.code, "message": self.message}).to_string()
@@ -102,12 +111,7 @@ impl From<BrokerError> for ApiError {
             BrokerError::Unavailable(detail) => {
                 // The detail is for the log, not the client.
                 tracing::warn!(%detail, "broker unavailable");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "broker_unavailable",
-                    "the event broker is unreachable",
-                )
-                .with_retry_after(2)
+                ApiError::broker_unavailable()
             }
         }
     }

@@ -56,6 +56,16 @@ impl Event {
     }
 }
 
+/// The `correlationId` of a rendered frame, for the fan-out log line. The envelope puts it
+/// right after `ts`, so this looks only there.
+fn correlation_id(frame: &[u8]) -> Option<&str> {
+    const KEY: &[u8] = b"\"correlationId\":\"";
+    let start = frame.windows(KEY.len()).take(256).position(|w| w == KEY)? + KEY.len();
+    let rest = &frame[start..];
+    let end = rest.iter().take(256).position(|&b| b == b'"')?;
+    std::str::from_utf8(&rest[..end]).ok()
+}
+
 /// What a stream follows: one job's events or one user's.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Topic {
@@ -89,6 +99,9 @@ pub enum CloseReason {
     Draining { retry_ms: u64 },
     /// The token expired: the stream ends; the client reconnects with a fresh one.
     TokenExpired,
+    /// Events this stream needs were lost upstream (trimmed during a broker outage): the
+    /// stream ends with this `retry:` hint and the client resumes, getting a resync.
+    Resync { retry_ms: u64 },
 }
 
 impl CloseReason {
@@ -97,6 +110,7 @@ impl CloseReason {
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::Draining { .. } => "draining",
             CloseReason::TokenExpired => "token_expired",
+            CloseReason::Resync { .. } => "resync",
         }
     }
 }
@@ -158,6 +172,9 @@ struct Inbox {
     closed: Option<CloseReason>,
     /// Ticks since `closed` was set without the body taking it (it is stuck writing).
     closed_ticks: u32,
+    /// Highest event id this stream has written or taken from the queue: where a broker
+    /// backfill must start for it. `None` until the stream's first frame is built.
+    position: Option<EventId>,
     waker: Option<Waker>,
 }
 
@@ -230,6 +247,16 @@ impl Mailbox {
         }
     }
 
+    /// Records that the stream has everything up to `id` (its snapshot or replay).
+    pub fn set_position(&self, id: EventId) {
+        let mut inbox = self.lock();
+        inbox.position = inbox.position.max(Some(id));
+    }
+
+    fn position(&self) -> Option<EventId> {
+        self.lock().position
+    }
+
     /// What the body writes next; registers the waker when there is nothing.
     pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
         let mut inbox = self.lock();
@@ -238,6 +265,7 @@ impl Mailbox {
         }
         if let Some(event) = inbox.queue.pop_front() {
             inbox.queued_bytes -= event.frame.len();
+            inbox.position = inbox.position.max(Some(event.id));
             if inbox.queue.is_empty() && inbox.queue.capacity() > 64 {
                 // Give back what a burst made the queue grow to.
                 inbox.queue.shrink_to(16);
@@ -379,7 +407,45 @@ impl Hub {
                 result.slow_consumers += 1;
             }
         }
+        drop(mailboxes);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(
+                topic = topic.kind(),
+                user = topic.user(),
+                id = %event.id,
+                correlation_id = correlation_id(&event.frame),
+                subscribers = result.delivered,
+                "event fanned out"
+            );
+        }
         result
+    }
+
+    /// Where a backfill of this topic must start: the lowest position among its
+    /// subscribers that have one.
+    pub fn backfill_position(&self, topic: &Topic) -> Option<EventId> {
+        let subscribers = self.topics().get(topic).cloned()?;
+        let mailboxes = subscribers
+            .mailboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        mailboxes.iter().filter_map(|m| m.position()).min()
+    }
+
+    /// Ends every stream of a topic (see [`CloseReason`]).
+    pub fn close_topic(&self, topic: &Topic, reason: CloseReason) {
+        let Some(subscribers) = self.topics().get(topic).cloned() else {
+            return;
+        };
+        let mailboxes = subscribers
+            .mailboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for mailbox in mailboxes {
+            mailbox.close(reason);
+        }
     }
 
     /// Whether this node has subscribers for the topic.
@@ -554,6 +620,44 @@ mod tests {
         assert!(hub.unsubscribe(&topic, &b));
         assert!(!hub.has_subscribers(&topic));
         assert_eq!(hub.dispatch(&topic, &event(2, 5)), Dispatched::default());
+    }
+
+    #[test]
+    fn correlation_ids_are_read_from_the_envelope() {
+        let frame = br#"id: 1-0
+event: log
+data: {"jobId":"j","type":"log","ts":1,"correlationId":"req-81","message":"x"}
+
+"#;
+        assert_eq!(correlation_id(frame), Some("req-81"));
+        assert_eq!(correlation_id(b"id: 1-0\nevent: log\ndata: {}\n\n"), None);
+    }
+
+    #[test]
+    fn backfill_starts_at_the_lowest_known_position() {
+        let hub = Hub::new();
+        let topic = Topic::User("u1".into());
+        let (a, _) = mailbox(10, 1 << 20);
+        let (b, _) = mailbox(10, 1 << 20);
+        let (c, _) = mailbox(10, 1 << 20);
+        hub.subscribe(&topic, a.clone());
+        hub.subscribe(&topic, b.clone());
+        hub.subscribe(&topic, c);
+        assert_eq!(
+            hub.backfill_position(&topic),
+            None,
+            "no stream has a position yet"
+        );
+        a.set_position(EventId::new(5, 0));
+        b.set_position(EventId::new(3, 0));
+        assert_eq!(hub.backfill_position(&topic), Some(EventId::new(3, 0)));
+        assert!(b.deliver(&event(9, 1)));
+        assert!(matches!(poll(&b).0, Poll::Ready(Next::Event(_))));
+        assert_eq!(
+            hub.backfill_position(&topic),
+            Some(EventId::new(5, 0)),
+            "b took event 9"
+        );
     }
 
     #[test]

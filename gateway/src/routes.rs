@@ -219,12 +219,7 @@ fn readyz<B: Broker>(app: &App<B>) -> Result<Response<ResponseBody>, ApiError> {
         return Err(ApiError::draining());
     }
     if !app.broker.is_ready() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "broker_unavailable",
-            "the event broker is unreachable",
-        )
-        .with_retry_after(2));
+        return Err(ApiError::broker_unavailable());
     }
     Ok(json_response(
         StatusCode::OK,
@@ -349,12 +344,7 @@ fn admit<B: Broker>(app: &App<B>) -> Result<(), ApiError> {
         return Err(ApiError::draining());
     }
     if !app.broker.is_ready() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "broker_unavailable",
-            "the event broker is unreachable",
-        )
-        .with_retry_after(2));
+        return Err(ApiError::broker_unavailable());
     }
     Ok(())
 }

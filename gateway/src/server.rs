@@ -14,11 +14,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rand::Rng;
+use sse_publisher::wire::Retention;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
 use crate::broker::memory::{MemoryBroker, MemoryConfig};
+use crate::broker::redis::{RedisBroker, RedisConfig};
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::hub::{CloseReason, ConnControl, Hub};
@@ -47,26 +49,55 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let hub = Arc::new(Hub::new());
-    if let Some(url) = &config.redis_url {
-        anyhow::bail!("--redis-url {url}: the Redis broker is not part of this build yet; run without it for the embedded broker");
+    match &config.redis_url {
+        Some(url) => {
+            let redis = RedisConfig {
+                url: url.clone(),
+                prefix: config.redis_prefix.clone(),
+                retention: retention(&config),
+            };
+            let broker = RedisBroker::start(redis, hub, metrics.clone())
+                .map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;
+            serve(
+                listener,
+                metrics_listener,
+                config,
+                broker,
+                metrics,
+                shutdown,
+            )
+            .await
+        }
+        None => {
+            let memory = MemoryConfig {
+                job_stream_maxlen: config.job_stream_maxlen,
+                user_stream_maxlen: config.user_stream_maxlen,
+                retention: config.retention,
+                user_retention: config.user_retention,
+            };
+            let broker = MemoryBroker::new(memory, hub, metrics.clone());
+            broker.spawn_expiry();
+            serve(
+                listener,
+                metrics_listener,
+                config,
+                broker,
+                metrics,
+                shutdown,
+            )
+            .await
+        }
     }
-    let memory = MemoryConfig {
+}
+
+/// What the Redis publish scripts apply, from the flags.
+fn retention(config: &Config) -> Retention {
+    Retention {
         job_stream_maxlen: config.job_stream_maxlen,
         user_stream_maxlen: config.user_stream_maxlen,
-        retention: config.retention,
-        user_retention: config.user_retention,
-    };
-    let broker = MemoryBroker::new(memory, hub, metrics.clone());
-    broker.spawn_expiry();
-    serve(
-        listener,
-        metrics_listener,
-        config,
-        broker,
-        metrics,
-        shutdown,
-    )
-    .await
+        retention_ms: config.retention.as_millis() as u64,
+        user_retention_ms: config.user_retention.as_millis() as u64,
+    }
 }
 
 async fn serve<B: Broker>(

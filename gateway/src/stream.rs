@@ -25,6 +25,9 @@ use crate::hub::{CloseReason, Next, Topic};
 use crate::metrics::Metrics;
 use crate::sse;
 
+/// How often an open re-reads history when the upstream keeps failing under it.
+const MAX_REREADS: usize = 3;
+
 /// Open-stream counters for `--max-connections` (node) and `--max-connections-per-user`.
 pub struct StreamLimits {
     max_node: usize,
@@ -174,6 +177,7 @@ pub async fn open<B: Broker>(
         slot,
         subscription,
     } = request;
+    let mut generation_at_subscribe = broker.generation();
     let mut prelude = BytesMut::with_capacity(512);
     prelude.extend_from_slice(&sse::retry(retry_ms));
     let mut ends = false;
@@ -249,6 +253,29 @@ pub async fn open<B: Broker>(
             }
         }
     };
+    // The upstream connection may have been lost while the history was read: events
+    // published meanwhile could be in neither that read nor the backfill (which only
+    // knows positions already recorded). Record the position, then read again if so.
+    let mut last_written = last_written;
+    let mailbox = subscription.mailbox().clone();
+    for _ in 0..MAX_REREADS {
+        let generation = broker.generation();
+        mailbox.set_position(last_written);
+        if ends || generation == generation_at_subscribe {
+            break;
+        }
+        generation_at_subscribe = generation;
+        match broker.replay(&topic, last_written).await? {
+            Replay::Events(events) => {
+                for event in &events {
+                    prelude.extend_from_slice(&event.frame);
+                    last_written = event.id;
+                    ends |= event.terminal && matches!(topic, Topic::Job { .. });
+                }
+            }
+            Replay::Gap => return Err(ApiError::broker_unavailable()),
+        }
+    }
     metrics.open_connections.inc();
     metrics
         .connections_accepted
@@ -344,7 +371,7 @@ impl Body for EventStream {
                         CloseReason::SlowConsumer => {
                             Poll::Ready(Some(Err(StreamCut("slow consumer"))))
                         }
-                        CloseReason::Draining { retry_ms } => {
+                        CloseReason::Draining { retry_ms } | CloseReason::Resync { retry_ms } => {
                             Poll::Ready(Some(Ok(Frame::data(sse::retry(retry_ms)))))
                         }
                         CloseReason::TokenExpired => Poll::Ready(None),

@@ -26,15 +26,18 @@ async fn per_user_stream_limit_is_429(backend: Backend) {
         .flag("--heartbeat", "100ms")
         .start()
         .await;
-    gw.publish("j1", json!({"owner": "u1", "type": "log"})).await;
-    gw.publish("j2", json!({"owner": "u2", "type": "log"})).await;
+    gw.publish("j1", json!({"owner": "u1", "type": "log"}))
+        .await;
+    gw.publish("j2", json!({"owner": "u2", "type": "log"}))
+        .await;
     let mut first = gw.open_as("u1", "/v1/jobs/j1/events").await.stream();
     expect_opening(&mut first, "status").await;
     let mut second = gw.open_as("u1", "/v1/users/me/events").await.stream();
     expect_opening(&mut second, "jobs").await;
     for request in [
         Request::get("/v1/jobs/j1/events").bearer(&gw.token("u1")),
-        Request::get("/v1/users/me/events").header("Cookie", format!("sse_token={}", gw.token("u1"))),
+        Request::get("/v1/users/me/events")
+            .header("Cookie", format!("sse_token={}", gw.token("u1"))),
     ] {
         let response = gw.open(request).await.refused();
         assert_error(&response, 429, "too_many_connections");
@@ -47,10 +50,16 @@ async fn per_user_stream_limit_is_429(backend: Backend) {
         others.push(stream);
     }
     // JSON requests are not streams: not limited.
-    assert_eq!(gw.send(Request::get("/v1/jobs/j1").bearer(&gw.token("u1"))).await.status, 200);
+    assert_eq!(
+        gw.send(Request::get("/v1/jobs/j1").bearer(&gw.token("u1")))
+            .await
+            .status,
+        200
+    );
     // Closing one frees a slot.
     drop(first);
-    let mut reopened = open_once_freed(&gw, "u1", "/v1/jobs/j1/events", 429, "too_many_connections").await;
+    let mut reopened =
+        open_once_freed(&gw, "u1", "/v1/jobs/j1/events", 429, "too_many_connections").await;
     expect_opening(&mut reopened, "status").await;
     let response = gw.open_as("u1", "/v1/jobs/j1/events").await.refused();
     assert_error(&response, 429, "too_many_connections");
@@ -66,7 +75,8 @@ async fn node_stream_limit_is_503(backend: Backend) {
         .flag("--heartbeat", "100ms")
         .start()
         .await;
-    gw.publish("j1", json!({"owner": "u1", "type": "log"})).await;
+    gw.publish("j1", json!({"owner": "u1", "type": "log"}))
+        .await;
     let mut a = gw.open_as("u1", "/v1/jobs/j1/events").await.stream();
     expect_opening(&mut a, "status").await;
     let mut b = gw.open_as("u2", "/v1/users/me/events").await.stream();
@@ -81,28 +91,42 @@ async fn node_stream_limit_is_503(backend: Backend) {
     let id = gw.publish("j1", json!({"type": "log"})).await;
     assert_eq!(a.next_event().await.id, id);
     drop(a);
-    let mut reopened = open_once_freed(&gw, "u3", "/v1/users/me/events", 503, "node_at_capacity").await;
+    let mut reopened =
+        open_once_freed(&gw, "u3", "/v1/users/me/events", 503, "node_at_capacity").await;
     expect_opening(&mut reopened, "jobs").await;
 }
 
 /// Retries opening `target` as `user` until a slot frees (within 5 s), each refusal being
 /// exactly `status`/`code`.
-async fn open_once_freed(gw: &Gateway, user: &str, target: &str, status: u16, code: &str) -> SseStream {
+async fn open_once_freed(
+    gw: &Gateway,
+    user: &str,
+    target: &str,
+    status: u16,
+    code: &str,
+) -> SseStream {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         match gw.open_as(user, target).await {
             Ok(stream) => return stream,
             Err(response) => assert_error(&response, status, code),
         }
-        assert!(tokio::time::Instant::now() < deadline, "a closed stream did not free its slot within 5s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a closed stream did not free its slot within 5s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// A client socket with a tiny receive buffer, so that not reading backs up fast.
 async fn tiny_buffer_conn(addr: SocketAddr) -> Conn {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
-        .expect("socket");
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .expect("socket");
     socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
     socket.connect(&addr.into()).expect("connect");
     socket.set_nonblocking(true).expect("nonblocking");
@@ -125,11 +149,17 @@ async fn slow_client_is_disconnected_others_get_everything_memory_bounded(backen
             .start()
             .await,
     );
-    gw.publish("busy", json!({"owner": "u1", "type": "progress", "data": {"progress": 0}})).await;
+    gw.publish(
+        "busy",
+        json!({"owner": "u1", "type": "progress", "data": {"progress": 0}}),
+    )
+    .await;
 
     // The stuck client reads its opening, then never reads again.
     let request = Request::get("/v1/jobs/busy/events").bearer(&gw.token("u1"));
-    let mut stuck = SseStream::open_on(tiny_buffer_conn(gw.addr).await, &request).await.stream();
+    let mut stuck = SseStream::open_on(tiny_buffer_conn(gw.addr).await, &request)
+        .await
+        .stream();
     expect_opening(&mut stuck, "status").await;
 
     // The healthy client reads everything, as fast as it comes.
@@ -142,11 +172,11 @@ async fn slow_client_is_disconnected_others_get_everything_memory_bounded(backen
             let mut ids = Vec::with_capacity(EVENTS);
             for _ in 0..EVENTS {
                 let event = healthy.next_event().await;
-                assert_eq!(event.data.len() > PAYLOAD, true, "a whole payload per event");
+                assert!(event.data.len() > PAYLOAD, "a whole payload per event");
                 ids.push(event.id);
                 received.fetch_add(1, Ordering::Relaxed);
             }
-            ids
+            (ids, healthy)
         })
     };
 
@@ -160,29 +190,56 @@ async fn slow_client_is_disconnected_others_get_everything_memory_bounded(backen
         let lead = 32;
         if n >= lead {
             let received = received.clone();
-            wait_until("the healthy client to keep up", Duration::from_secs(20), move || {
-                let received = received.clone();
-                async move { received.load(Ordering::Relaxed) + lead >= n }
-            })
+            wait_until(
+                "the healthy client to keep up",
+                Duration::from_secs(20),
+                move || {
+                    let received = received.clone();
+                    async move { received.load(Ordering::Relaxed) + lead >= n }
+                },
+            )
             .await;
         }
-        published.push(publisher.publish("busy", &json!({"type": "log", "data": {"n": n, "blob": payload}})).await);
+        published.push(
+            publisher
+                .publish(
+                    "busy",
+                    &json!({"type": "log", "data": {"n": n, "blob": payload}}),
+                )
+                .await,
+        );
         if n % 25 == 0 {
             peak = peak.max(gw.rss_bytes());
         }
     }
-    let ids = reader.await.expect("healthy reader");
+    let (ids, mut healthy) = reader.await.expect("healthy reader");
     peak = peak.max(gw.rss_bytes());
-    assert_eq!(ids, published, "the healthy client got every event, in order");
+    assert_eq!(
+        ids, published,
+        "the healthy client got every event, in order"
+    );
 
-    wait_until("the slow consumer to be counted", Duration::from_secs(10), || async {
-        gw.metric("sse_gateway_slow_consumer_disconnects_total").await >= 1.0
-    })
+    wait_until(
+        "the slow consumer to be counted",
+        Duration::from_secs(10),
+        || async {
+            gw.metric("sse_gateway_slow_consumer_disconnects_total")
+                .await
+                >= 1.0
+        },
+    )
     .await;
-    assert_eq!(gw.metric("sse_gateway_slow_consumer_disconnects_total").await, 1.0, "only the stuck client");
-    wait_until("the stuck client's connection to be closed", Duration::from_secs(10), || async {
-        gw.metric("sse_gateway_open_connections").await == 1.0
-    })
+    assert_eq!(
+        gw.metric("sse_gateway_slow_consumer_disconnects_total")
+            .await,
+        1.0,
+        "only the stuck client"
+    );
+    wait_until(
+        "the stuck client's connection to be closed",
+        Duration::from_secs(10),
+        || async { gw.metric("sse_gateway_open_connections").await == 1.0 },
+    )
     .await;
     // Reading now, the stuck client finds its connection cut short.
     let mut got = 0;
@@ -193,8 +250,14 @@ async fn slow_client_is_disconnected_others_get_everything_memory_bounded(backen
             Err(()) => panic!("the stuck client's connection was not closed (after {got} events)"),
         }
     };
-    assert!(matches!(end, End::Abrupt(_)), "a slow consumer is cut off, not ended cleanly: {end:?}");
-    assert!(got < EVENTS, "the stuck client cannot have received everything ({got})");
+    assert!(
+        matches!(end, End::Abrupt(_)),
+        "a slow consumer is cut off, not ended cleanly: {end:?}"
+    );
+    assert!(
+        got < EVENTS,
+        "the stuck client cannot have received everything ({got})"
+    );
     let growth = peak.saturating_sub(baseline);
     assert!(
         growth < MAX_GROWTH,
@@ -205,5 +268,13 @@ async fn slow_client_is_disconnected_others_get_everything_memory_bounded(backen
         EVENTS * PAYLOAD / 1_000_000
     );
     // The healthy client is still live.
-    eprintln!("slow client: RSS baseline {} MiB, peak {} MiB; stuck client got {got} events", baseline >> 20, peak >> 20);
+    let id = gw
+        .publish("busy", json!({"type": "log", "data": {"n": "after"}}))
+        .await;
+    assert_eq!(healthy.next_event().await.id, id);
+    eprintln!(
+        "slow client: RSS baseline {} MiB, peak {} MiB; stuck client got {got} events",
+        baseline >> 20,
+        peak >> 20
+    );
 }

@@ -196,7 +196,8 @@ async fn trimmed_job_history_resyncs_with_status(backend: Backend) {
         .await;
     // Far more than the retention (and than approximate trimming keeps).
     let ids = publish_many(&gw, "j1", 250).await;
-    let latest = ids.last().unwrap().clone();
+    let mut latest = ids.last().unwrap().clone();
+    let mut lives = Vec::new();
     for request in [
         Request::get("/v1/jobs/j1/events")
             .bearer(&gw.token("u1"))
@@ -217,13 +218,17 @@ async fn trimmed_job_history_resyncs_with_status(backend: Backend) {
             .await;
         let event = stream.next_event().await;
         assert_eq!(event.id, live, "live events continue after the resync");
+        latest = live.clone();
+        lives.push(live);
     }
-    // Retained history still replays normally.
-    let last_two = gw
-        .send(Request::get("/v1/jobs/j1").bearer(&gw.token("u1")))
-        .await
-        .json();
-    assert_state(&last_two, "j1", "u1", false);
+    // An id still within retention replays normally, without a resync.
+    let request = Request::get("/v1/jobs/j1/events")
+        .bearer(&gw.token("u1"))
+        .last_event_id(&ids[248]);
+    let mut stream = gw.open(request).await.stream();
+    let mut expected = vec![ids[249].clone()];
+    expected.extend(lives);
+    expect_replay(&mut stream, &expected).await;
 }
 
 async fn trimmed_user_history_resyncs_with_jobs(backend: Backend) {

@@ -444,9 +444,25 @@ async fn stream_ends_when_its_token_expires(backend: Backend) {
             stream.target
         );
     }
-    // Reconnecting with the stale token is refused.
-    let refused = gw
+    // Reconnecting with the stale token (now >= exp, leeway 0) is refused at once: RFC 7519
+    // accepts a token only while the current time is before its exp.
+    assert!(now_ms() >= exp * 1000);
+    match gw
         .open(Request::get("/v1/jobs/j1/events").bearer(&token))
+        .await
+    {
+        Ok(stream) => panic!(
+            "a reconnect at {} ms with the token whose stream just ended for expiry \
+             (exp {exp} s, leeway 0s) was accepted (status {}) instead of 401 token_expired",
+            now_ms(),
+            stream.status
+        ),
+        Err(refused) => assert_error(&refused, 401, "token_expired"),
+    }
+    // And a full second later, certainly.
+    wait_clock_past((exp + 1) * 1000).await;
+    let refused = gw
+        .open(Request::get("/v1/users/me/events").bearer(&token))
         .await
         .refused();
     assert_error(&refused, 401, "token_expired");

@@ -25,25 +25,42 @@ pub(crate) struct HttpTransport {
 impl HttpTransport {
     pub(crate) fn new(gateway_url: &str, token: String) -> Result<HttpTransport, Error> {
         let base = gateway_url.trim_end_matches('/');
-        let uri: Uri = base
-            .parse()
-            .map_err(|_| Error::InvalidArgument(format!("{gateway_url:?} is not a URL like http://127.0.0.1:8080")))?;
+        let uri: Uri = base.parse().map_err(|_| {
+            Error::InvalidArgument(format!(
+                "{gateway_url:?} is not a URL like http://127.0.0.1:8080"
+            ))
+        })?;
         if uri.scheme_str() != Some("http") || uri.host().is_none() {
             return Err(Error::InvalidArgument(format!(
                 "{gateway_url:?}: the HTTP transport speaks http:// to a gateway host"
             )));
         }
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Ok(HttpTransport { client, base: base.to_owned(), authorization: format!("Bearer {token}") })
+        Ok(HttpTransport {
+            client,
+            base: base.to_owned(),
+            authorization: format!("Bearer {token}"),
+        })
     }
 
     pub(crate) async fn publish(&self, draft: &Draft) -> Result<EventId, Attempt> {
         let (path, body) = match draft {
-            Draft::Job { job, owner, event_type, fields, correlation_id } => (
+            Draft::Job {
+                job,
+                owner,
+                event_type,
+                fields,
+                correlation_id,
+            } => (
                 format!("/v1/jobs/{job}/events"),
                 json!({"owner": owner, "type": event_type, "data": fields, "correlationId": correlation_id}),
             ),
-            Draft::User { user, event_type, fields, correlation_id } => (
+            Draft::User {
+                user,
+                event_type,
+                fields,
+                correlation_id,
+            } => (
                 format!("/v1/users/{user}/events"),
                 json!({"type": event_type, "data": fields, "correlationId": correlation_id}),
             ),
@@ -70,24 +87,41 @@ impl HttpTransport {
             .map(|c| c.to_bytes())
             .unwrap_or_default();
         let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let text = |key: &str| answer.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let text = |key: &str| {
+            answer
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
         match status {
-            StatusCode::CREATED => text("id")
-                .parse()
-                .map_err(|_| Attempt::Failed(Error::Ambiguous(format!("the gateway answered 201 without an id: {answer}")))),
+            StatusCode::CREATED => text("id").parse().map_err(|_| {
+                Attempt::Failed(Error::Ambiguous(format!(
+                    "the gateway answered 201 without an id: {answer}"
+                )))
+            }),
             StatusCode::CONFLICT => Err(Attempt::Failed(Error::OwnerConflict {
                 job: match draft {
                     Draft::Job { job, .. } => job.clone(),
                     Draft::User { user, .. } => user.clone(),
                 },
             })),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(Attempt::Failed(Error::Unauthorized(text("message")))),
-            // The gateway refused before publishing (draining, broker down).
-            StatusCode::SERVICE_UNAVAILABLE => Err(Attempt::Refused(format!("{}: {}", text("error"), text("message")))),
-            status if status.is_client_error() => {
-                Err(Attempt::Failed(Error::Rejected { code: text("error"), message: text("message") }))
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(Attempt::Failed(Error::Unauthorized(text("message"))))
             }
-            status => Err(Attempt::Failed(Error::Ambiguous(format!("the gateway answered {status}")))),
+            // The gateway refused before publishing (draining, broker down).
+            StatusCode::SERVICE_UNAVAILABLE => Err(Attempt::Refused(format!(
+                "{}: {}",
+                text("error"),
+                text("message")
+            ))),
+            status if status.is_client_error() => Err(Attempt::Failed(Error::Rejected {
+                code: text("error"),
+                message: text("message"),
+            })),
+            status => Err(Attempt::Failed(Error::Ambiguous(format!(
+                "the gateway answered {status}"
+            )))),
         }
     }
 }

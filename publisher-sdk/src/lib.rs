@@ -14,8 +14,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Transports: HTTP to a gateway's publish endpoints ([`Publisher::http`]), which is what
-//! the embedded broker offers. The wire contract both sides share is [`wire`].
+//! Transports: Redis ([`Publisher::connect`]: one atomic script per event, straight into
+//! the gateways' Redis), or HTTP to a gateway's publish endpoints ([`Publisher::http`]),
+//! which is what a gateway on the embedded broker offers. Both sit behind the same API.
+//! The wire contract both sides share is [`wire`].
 //!
 //! Retries: an attempt is retried, with exponential backoff, only when it certainly did
 //! not publish (the connection was refused, or the gateway answered `503`). An attempt
@@ -26,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 mod http;
+pub mod store;
 pub mod wire;
 
 use std::sync::Arc;
@@ -64,9 +67,10 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Unavailable { .. } | Error::Ambiguous(_) => true,
-            Error::InvalidArgument(_) | Error::OwnerConflict { .. } | Error::Unauthorized(_) | Error::Rejected { .. } => {
-                false
-            }
+            Error::InvalidArgument(_)
+            | Error::OwnerConflict { .. }
+            | Error::Unauthorized(_)
+            | Error::Rejected { .. } => false,
         }
     }
 }
@@ -120,7 +124,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { attempts: 5, initial_backoff: Duration::from_millis(50), max_backoff: Duration::from_secs(2) }
+        RetryPolicy {
+            attempts: 5,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+        }
     }
 }
 
@@ -132,19 +140,74 @@ impl RetryPolicy {
 
     fn backoff(&self, attempt: u32) -> Duration {
         let factor = 1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX);
-        self.initial_backoff.saturating_mul(factor).min(self.max_backoff)
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
     }
 }
 
 /// One event, validated, ready for a transport.
 #[derive(Debug, Clone)]
 pub(crate) enum Draft {
-    Job { job: String, owner: String, event_type: String, fields: Map<String, Value>, correlation_id: Option<String> },
-    User { user: String, event_type: String, fields: Map<String, Value>, correlation_id: Option<String> },
+    Job {
+        job: String,
+        owner: String,
+        event_type: String,
+        fields: Map<String, Value>,
+        correlation_id: Option<String>,
+    },
+    User {
+        user: String,
+        event_type: String,
+        fields: Map<String, Value>,
+        correlation_id: Option<String>,
+    },
 }
 
 enum Transport {
     Http(http::HttpTransport),
+    Redis(store::Store),
+}
+
+/// Options of the Redis transport.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedisOptions {
+    /// Key and channel prefix; must match the gateways' `--redis-prefix`.
+    pub prefix: String,
+    /// Stream lengths and TTLs written with each event.
+    pub retention: wire::Retention,
+    pub retry: RetryPolicy,
+    /// Connections in the pool.
+    pub pool_size: usize,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            prefix: wire::DEFAULT_PREFIX.to_owned(),
+            retention: wire::Retention::default(),
+            retry: RetryPolicy::default(),
+            pool_size: 16,
+        }
+    }
+}
+
+impl RedisOptions {
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    pub fn retention(mut self, retention: wire::Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
 }
 
 struct Inner {
@@ -165,6 +228,40 @@ impl std::fmt::Debug for Publisher {
 }
 
 impl Publisher {
+    /// Connects to Redis (`redis://host:port[/db]`) and checks the connection with `PING`.
+    pub async fn connect(url: &str) -> Result<Publisher, Error> {
+        Publisher::connect_with(url, RedisOptions::default()).await
+    }
+
+    /// [`Publisher::connect`] with options.
+    pub async fn connect_with(url: &str, options: RedisOptions) -> Result<Publisher, Error> {
+        let mut config = deadpool_redis::Config::from_url(url);
+        config.pool = Some(deadpool_redis::PoolConfig::new(options.pool_size.max(1)));
+        let pool = config
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+            .map_err(|e| Error::InvalidArgument(format!("redis url {url:?}: {e}")))?;
+        let mut connection = pool.get().await.map_err(|e| Error::Unavailable {
+            attempts: 1,
+            message: e.to_string(),
+        })?;
+        let _: () = redis::cmd("PING")
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| Error::Unavailable {
+                attempts: 1,
+                message: e.to_string(),
+            })?;
+        drop(connection);
+        let keys = wire::Keys::new(options.prefix);
+        let store = store::Store::new(pool, keys, options.retention, wire::PublishCommand::Publish);
+        Ok(Publisher {
+            inner: Arc::new(Inner {
+                transport: Transport::Redis(store),
+                retry: options.retry,
+            }),
+        })
+    }
+
     /// Publishes through a gateway's HTTP API (`http://host:port`), with a token whose
     /// role is `publisher`.
     pub fn http(gateway_url: &str, token: impl Into<String>) -> Result<Publisher, Error> {
@@ -172,23 +269,48 @@ impl Publisher {
     }
 
     /// [`Publisher::http`] with a retry policy.
-    pub fn http_with(gateway_url: &str, token: impl Into<String>, retry: RetryPolicy) -> Result<Publisher, Error> {
+    pub fn http_with(
+        gateway_url: &str,
+        token: impl Into<String>,
+        retry: RetryPolicy,
+    ) -> Result<Publisher, Error> {
         let transport = http::HttpTransport::new(gateway_url, token.into())?;
-        Ok(Publisher { inner: Arc::new(Inner { transport: Transport::Http(transport), retry }) })
+        Ok(Publisher {
+            inner: Arc::new(Inner {
+                transport: Transport::Http(transport),
+                retry,
+            }),
+        })
     }
 
     /// A handle on one job, owned by `owner` (registered by the job's first event).
     pub fn job(&self, job_id: impl Into<String>, owner: impl Into<String>) -> Job {
-        Job { publisher: self.clone(), job_id: job_id.into(), owner: owner.into() }
+        Job {
+            publisher: self.clone(),
+            job_id: job_id.into(),
+            owner: owner.into(),
+        }
     }
 
     /// Sends a notification to a user's stream; returns its id there.
-    pub async fn notify(&self, user: &str, event_type: &str, data: Value) -> Result<EventId, Error> {
-        self.notify_with(user, event_type, data, EventOptions::default()).await
+    pub async fn notify(
+        &self,
+        user: &str,
+        event_type: &str,
+        data: Value,
+    ) -> Result<EventId, Error> {
+        self.notify_with(user, event_type, data, EventOptions::default())
+            .await
     }
 
     /// [`Publisher::notify`] with options.
-    pub async fn notify_with(&self, user: &str, event_type: &str, data: Value, options: EventOptions) -> Result<EventId, Error> {
+    pub async fn notify_with(
+        &self,
+        user: &str,
+        event_type: &str,
+        data: Value,
+        options: EventOptions,
+    ) -> Result<EventId, Error> {
         check_id("user", user)?;
         let draft = Draft::User {
             user: user.into(),
@@ -206,18 +328,64 @@ impl Publisher {
             attempt += 1;
             let result = match &self.inner.transport {
                 Transport::Http(http) => http.publish(&draft).await,
+                Transport::Redis(store) => publish_to_store(store, &draft).await,
             };
             match result {
                 Err(Attempt::Refused(message)) if attempt < retry.attempts => {
                     tracing::debug!(attempt, %message, "publish refused; retrying");
                     tokio::time::sleep(retry.backoff(attempt - 1)).await;
                 }
-                Err(Attempt::Refused(message)) => return Err(Error::Unavailable { attempts: attempt, message }),
+                Err(Attempt::Refused(message)) => {
+                    return Err(Error::Unavailable {
+                        attempts: attempt,
+                        message,
+                    })
+                }
                 Err(Attempt::Failed(error)) => return Err(error),
                 Ok(id) => return Ok(id),
             }
         }
     }
+}
+
+async fn publish_to_store(store: &store::Store, draft: &Draft) -> Result<EventId, Attempt> {
+    let result = match draft {
+        Draft::Job {
+            job,
+            owner,
+            event_type,
+            fields,
+            correlation_id,
+        } => {
+            store
+                .publish_job(job, owner, event_type, fields, correlation_id.as_deref())
+                .await
+        }
+        Draft::User {
+            user,
+            event_type,
+            fields,
+            correlation_id,
+        } => {
+            store
+                .publish_user(user, event_type, fields, correlation_id.as_deref())
+                .await
+        }
+    };
+    result.map_err(|error| match error {
+        store::StoreError::Refused(message) => Attempt::Refused(message),
+        store::StoreError::OwnerConflict { job, .. } => {
+            Attempt::Failed(Error::OwnerConflict { job })
+        }
+        store::StoreError::InvalidEvent(e) => {
+            Attempt::Failed(Error::InvalidArgument(e.to_string()))
+        }
+        store::StoreError::Ambiguous(message) => Attempt::Failed(Error::Ambiguous(message)),
+        store::StoreError::Rejected(message) => Attempt::Failed(Error::Rejected {
+            code: "redis".into(),
+            message,
+        }),
+    })
 }
 
 /// The outcome of one transport attempt that did not publish.
@@ -244,29 +412,42 @@ impl Job {
     /// `progress` (0–100) at a stage; sets the job active.
     pub async fn progress(&self, progress: u32, stage: &str) -> Result<EventId, Error> {
         if progress > 100 {
-            return Err(Error::InvalidArgument(format!("progress {progress} is over 100")));
+            return Err(Error::InvalidArgument(format!(
+                "progress {progress} is over 100"
+            )));
         }
-        self.event("progress", serde_json::json!({"progress": progress, "stage": stage})).await
+        self.event(
+            "progress",
+            serde_json::json!({"progress": progress, "stage": stage}),
+        )
+        .await
     }
 
     /// `stage`: the job entered a stage.
     pub async fn stage(&self, stage: &str) -> Result<EventId, Error> {
-        self.event("stage", serde_json::json!({"stage": stage})).await
+        self.event("stage", serde_json::json!({"stage": stage}))
+            .await
     }
 
     /// `log`: one log line.
     pub async fn log(&self, level: Level, message: &str) -> Result<EventId, Error> {
-        self.event("log", serde_json::json!({"level": level.as_str(), "message": message})).await
+        self.event(
+            "log",
+            serde_json::json!({"level": level.as_str(), "message": message}),
+        )
+        .await
     }
 
     /// `complete` with a result; the job's streams end after it.
     pub async fn complete(&self, result: Value) -> Result<EventId, Error> {
-        self.event("complete", serde_json::json!({"result": result})).await
+        self.event("complete", serde_json::json!({"result": result}))
+            .await
     }
 
     /// `failed` with an error (a message or any JSON); the job's streams end after it.
     pub async fn fail(&self, error: impl Into<Value>) -> Result<EventId, Error> {
-        self.event("failed", serde_json::json!({"error": error.into()})).await
+        self.event("failed", serde_json::json!({"error": error.into()}))
+            .await
     }
 
     /// `cancelled`, with an optional reason; the job's streams end after it.
@@ -280,16 +461,23 @@ impl Job {
 
     /// Any event type, with a JSON object of fields.
     pub async fn event(&self, event_type: &str, data: Value) -> Result<EventId, Error> {
-        self.event_with(event_type, data, EventOptions::default()).await
+        self.event_with(event_type, data, EventOptions::default())
+            .await
     }
 
     /// [`Job::event`] with options.
-    pub async fn event_with(&self, event_type: &str, data: Value, options: EventOptions) -> Result<EventId, Error> {
+    pub async fn event_with(
+        &self,
+        event_type: &str,
+        data: Value,
+        options: EventOptions,
+    ) -> Result<EventId, Error> {
         check_id("job", &self.job_id)?;
         check_id("owner", &self.owner)?;
         let event_type = check_type(event_type)?;
         let fields = fields(data)?;
-        wire::StatePatch::from_event(&event_type, &fields).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        wire::StatePatch::from_event(&event_type, &fields)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let draft = Draft::Job {
             job: self.job_id.clone(),
             owner: self.owner.clone(),
@@ -305,7 +493,9 @@ fn check_id(what: &str, id: &str) -> Result<(), Error> {
     if wire::is_valid_id(id) {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!("{what} id {id:?} is not 1-128 characters of [A-Za-z0-9._:-]")))
+        Err(Error::InvalidArgument(format!(
+            "{what} id {id:?} is not 1-128 characters of [A-Za-z0-9._:-]"
+        )))
     }
 }
 
@@ -321,9 +511,9 @@ fn check_type(event_type: &str) -> Result<String, Error> {
 
 fn check_correlation(id: Option<String>) -> Result<Option<String>, Error> {
     match id {
-        Some(id) if !wire::is_valid_correlation_id(&id) => {
-            Err(Error::InvalidArgument("correlation id must be 1-128 printable ASCII characters".into()))
-        }
+        Some(id) if !wire::is_valid_correlation_id(&id) => Err(Error::InvalidArgument(
+            "correlation id must be 1-128 printable ASCII characters".into(),
+        )),
         other => Ok(other),
     }
 }
@@ -332,7 +522,9 @@ fn fields(data: Value) -> Result<Map<String, Value>, Error> {
     match data {
         Value::Object(map) => Ok(map),
         Value::Null => Ok(Map::new()),
-        other => Err(Error::InvalidArgument(format!("event data must be a JSON object, not {other}"))),
+        other => Err(Error::InvalidArgument(format!(
+            "event data must be a JSON object, not {other}"
+        ))),
     }
 }
 
@@ -346,16 +538,40 @@ mod tests {
         // Port 9 (discard) is never contacted: every call fails validation first.
         let publisher = Publisher::http("http://127.0.0.1:9", "t").unwrap();
         let bad_job = publisher.job("a/b", "u1");
-        assert!(matches!(bad_job.stage("x").await, Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            bad_job.stage("x").await,
+            Err(Error::InvalidArgument(_))
+        ));
         let job = publisher.job("j1", "u1");
-        assert!(matches!(job.progress(101, "x").await, Err(Error::InvalidArgument(_))));
-        assert!(matches!(job.event("status", json!({})).await, Err(Error::InvalidArgument(_))));
-        assert!(matches!(job.event("Bad", json!({})).await, Err(Error::InvalidArgument(_))));
-        assert!(matches!(job.event("x", json!([1])).await, Err(Error::InvalidArgument(_))));
-        assert!(matches!(job.event("progress", json!({"progress": "high"})).await, Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            job.progress(101, "x").await,
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            job.event("status", json!({})).await,
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            job.event("Bad", json!({})).await,
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            job.event("x", json!([1])).await,
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            job.event("progress", json!({"progress": "high"})).await,
+            Err(Error::InvalidArgument(_))
+        ));
         let options = EventOptions::default().correlation_id("a\nb");
-        assert!(matches!(job.event_with("x", json!({}), options).await, Err(Error::InvalidArgument(_))));
-        assert!(matches!(publisher.notify("", "notice", json!({})).await, Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            job.event_with("x", json!({}), options).await,
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            publisher.notify("", "notice", json!({})).await,
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[test]
@@ -376,7 +592,11 @@ mod tests {
 
     #[test]
     fn transient_errors_are_told_apart() {
-        assert!(Error::Unavailable { attempts: 1, message: String::new() }.is_transient());
+        assert!(Error::Unavailable {
+            attempts: 1,
+            message: String::new()
+        }
+        .is_transient());
         assert!(!Error::OwnerConflict { job: "j".into() }.is_transient());
     }
 }

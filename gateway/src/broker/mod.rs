@@ -11,6 +11,7 @@
 //! see this trait and the wire types.
 
 pub mod memory;
+pub mod redis;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -124,6 +125,12 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the broker can serve right now (readiness).
     fn is_ready(&self) -> bool;
+
+    /// Changes whenever the upstream subscription connection was lost; a stream whose
+    /// opening straddled a change reads its history again (see `stream::open`).
+    fn generation(&self) -> u64 {
+        0
+    }
 
     /// The node's local fan-out.
     fn hub(&self) -> &Arc<Hub>;

@@ -48,6 +48,7 @@ pub struct GatewayBuilder {
     args: Vec<String>,
     env: Vec<(String, String)>,
     secret: Option<String>,
+    claims: Value,
 }
 
 impl GatewayBuilder {
@@ -70,6 +71,12 @@ impl GatewayBuilder {
     }
 
     /// No `--jwt-secret` (e.g. public keys only, or the secret given by env).
+    /// Claims added to every token [`Gateway::token`] and friends mint (e.g. `iss`, `aud`).
+    pub fn token_claims(mut self, claims: Value) -> Self {
+        self.claims = claims;
+        self
+    }
+
     pub fn without_secret(mut self) -> Self {
         self.secret = None;
         self
@@ -121,6 +128,7 @@ impl GatewayBuilder {
             addr: "0.0.0.0:0".parse().expect("literal addr"),
             metrics_addr: "0.0.0.0:0".parse().expect("literal addr"),
             secret: self.secret,
+            claims: self.claims,
             backend: self.backend,
             pid,
             child,
@@ -197,6 +205,8 @@ pub struct Gateway {
     pub metrics_addr: SocketAddr,
     /// The HS256 secret it was given, if any.
     pub secret: Option<String>,
+    /// Claims added to every token this harness mints for this gateway.
+    claims: Value,
     pub backend: Backend,
     pid: u32,
     child: Child,
@@ -220,6 +230,7 @@ impl Gateway {
             args: Vec::new(),
             env: Vec::new(),
             secret: Some(random_secret()),
+            claims: json!({}),
         }
     }
 
@@ -240,12 +251,16 @@ impl Gateway {
 
     /// An HS256 token for `sub`, valid for an hour.
     pub fn token(&self, sub: &str) -> String {
-        tokens::hs256(self.secret(), &tokens::claims(sub))
+        self.token_with(sub, json!({}))
     }
 
     /// An HS256 token for `sub` with extra claims.
     pub fn token_with(&self, sub: &str, extra: Value) -> String {
-        tokens::hs256(self.secret(), &tokens::claims_with(sub, extra))
+        let mut claims = tokens::claims_with(sub, self.claims.clone());
+        if let (Some(target), Value::Object(extra)) = (claims.as_object_mut(), extra) {
+            target.extend(extra);
+        }
+        tokens::hs256(self.secret(), &claims)
     }
 
     /// An HS256 token with exactly these claims.

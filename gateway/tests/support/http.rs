@@ -242,10 +242,8 @@ impl Conn {
 
     /// Reads more bytes into the buffer; `Ok(0)` at end of stream. Cancel-safe.
     async fn fill(&mut self) -> io::Result<usize> {
-        let mut chunk = [0u8; 64 * 1024];
-        let n = self.stream.read(&mut chunk).await?;
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(n)
+        self.buf.reserve(64 * 1024);
+        self.stream.read_buf(&mut self.buf).await
     }
 
     /// One CRLF-terminated line, without the CRLF. Cancel-safe (consumes only once whole).

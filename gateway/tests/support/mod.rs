@@ -30,7 +30,8 @@ pub const TEST_LIMIT: Duration = Duration::from_secs(40);
 
 /// Runs a test body with a time limit: a hang is a failure, never a stuck suite.
 pub async fn bounded<F: Future>(limit: Duration, body: F) -> F::Output {
-    match tokio::time::timeout(limit, body).await {
+    // Boxed: debug-build futures of whole tests are large for a test thread's stack.
+    match tokio::time::timeout(limit, Box::pin(body)).await {
         Ok(output) => output,
         Err(_) => panic!("test exceeded its time limit of {limit:?}"),
     }

@@ -14,7 +14,11 @@ use serde_json::Value;
 use sse_publisher::{Error, EventOptions, Publisher};
 
 #[derive(Parser)]
-#[command(name = "sse-publish", version, about = "Publish events to the SSE gateway")]
+#[command(
+    name = "sse-publish",
+    version,
+    about = "Publish events to the SSE gateway"
+)]
 struct Cli {
     /// Gateway base URL (HTTP transport).
     #[arg(long, env = "SSE_GATEWAY_URL", default_value = "http://127.0.0.1:8080")]
@@ -68,12 +72,30 @@ async fn main() -> ExitCode {
         options = options.correlation_id(id);
     }
     let result = match cli.command {
-        What::Job { job, owner, event_type, data } => match parse(&data) {
-            Ok(data) => publisher.job(job, owner).event_with(&event_type, data, options).await,
+        What::Job {
+            job,
+            owner,
+            event_type,
+            data,
+        } => match parse(&data) {
+            Ok(data) => {
+                publisher
+                    .job(job, owner)
+                    .event_with(&event_type, data, options)
+                    .await
+            }
             Err(error) => Err(error),
         },
-        What::Notify { user, event_type, data } => match parse(&data) {
-            Ok(data) => publisher.notify_with(&user, &event_type, data, options).await,
+        What::Notify {
+            user,
+            event_type,
+            data,
+        } => match parse(&data) {
+            Ok(data) => {
+                publisher
+                    .notify_with(&user, &event_type, data, options)
+                    .await
+            }
             Err(error) => Err(error),
         },
     };
@@ -87,7 +109,8 @@ async fn main() -> ExitCode {
 }
 
 fn parse(data: &str) -> Result<Value, Error> {
-    serde_json::from_str(data).map_err(|e| Error::InvalidArgument(format!("--data is not JSON: {e}")))
+    serde_json::from_str(data)
+        .map_err(|e| Error::InvalidArgument(format!("--data is not JSON: {e}")))
 }
 
 fn fail(error: &Error) -> ExitCode {
