@@ -8,7 +8,7 @@ DEV_JWT_SECRET ?= dev-only-secret-change-me-0123456789
 LISTEN ?= 127.0.0.1:8080
 METRICS_LISTEN ?= 127.0.0.1:9090
 
-.PHONY: run build test lint fmt clean token
+.PHONY: run build test deps lint fmt clean token
 
 build:
 	$(CARGO) build --release --workspace --locked
@@ -29,8 +29,14 @@ token:
 
 # Unit tests on exact bytes, then integration tests that start real gateway processes
 # on ephemeral loopback ports.
-test:
+test: deps
 	$(CARGO) test --workspace --locked
+
+# What the tests start for real: redis-server (Debian's package) when it is missing.
+deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -29,6 +29,8 @@
 
 mod http;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod wire;
 
 use std::sync::Arc;

@@ -106,6 +106,21 @@ impl GatewayBuilder {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(false);
+        // Safety net for when the test process dies without running destructors (abort,
+        // stack overflow, SIGKILL): the kernel then SIGKILLs the gateway. The threads that
+        // spawn gateways (test threads, runtime workers) live as long as the test.
+        // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+        unsafe {
+            let parent = libc::getpid();
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
+                    || libc::getppid() != parent
+                {
+                    return Err(std::io::Error::other("parent gone before exec"));
+                }
+                Ok(())
+            });
+        }
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {BINARY}: {e}"));

@@ -1,0 +1,287 @@
+//! The SDK's Redis transport against a real redis-server: every method, the exact keys,
+//! fields and channel payloads of DESIGN §7, owner conflicts, NOSCRIPT, TTLs, outages.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use sse_publisher::testing::RedisServer;
+use sse_publisher::wire::{EventId, Retention};
+use sse_publisher::{Error, EventOptions, Level, Publisher, RedisOptions, RetryPolicy};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn bounded<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(TIMEOUT, future)
+        .await
+        .expect("the test finished in time")
+}
+
+fn entries(redis: &RedisServer, key: &str) -> Vec<(String, HashMap<String, String>)> {
+    redis.cmd(&["XRANGE", key, "-", "+"])
+}
+
+#[tokio::test]
+async fn every_method_writes_the_contract_keys_and_channel_payloads() {
+    bounded(async {
+        let redis = RedisServer::start();
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut pubsub = client.get_async_pubsub().await.unwrap();
+        pubsub.subscribe("sse:{u:u1}:job:j1").await.unwrap();
+        pubsub.subscribe("sse:{u:u1}").await.unwrap();
+        let publisher = Publisher::connect(&redis.url()).await.unwrap();
+        let job = publisher.job("j1", "u1");
+        let mut ids = vec![
+            job.progress(45, "Encoding").await.unwrap(),
+            job.stage("Muxing").await.unwrap(),
+            job.log(Level::Warn, "slow\nframe").await.unwrap(),
+            job.event_with(
+                "thumbnail",
+                json!({"url": "/t.png"}),
+                EventOptions::default().correlation_id("c-9"),
+            )
+            .await
+            .unwrap(),
+            job.complete(json!({"outputPath": "out.mp4"}))
+                .await
+                .unwrap(),
+        ];
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+
+        let job_log = entries(&redis, "sse:{u:u1}:job:j1:log");
+        let types: Vec<&str> = job_log.iter().map(|(_, f)| f["type"].as_str()).collect();
+        assert_eq!(types, ["progress", "stage", "log", "thumbnail", "complete"]);
+        assert_eq!(
+            job_log
+                .iter()
+                .map(|(id, _)| id.parse().unwrap())
+                .collect::<Vec<EventId>>(),
+            ids
+        );
+        let data: Value = serde_json::from_str(&job_log[3].1["data"]).unwrap();
+        assert_eq!(data["correlationId"], "c-9");
+        assert_eq!(data["url"], "/t.png");
+        assert_eq!(data["jobId"], "j1");
+        let user_log = entries(&redis, "sse:{u:u1}:log");
+        assert_eq!(
+            user_log.len(),
+            5,
+            "every job event is in the owner's stream too"
+        );
+        assert_eq!(
+            user_log[2].1["data"], job_log[2].1["data"],
+            "same data on both streams"
+        );
+
+        let state: HashMap<String, String> = redis.cmd(&["HGETALL", "sse:{u:u1}:job:j1"]);
+        assert_eq!(state["status"], "\"completed\"");
+        assert_eq!(state["progress"], "100");
+        assert_eq!(state["stage"], "\"Muxing\"");
+        assert_eq!(state["result"], r#"{"outputPath":"out.mp4"}"#);
+        assert_eq!(state["lastEventId"], format!("\"{}\"", ids[4]));
+        let jobs: Vec<String> = redis.cmd(&["ZRANGE", "sse:{u:u1}:jobs", "0", "-1"]);
+        assert_eq!(jobs, ["j1"]);
+        let owner: String = redis.cmd(&["GET", "sse:owner:j1"]);
+        assert_eq!(owner, "u1");
+
+        // Each publish sent its ready-made frame to the job channel, then the user channel.
+        let mut messages = pubsub.on_message();
+        for (index, (id, fields)) in job_log.iter().enumerate() {
+            let expected = format!(
+                "id: {id}\nevent: {}\ndata: {}\n\n",
+                fields["type"], fields["data"]
+            );
+            let on_job = messages.next().await.unwrap();
+            assert_eq!(on_job.get_channel_name(), "sse:{u:u1}:job:j1");
+            assert_eq!(on_job.get_payload_bytes(), expected.as_bytes());
+            let on_user = messages.next().await.unwrap();
+            assert_eq!(on_user.get_channel_name(), "sse:{u:u1}");
+            let user_id = &user_log[index].0;
+            let expected = format!(
+                "id: {user_id}\nevent: {}\ndata: {}\n\n",
+                fields["type"], fields["data"]
+            );
+            assert_eq!(on_user.get_payload_bytes(), expected.as_bytes());
+        }
+        drop(messages);
+
+        ids.push(
+            publisher
+                .notify("u1", "notice", json!({"text": "hi"}))
+                .await
+                .unwrap(),
+        );
+        let user_log = entries(&redis, "sse:{u:u1}:log");
+        let last: Value = serde_json::from_str(&user_log[5].1["data"]).unwrap();
+        assert_eq!(
+            last,
+            json!({"userId": "u1", "type": "notice", "ts": last["ts"], "text": "hi"})
+        );
+
+        let failed = publisher.job("j2", "u1");
+        failed.fail("disk full").await.unwrap();
+        let state: HashMap<String, String> = redis.cmd(&["HGETALL", "sse:{u:u1}:job:j2"]);
+        assert_eq!(
+            (state["status"].as_str(), state["error"].as_str()),
+            ("\"failed\"", "\"disk full\"")
+        );
+        publisher
+            .job("j3", "u1")
+            .cancel(Some("user asked"))
+            .await
+            .unwrap();
+        let state: HashMap<String, String> = redis.cmd(&["HGETALL", "sse:{u:u1}:job:j3"]);
+        assert_eq!(
+            (state["status"].as_str(), state["message"].as_str()),
+            ("\"cancelled\"", "\"user asked\"")
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn another_owner_is_a_typed_conflict_and_writes_nothing() {
+    bounded(async {
+        let redis = RedisServer::start();
+        let publisher = Publisher::connect(&redis.url()).await.unwrap();
+        publisher.job("shared", "u1").stage("a").await.unwrap();
+        let other = Publisher::connect(&redis.url()).await.unwrap();
+        let error = other.job("shared", "u2").stage("b").await.unwrap_err();
+        assert!(
+            matches!(error, Error::OwnerConflict { ref job } if job == "shared"),
+            "{error:?}"
+        );
+        assert!(!error.is_transient());
+        let exists: bool = redis.cmd(&["EXISTS", "sse:{u:u2}:job:shared:log"]);
+        assert!(!exists, "nothing was written under the wrong owner");
+        assert_eq!(entries(&redis, "sse:{u:u1}:job:shared:log").len(), 1);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn scripts_are_reloaded_after_script_flush() {
+    bounded(async {
+        let redis = RedisServer::start();
+        let publisher = Publisher::connect(&redis.url()).await.unwrap();
+        let job = publisher.job("j1", "u1");
+        job.stage("one").await.unwrap();
+        let _: () = redis.cmd(&["SCRIPT", "FLUSH"]);
+        job.stage("two").await.unwrap();
+        publisher.notify("u1", "notice", json!({})).await.unwrap();
+        let types: Vec<String> = entries(&redis, "sse:{u:u1}:job:j1:log")
+            .into_iter()
+            .map(|(_, f)| f["type"].clone())
+            .collect();
+        assert_eq!(
+            types,
+            ["stage", "stage"],
+            "exactly one event per call, none lost or doubled"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn retention_sets_lengths_and_ttls() {
+    bounded(async {
+        // Small stream nodes so that `MAXLEN ~` trims at small sizes.
+        let redis = RedisServer::start_with(&["--stream-node-max-entries", "2"]);
+        let retention = Retention {
+            job_stream_maxlen: 4,
+            user_stream_maxlen: 6,
+            retention_ms: 60_000,
+            user_retention_ms: 600_000,
+        };
+        let options = RedisOptions::default().retention(retention);
+        let publisher = Publisher::connect_with(&redis.url(), options)
+            .await
+            .unwrap();
+        let job = publisher.job("j1", "u1");
+        for n in 0..20 {
+            job.event("tick", json!({"n": n})).await.unwrap();
+        }
+        let length: usize = redis.cmd(&["XLEN", "sse:{u:u1}:job:j1:log"]);
+        assert!(
+            (4..=6).contains(&length),
+            "job stream trimmed to about 4, got {length}"
+        );
+        let length: usize = redis.cmd(&["XLEN", "sse:{u:u1}:log"]);
+        assert!(
+            (6..=8).contains(&length),
+            "user stream trimmed to about 6, got {length}"
+        );
+        let ttl: i64 = redis.cmd(&["PTTL", "sse:{u:u1}:job:j1"]);
+        assert!(
+            ttl > 60_000 && ttl <= 600_000,
+            "a running job lives as long as its user: {ttl}"
+        );
+        job.complete(json!(null)).await.unwrap();
+        for key in ["sse:{u:u1}:job:j1", "sse:{u:u1}:job:j1:log"] {
+            let ttl: i64 = redis.cmd(&["PTTL", key]);
+            assert!(
+                ttl > 0 && ttl <= 60_000,
+                "{key} expires --retention after the terminal event: {ttl}"
+            );
+        }
+        for key in ["sse:{u:u1}:log", "sse:{u:u1}:jobs", "sse:owner:j1"] {
+            let ttl: i64 = redis.cmd(&["PTTL", key]);
+            assert!(
+                ttl > 60_000 && ttl <= 600_000,
+                "{key} expires with the user: {ttl}"
+            );
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_outage_is_retried_then_reported_and_publishing_resumes() {
+    bounded(async {
+        let mut redis = RedisServer::start();
+        let retry = RetryPolicy::default().attempts(3);
+        let publisher = Publisher::connect_with(&redis.url(), RedisOptions::default().retry(retry))
+            .await
+            .unwrap();
+        let job = publisher.job("j1", "u1");
+        job.stage("before").await.unwrap();
+        redis.stop();
+        let error = job.stage("during").await.unwrap_err();
+        assert!(error.is_transient(), "{error:?}");
+        redis.restart();
+        // Pooled connections to the old process are dead; the next attempts reconnect.
+        let mut published = None;
+        for _ in 0..50 {
+            match job.stage("after").await {
+                Ok(id) => {
+                    published = Some(id);
+                    break;
+                }
+                Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => panic!("unexpected error after restart: {e:?}"),
+            }
+        }
+        assert!(published.is_some(), "publishing resumed after the restart");
+        let stages: Vec<String> = entries(&redis, "sse:{u:u1}:job:j1:log")
+            .into_iter()
+            .map(|(_, f)| {
+                serde_json::from_str::<Value>(&f["data"]).unwrap()["stage"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(
+            stages.first().map(String::as_str),
+            Some("before"),
+            "AOF kept the event from before"
+        );
+        assert_eq!(stages.last().map(String::as_str), Some("after"));
+        assert!(
+            !stages.iter().any(|s| s == "during"),
+            "nothing was written while Redis was down: {stages:?}"
+        );
+    })
+    .await
+}
