@@ -11,13 +11,14 @@
 #   --run-dir DIR           pid, logs and temp files (default: OUTPUT's directory)
 #   --worker-connections N  per worker (default 16384; each stream takes two)
 #
-# Then, as any user:  nginx -p DIR -c OUTPUT -e DIR/error.log
+# Then, as any user (absolute paths; -c is relative to -p otherwise):
+#   nginx -p DIR -c OUTPUT -e DIR/error.log
 # (`-e` keeps nginx from opening the system error log before it reads the config.)
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 usage() {
-    sed -n '5,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '5,16p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -67,13 +68,21 @@ run_dir=$(cd "$run_dir" && pwd)
 # Indent the shared SSE settings into the location block.
 sse_proxy=$(sed -e 's/^\(.\)/            \1/' "$here/sse-proxy.conf")
 
+# Two descriptors per stream, plus some; not above the hard limit, which an ordinary user
+# cannot raise (nginx would log an alert and keep the old limit).
+nofile=$((worker_connections * 2 + 128))
+hard=$(ulimit -Hn)
+if [ "$hard" != unlimited ] && [ "$nofile" -gt "$hard" ]; then
+    nofile=$hard
+fi
+
 tmp="$output.tmp.$$"
 trap 'rm -f "$tmp"' EXIT
 SERVERS=$servers SSE_PROXY=$sse_proxy awk \
     -v run_dir="$run_dir" \
     -v listen="$listen" \
     -v wc="$worker_connections" \
-    -v nofile="$((worker_connections * 2 + 128))" '
+    -v nofile="$nofile" '
     $0 == "@UPSTREAM_SERVERS@" { printf "%s", ENVIRON["SERVERS"]; next }
     $0 == "@SSE_PROXY@" { print ENVIRON["SSE_PROXY"]; next }
     {

@@ -36,8 +36,8 @@ pub struct Identity {
     /// `jobs`: extra jobs this token may watch (shared links).
     pub jobs: Box<[String]>,
     pub role: Role,
-    /// `exp`, seconds since the epoch.
-    pub expires_at: u64,
+    /// When the token stops being valid: `exp` plus the leeway, in ms since the epoch.
+    pub expires_at_ms: u64,
 }
 
 impl Identity {
@@ -295,6 +295,15 @@ impl AuthConfig {
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map_err(|e| classify(e.kind()))?;
         let claims = data.claims;
+        // The library compares whole seconds, so a token would live up to 1 s past `exp`;
+        // RFC 7519 makes it invalid from `exp` on.
+        let expires_at_ms = claims
+            .exp
+            .saturating_mul(1000)
+            .saturating_add(self.leeway.as_millis() as u64);
+        if sse_publisher::wire::now_ms() >= expires_at_ms {
+            return Err(AuthError::Expired);
+        }
         if !sse_publisher::wire::is_valid_id(&claims.sub) {
             return Err(AuthError::BadClaims);
         }
@@ -309,7 +318,7 @@ impl AuthConfig {
             user: claims.sub,
             jobs: claims.jobs.into_boxed_slice(),
             role,
-            expires_at: claims.exp,
+            expires_at_ms,
         })
     }
 }

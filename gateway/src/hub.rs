@@ -153,8 +153,8 @@ pub enum Next {
 pub struct Mailbox {
     inner: Mutex<Inbox>,
     limits: QueueLimits,
-    /// `exp` (+ leeway) of the stream's token, seconds since the epoch.
-    expires_at: u64,
+    /// When the stream's token expires (`exp` + leeway), ms since the epoch.
+    expires_at_ms: u64,
     conn: Arc<ConnControl>,
     /// Set when the body writes anything, cleared by the heartbeat tick: a stream that
     /// wrote since the last tick needs no heartbeat. Atomic so the body's hot path does
@@ -182,11 +182,11 @@ struct Inbox {
 const STUCK_CLOSE_TICKS: u32 = 8;
 
 impl Mailbox {
-    pub fn new(limits: QueueLimits, expires_at: u64, conn: Arc<ConnControl>) -> Arc<Mailbox> {
+    pub fn new(limits: QueueLimits, expires_at_ms: u64, conn: Arc<ConnControl>) -> Arc<Mailbox> {
         Arc::new(Mailbox {
             inner: Mutex::new(Inbox::default()),
             limits,
-            expires_at,
+            expires_at_ms,
             conn,
             wrote: AtomicBool::new(false),
         })
@@ -290,7 +290,7 @@ impl Mailbox {
 
     /// Housekeeping, a few times per heartbeat interval: token expiry, heartbeat, and
     /// cutting a closed stream whose connection is stuck.
-    fn tick(&self, now_secs: u64, heartbeat_ticks: u32) {
+    fn tick(&self, now_ms: u64, heartbeat_ticks: u32) {
         let wrote = self.wrote.swap(false, Ordering::Relaxed);
         let mut inbox = self.lock();
         if inbox.closed.is_some() {
@@ -301,7 +301,7 @@ impl Mailbox {
             }
             return;
         }
-        if now_secs >= self.expires_at {
+        if now_ms >= self.expires_at_ms {
             inbox.closed = Some(CloseReason::TokenExpired);
         } else if wrote {
             inbox.idle_ticks = 0;
@@ -476,7 +476,7 @@ impl Hub {
     }
 
     /// One housekeeping pass over every mailbox (see the module doc).
-    pub fn tick(&self, now_secs: u64, heartbeat_ticks: u32) {
+    pub fn tick(&self, now_ms: u64, heartbeat_ticks: u32) {
         let topics: Vec<Arc<Subscribers>> = self.topics().values().cloned().collect();
         for subscribers in topics {
             let mailboxes = subscribers
@@ -485,7 +485,7 @@ impl Hub {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
             for mailbox in mailboxes {
-                mailbox.tick(now_secs, heartbeat_ticks);
+                mailbox.tick(now_ms, heartbeat_ticks);
             }
         }
     }

@@ -7,7 +7,10 @@ use sse_gateway::config::{Cli, Command, Config, LogFormat, ServeArgs, EXIT_CONFI
 use sse_gateway::{auth, shutdown};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error),
+    };
     let args = match cli.command {
         Some(Command::MintToken(args)) => {
             return match auth::mint_token(&args) {
@@ -101,4 +104,22 @@ fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(false).init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+/// `--help` and `--version` print and succeed; any other command-line error is one line
+/// naming the option, and exit status 64.
+fn usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    let text = error.to_string();
+    let line = text.lines().next().unwrap_or("invalid arguments");
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    eprintln!("sse-gateway: invalid configuration: {line}");
+    ExitCode::from(EXIT_CONFIG as u8)
 }

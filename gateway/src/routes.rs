@@ -414,10 +414,7 @@ async fn open_stream<B: Broker>(
     last_event_id: Option<EventId>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let slot = acquire_slot(app, &identity.user)?;
-    let expires_at = identity
-        .expires_at
-        .saturating_add(app.config.auth.leeway().as_secs());
-    let mailbox = Mailbox::new(app.queue_limits(), expires_at, conn);
+    let mailbox = Mailbox::new(app.queue_limits(), identity.expires_at_ms, conn);
     let subscription = app.broker.subscribe(topic.clone(), mailbox).await?;
     // Drain may have begun while this request waited for its subscription; the drain
     // only ends streams it can see.

@@ -278,17 +278,16 @@ async fn end_streams(hub: &Hub, spread: Duration, retry: Duration) {
 /// Heartbeats and token expiry for every stream: one tick a few times per heartbeat.
 async fn housekeeping<B: Broker>(app: Arc<App<B>>) {
     let heartbeat = app.config.heartbeat;
-    let tick = (heartbeat / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    // Ticks also time token expiry, so never coarser than 250 ms.
+    let tick = (heartbeat / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
     let heartbeat_ticks = (heartbeat.as_nanos() / tick.as_nanos()).max(1) as u32;
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        app.broker.hub().tick(now, heartbeat_ticks);
+        app.broker
+            .hub()
+            .tick(sse_publisher::wire::now_ms(), heartbeat_ticks);
     }
 }
 

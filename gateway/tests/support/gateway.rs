@@ -29,8 +29,9 @@ const LOG_LINES_KEPT: usize = 5000;
 pub enum Backend {
     /// The in-process broker (no `--redis-url`).
     Embedded,
-    // Redis: will start a `redis-server` on a random port (stopped on drop) and pass
-    // `--redis-url` and a random `--redis-prefix`.
+    /// A `redis-server` of the test's own on a random port (stopped on drop), with
+    /// `--redis-url` and a random `--redis-prefix`.
+    Redis,
 }
 
 impl Backend {
@@ -38,6 +39,17 @@ impl Backend {
     fn prepare(self) -> (Vec<String>, Option<Box<dyn std::any::Any + Send + Sync>>) {
         match self {
             Backend::Embedded => (Vec::new(), None),
+            Backend::Redis => {
+                let redis = sse_publisher::testing::RedisServer::start();
+                let prefix = format!("t{:08x}:", rand::random::<u32>());
+                let args = vec![
+                    "--redis-url".to_owned(),
+                    redis.url(),
+                    "--redis-prefix".to_owned(),
+                    prefix,
+                ];
+                (args, Some(Box::new(redis)))
+            }
         }
     }
 }
@@ -154,6 +166,11 @@ impl GatewayBuilder {
             Ok(Ok((addr, metrics_addr))) => {
                 gateway.addr = addr;
                 gateway.metrics_addr = metrics_addr;
+                // A Redis node serves streams once its pub/sub is proven (it hears its own
+                // ping), a moment after it listens; tests start from a ready node.
+                if gateway.backend == Backend::Redis {
+                    gateway.wait_ready(START_TIMEOUT).await;
+                }
                 gateway
             }
             Ok(Err(_)) => {
@@ -252,6 +269,14 @@ impl Gateway {
     /// A gateway with default options.
     pub async fn start(backend: Backend) -> Gateway {
         Gateway::builder(backend).start().await
+    }
+
+    /// Polls `/readyz` until it answers 200.
+    pub async fn wait_ready(&self, within: Duration) {
+        super::wait_until("the gateway answers /readyz 200", within, || async {
+            self.send(Request::get("/readyz")).await.status == 200
+        })
+        .await
     }
 
     pub fn pid(&self) -> u32 {

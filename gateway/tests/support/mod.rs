@@ -55,6 +55,17 @@ macro_rules! backend_tests {
                 }
             )*
         }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    #[allow(unused_mut, unused_assignments)]
+                    let mut limit = super::support::TEST_LIMIT;
+                    $( limit = std::time::Duration::from_secs($secs); )?
+                    super::support::bounded(limit, super::$name(super::support::Backend::Redis)).await
+                }
+            )*
+        }
     };
 }
 
