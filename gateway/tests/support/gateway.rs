@@ -61,6 +61,8 @@ pub struct GatewayBuilder {
     env: Vec<(String, String)>,
     secret: Option<String>,
     claims: Value,
+    /// URL and prefix of a Redis shared with other gateways.
+    shared_redis: Option<(String, String)>,
 }
 
 impl GatewayBuilder {
@@ -89,13 +91,38 @@ impl GatewayBuilder {
         self
     }
 
+    /// Use this Redis (shared with other gateways) and key prefix instead of a Redis of
+    /// the gateway's own.
+    pub fn shared_redis(mut self, url: &str, prefix: &str) -> Self {
+        self.backend = Backend::Redis;
+        self.shared_redis = Some((url.to_owned(), prefix.to_owned()));
+        self
+    }
+
+    /// Use this HS256 secret (to share tokens between gateways).
+    pub fn secret(mut self, secret: &str) -> Self {
+        self.secret = Some(secret.to_owned());
+        self
+    }
+
     pub fn without_secret(mut self) -> Self {
         self.secret = None;
         self
     }
 
     pub async fn start(self) -> Gateway {
-        let (backend_args, backend_guard) = self.backend.prepare();
+        let (backend_args, backend_guard) = match &self.shared_redis {
+            Some((url, prefix)) => (
+                vec![
+                    "--redis-url".to_owned(),
+                    url.clone(),
+                    "--redis-prefix".to_owned(),
+                    prefix.clone(),
+                ],
+                None,
+            ),
+            None => self.backend.prepare(),
+        };
         let mut command = Command::new(BINARY);
         command
             .args([
@@ -263,6 +290,7 @@ impl Gateway {
             env: Vec::new(),
             secret: Some(random_secret()),
             claims: json!({}),
+            shared_redis: None,
         }
     }
 
