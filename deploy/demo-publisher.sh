@@ -13,7 +13,7 @@
 #   DEMO_STEP_SECONDS   pause between two events of a job (default 1)
 set -u
 
-: "${GATEWAY_JWT_SECRET:?set GATEWAY_JWT_SECRET to the gateways' shared secret}"
+: "${GATEWAY_JWT_SECRET:?set GATEWAY_JWT_SECRET to the secret the gateways share}"
 SSE_GATEWAY_URL="${SSE_GATEWAY_URL:-http://nginx:8080}"
 export SSE_GATEWAY_URL
 owner="${DEMO_OWNER:-demo}"

@@ -71,7 +71,8 @@ sse_proxy=$(sed -e 's/^\(.\)/            \1/' "$here/sse-proxy.conf")
 # Two descriptors per stream, plus some; not above the hard limit, which an ordinary user
 # cannot raise (nginx would log an alert and keep the old limit).
 nofile=$((worker_connections * 2 + 128))
-hard=$(ulimit -Hn)
+# shellcheck disable=SC3045 # -H is not POSIX, but dash, bash and busybox sh have it.
+hard=$(ulimit -H -n 2>/dev/null || echo unlimited)
 if [ "$hard" != unlimited ] && [ "$nofile" -gt "$hard" ]; then
     nofile=$hard
 fi

@@ -185,7 +185,7 @@ mod tests {
     fn line_breaks_in_id_or_event_are_refused() {
         assert_eq!(event(Some("1\n2"), None, "x"), Err(EncodeError::InvalidId));
         assert_eq!(event(Some("1\r2"), None, "x"), Err(EncodeError::InvalidId));
-        assert_eq!(event(Some("1\02"), None, "x"), Err(EncodeError::InvalidId));
+        assert_eq!(event(Some("1\0 2"), None, "x"), Err(EncodeError::InvalidId));
         assert_eq!(
             event(None, Some("a\nb"), "x"),
             Err(EncodeError::InvalidEventName)

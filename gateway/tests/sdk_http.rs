@@ -31,7 +31,7 @@ async fn every_method_reaches_a_subscriber() {
         let mut user = gw.open_as("u1", "/v1/users/me/events").await.stream();
         expect_opening(&mut user, "jobs").await;
 
-        let ids = vec![
+        let ids = [
             job.stage("Muxing").await.unwrap(),
             job.log(Level::Error, "frame 7 dropped").await.unwrap(),
             job.event_with("thumb", json!({"url": "/t.png"}), EventOptions::default().correlation_id("req-1"))
