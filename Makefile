@@ -8,7 +8,7 @@ DEV_JWT_SECRET ?= dev-only-secret-change-me-0123456789
 LISTEN ?= 127.0.0.1:8080
 METRICS_LISTEN ?= 127.0.0.1:9090
 
-.PHONY: run build test deps lint fmt clean token
+.PHONY: run build test deps deploy-check lint fmt clean token
 
 build:
 	$(CARGO) build --release --workspace --locked
@@ -31,6 +31,12 @@ token:
 # on ephemeral loopback ports.
 test: deps
 	$(CARGO) test --workspace --locked
+	deploy/check.sh
+
+# Deployment artifacts: kustomize render, schemas, checkov, hadolint, compose, nginx,
+# haproxy, and drift between manifests and the gateway's real flags (part of `make test`).
+deploy-check:
+	deploy/check.sh
 
 # What the tests start for real: redis-server (Debian's package) when it is missing.
 deps:

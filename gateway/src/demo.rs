@@ -170,7 +170,7 @@ async fn run_demo_job<B: Broker>(
     broker
         .publish_job_event(publish(
             "stage",
-            json!({"stage": "Queued", "message": "waiting for a worker"}),
+            json!({"stage": "Queued"}),
         ))
         .await?;
     let total = kind.stages.len() as u64;
