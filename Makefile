@@ -8,7 +8,7 @@ DEV_JWT_SECRET ?= dev-only-secret-change-me-0123456789
 LISTEN ?= 127.0.0.1:8080
 METRICS_LISTEN ?= 127.0.0.1:9090
 
-.PHONY: run build test deps deploy-check lint fmt clean token
+.PHONY: run build test deps deploy-check cluster cluster-down lint fmt clean token
 
 build:
 	$(CARGO) build --release --workspace --locked
@@ -22,6 +22,16 @@ run:
 	@echo
 	./target/release/sse-gateway --demo --listen $(LISTEN) --metrics-listen $(METRICS_LISTEN) \
 		--jwt-secret $(DEV_JWT_SECRET)
+
+# A local cluster on loopback: redis, N gateway nodes (default 3) and nginx on :8080.
+NODES ?= 3
+cluster:
+	$(CARGO) build --release -p sse-gateway -p sse-publisher --locked
+	@command -v nginx >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; }
+	deploy/cluster.sh up $(NODES)
+
+cluster-down:
+	deploy/cluster.sh down
 
 # A publisher token for the running `make run` gateway (for curl and sse-publish).
 token:

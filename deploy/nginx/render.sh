@@ -52,8 +52,14 @@ for port in "$@"; do
         echo "render.sh: not a port: $port" >&2
         exit 2
     fi
-    # A node that fails is taken out for 5 s; the others carry its clients meanwhile.
-    servers="${servers}        server 127.0.0.1:${port} max_fails=1 fail_timeout=5s;
+    # No passive health marking (max_fails=0): after fail_timeout nginx lets a failed
+    # server take one probe request and clears the failure only when that request
+    # completes -- an SSE stream never does, so a recovered node would stay half-open and
+    # a rolling restart ends in "no live upstreams" (502, final for EventSource). Each
+    # request still moves on to the next node on a refusal or a draining node's 503
+    # (proxy_next_upstream in sse-proxy.conf), and proxy_connect_timeout keeps a dead
+    # host cheap to skip.
+    servers="${servers}        server 127.0.0.1:${port} max_fails=0;
 "
 done
 

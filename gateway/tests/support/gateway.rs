@@ -63,6 +63,9 @@ pub struct GatewayBuilder {
     claims: Value,
     /// URL and prefix of a Redis shared with other gateways.
     shared_redis: Option<(String, String)>,
+    /// `--listen` (an ephemeral port unless a test needs a fixed one, e.g. to restart a
+    /// node behind a load balancer).
+    listen: String,
 }
 
 impl GatewayBuilder {
@@ -99,6 +102,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Listen on this address instead of an ephemeral port.
+    pub fn listen(mut self, addr: &str) -> Self {
+        self.listen = addr.to_owned();
+        self
+    }
+
     /// Use this HS256 secret (to share tokens between gateways).
     pub fn secret(mut self, secret: &str) -> Self {
         self.secret = Some(secret.to_owned());
@@ -127,7 +136,7 @@ impl GatewayBuilder {
         command
             .args([
                 "--listen",
-                "127.0.0.1:0",
+                self.listen.as_str(),
                 "--metrics-listen",
                 "127.0.0.1:0",
                 "--log-format",
@@ -291,6 +300,7 @@ impl Gateway {
             secret: Some(random_secret()),
             claims: json!({}),
             shared_redis: None,
+            listen: "127.0.0.1:0".to_owned(),
         }
     }
 
@@ -407,6 +417,11 @@ impl Gateway {
     /// Sends SIGTERM to this gateway's own process.
     pub fn sigterm(&mut self) {
         self.signal(libc::SIGTERM);
+    }
+
+    /// `kill -9`: the node dies without draining.
+    pub fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
     }
 
     fn signal(&mut self, signal: libc::c_int) {

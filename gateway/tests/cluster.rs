@@ -1,0 +1,499 @@
+//! Failure scenarios of a real cluster: redis-server, several gateway processes, and nginx
+//! configured as deploy/nginx/render.sh configures it, with clients that behave like
+//! EventSource (reconnect by themselves after `retry:` with `Last-Event-ID`). Nodes are
+//! killed, drained, restarted; every client must end with exactly the full sequence.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sse_publisher::testing::{free_port, RedisServer};
+use sse_publisher::{Publisher, RedisOptions};
+use support::http::{self, Request};
+use support::sse::{Event, SseStream};
+use support::{bounded, wait_until, Backend, Gateway, TempDir};
+
+const LIMIT: Duration = Duration::from_secs(240);
+/// Every node's `retry:`: clients come back quickly.
+const RETRY: &str = "300ms";
+
+/// nginx as the load balancer, started from the project's own config; killed on drop.
+struct LoadBalancer {
+    child: Child,
+    addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl LoadBalancer {
+    async fn start(ports: &[u16]) -> LoadBalancer {
+        let dir = TempDir::new("nginx");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = dir.path.join("nginx.conf");
+        let render = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/nginx/render.sh");
+        let status = Command::new(render)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--run-dir")
+            .arg(&dir.path)
+            .arg(&config)
+            .args(ports.iter().map(u16::to_string))
+            .status()
+            .expect("run deploy/nginx/render.sh");
+        assert!(status.success(), "render.sh failed");
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(&dir.path)
+            .arg("-c")
+            .arg(&config)
+            .arg("-e")
+            .arg(dir.path.join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx (make test installs it)");
+        let lb = LoadBalancer { child, addr, _dir: dir };
+        wait_until("nginx answers", Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+        })
+        .await;
+        lb
+    }
+}
+
+impl Drop for LoadBalancer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self._dir.path.join("error.log")).unwrap_or_default();
+            let kept = std::env::temp_dir().join(format!("nginx-error-{}.log", self.child.id()));
+            let _ = std::fs::write(&kept, &log);
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            eprintln!("nginx error.log kept at {} (last lines, newest first):\n{}", kept.display(), tail.join("\n"));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Gateway nodes on fixed ports (so a node can be restarted in place) behind nginx, on
+/// one Redis. Tests own the node processes; the fleet knows where their metrics are.
+struct Fleet {
+    redis: RedisServer,
+    prefix: String,
+    secret: String,
+    flags: Vec<(String, String)>,
+    ports: Vec<u16>,
+    /// Metrics address of each live node (None while a node is down).
+    metrics: std::sync::Mutex<Vec<Option<SocketAddr>>>,
+    lb: LoadBalancer,
+}
+
+impl Fleet {
+    async fn start(count: usize, flags: &[(&str, &str)]) -> (Fleet, Vec<Gateway>) {
+        let redis = RedisServer::start();
+        let prefix = format!("f{:08x}:", rand::random::<u32>());
+        let secret = support::gateway::random_secret();
+        let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+        let mut flags: Vec<(String, String)> = flags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        flags.push(("--retry".into(), RETRY.into()));
+        let lb = LoadBalancer::start(&ports).await;
+        let metrics = std::sync::Mutex::new(vec![None; count]);
+        let fleet = Fleet { redis, prefix, secret, flags, ports, metrics, lb };
+        let mut nodes = Vec::new();
+        for i in 0..count {
+            nodes.push(fleet.start_node(i).await);
+        }
+        (fleet, nodes)
+    }
+
+    /// Starts node `i` on its port (first start or restart).
+    async fn start_node(&self, i: usize) -> Gateway {
+        let mut builder = Gateway::builder(Backend::Redis)
+            .shared_redis(&self.redis.url(), &self.prefix)
+            .secret(&self.secret)
+            .listen(&format!("127.0.0.1:{}", self.ports[i]));
+        for (name, value) in &self.flags {
+            builder = builder.flag(name, value.clone());
+        }
+        let node = builder.start().await;
+        self.metrics.lock().unwrap()[i] = Some(node.metrics_addr);
+        node
+    }
+
+    /// Node `i` is going down: stop reading its metrics.
+    fn forget(&self, i: usize) {
+        self.metrics.lock().unwrap()[i] = None;
+    }
+
+    fn token(&self, user: &str) -> String {
+        support::tokens::hs256(&self.secret, &support::tokens::claims_with(user, json!({})))
+    }
+
+    async fn publisher(&self) -> Publisher {
+        Publisher::connect_with(&self.redis.url(), RedisOptions::default().prefix(self.prefix.clone())).await.unwrap()
+    }
+
+    /// A metric summed over the live nodes.
+    async fn metric(&self, name: &str) -> f64 {
+        let addrs: Vec<SocketAddr> = self.metrics.lock().unwrap().iter().flatten().copied().collect();
+        let mut total = 0.0;
+        for addr in addrs {
+            let text = http::send(addr, &Request::get("/metrics")).await.text();
+            total += support::metric_sum(&text, name).unwrap_or(0.0);
+        }
+        total
+    }
+
+    /// The user stream as Redis holds it, after `after`.
+    fn user_ids_after(&self, user: &str, after: &str) -> Vec<String> {
+        let entries: Vec<(String, HashMap<String, String>)> =
+            self.redis.cmd(&["XRANGE", &format!("{}{{u:{user}}}:log", self.prefix), "-", "+"]);
+        let after = support::parse_id(after);
+        entries.into_iter().map(|(id, _)| id).filter(|id| support::parse_id(id) > after).collect()
+    }
+}
+
+/// The node with the most open streams.
+async fn busiest(nodes: &[Gateway]) -> usize {
+    let mut best = (0, -1.0);
+    for (i, node) in nodes.iter().enumerate() {
+        let open = node.metric("sse_gateway_open_connections").await;
+        if open > best.1 {
+            best = (i, open);
+        }
+    }
+    best.0
+}
+
+/// What one EventSource-like client saw.
+#[derive(Debug, Default)]
+struct Followed {
+    /// The snapshot the first connection opened with.
+    opening: String,
+    events: Vec<Event>,
+    reconnects: usize,
+    /// Statuses other than 200 it was answered with (a browser would stop on them).
+    refusals: Vec<u16>,
+}
+
+/// Follows `target` through the load balancer like EventSource does: reconnects after the
+/// last `retry:` with `Last-Event-ID` whenever the stream ends or breaks, until `is_last`.
+async fn follow(lb: SocketAddr, token: String, target: String, is_last: fn(&Event) -> bool) -> Followed {
+    let mut followed = Followed::default();
+    let mut last_id: Option<String> = None;
+    let mut retry = Duration::from_millis(300);
+    loop {
+        let mut request = Request::get(&target).bearer(&token);
+        if let Some(id) = &last_id {
+            request = request.last_event_id(id);
+        }
+        let mut stream: SseStream = match SseStream::open(lb, &request).await {
+            Ok(stream) => stream,
+            Err(response) => {
+                followed.refusals.push(response.status);
+                tokio::time::sleep(retry).await;
+                continue;
+            }
+        };
+        loop {
+            match stream.try_next_frame(Duration::from_secs(30)).await {
+                Ok(Some(frame)) => {
+                    if let Some(ms) = frame.retry {
+                        retry = Duration::from_millis(ms);
+                    }
+                    let Some(event) = frame.event else { continue };
+                    if last_id.is_none() {
+                        followed.opening = event.id.clone();
+                        last_id = Some(event.id);
+                        continue;
+                    }
+                    last_id = Some(event.id.clone());
+                    let last = is_last(&event);
+                    followed.events.push(event);
+                    if last {
+                        return followed;
+                    }
+                }
+                Ok(None) => break,
+                Err(()) => panic!("{target}: no frame for 30 s (heartbeats stopped?)"),
+            }
+        }
+        followed.reconnects += 1;
+        tokio::time::sleep(retry).await;
+    }
+}
+
+fn ids(events: &[Event]) -> Vec<String> {
+    events.iter().map(|e| e.id.clone()).collect()
+}
+
+/// A workload: jobs owned by users, followers of each job and of each user, events
+/// published round by round.
+struct Workload {
+    jobs: usize,
+    users: usize,
+    followers_per_job: usize,
+    followers_per_user: usize,
+    events_per_job: usize,
+    /// Pause after each round of one event per job.
+    pause: Duration,
+}
+
+struct Outcome {
+    job_followers: Vec<(usize, Followed)>,
+    user_followers: Vec<(usize, Followed)>,
+    published: Vec<Vec<String>>,
+}
+
+impl Workload {
+    fn standard() -> Workload {
+        Workload {
+            jobs: 30,
+            users: 10,
+            followers_per_job: 6,
+            followers_per_user: 4,
+            events_per_job: 40,
+            pause: Duration::from_millis(40),
+        }
+    }
+
+    fn clients(&self) -> usize {
+        self.jobs * self.followers_per_job + self.users * self.followers_per_user
+    }
+
+    fn owner(&self, job: usize) -> String {
+        format!("user-{}", job % self.users)
+    }
+
+    /// Creates the jobs, opens every follower (each has its snapshot before anything is
+    /// published), then publishes while `during` runs; returns once every follower ends.
+    async fn run<F: std::future::Future<Output = ()>>(&self, fleet: &Fleet, during: F) -> Outcome {
+        let publisher = fleet.publisher().await;
+        for j in 0..self.jobs {
+            publisher.job(format!("job-{j}"), self.owner(j)).stage("queued").await.unwrap();
+        }
+        let mut job_tasks = Vec::new();
+        for j in 0..self.jobs {
+            for _ in 0..self.followers_per_job {
+                let target = format!("/v1/jobs/job-{j}/events");
+                let follower = follow(fleet.lb.addr, fleet.token(&self.owner(j)), target, |e| e.event == "complete");
+                job_tasks.push((j, tokio::spawn(follower)));
+            }
+        }
+        let mut user_tasks = Vec::new();
+        for u in 0..self.users {
+            for _ in 0..self.followers_per_user {
+                let target = "/v1/users/me/events".to_owned();
+                let follower = follow(fleet.lb.addr, fleet.token(&format!("user-{u}")), target, |e| e.event == "done");
+                user_tasks.push((u, tokio::spawn(follower)));
+            }
+        }
+        let expected = self.clients() as f64;
+        wait_until("every follower has its stream open", Duration::from_secs(60), || async {
+            fleet.metric("sse_gateway_open_connections").await >= expected
+        })
+        .await;
+
+        let (jobs, users, events, pause) = (self.jobs, self.users, self.events_per_job, self.pause);
+        let owners: Vec<String> = (0..jobs).map(|j| self.owner(j)).collect();
+        let publishing = tokio::spawn(async move {
+            let mut published = vec![Vec::with_capacity(events); jobs];
+            for n in 1..=events {
+                for (j, ids) in published.iter_mut().enumerate() {
+                    let job = publisher.job(format!("job-{j}"), owners[j].clone());
+                    let id = if n == events {
+                        job.complete(json!({"n": n})).await
+                    } else {
+                        job.event("progress", json!({"progress": n * 100 / events, "n": n})).await
+                    };
+                    ids.push(id.expect("publish").to_string());
+                }
+                tokio::time::sleep(pause).await;
+            }
+            for u in 0..users {
+                publisher.notify(&format!("user-{u}"), "done", json!({})).await.expect("publish done");
+            }
+            published
+        });
+        during.await;
+        let published = publishing.await.expect("publisher");
+        let mut job_followers = Vec::new();
+        for (j, task) in job_tasks {
+            job_followers.push((j, task.await.expect("job follower")));
+        }
+        let mut user_followers = Vec::new();
+        for (u, task) in user_tasks {
+            user_followers.push((u, task.await.expect("user follower")));
+        }
+        Outcome { job_followers, user_followers, published }
+    }
+}
+
+impl Outcome {
+    /// Every follower has exactly the full sequence and was never refused; returns the
+    /// reconnect count.
+    fn assert_complete(&self, fleet: &Fleet) -> usize {
+        let mut reconnects = 0;
+        for (j, followed) in &self.job_followers {
+            assert_eq!(ids(&followed.events), self.published[*j], "job-{j}: exactly the published sequence");
+            assert!(followed.refusals.is_empty(), "job-{j}: refused {:?} (a browser would stop)", followed.refusals);
+            reconnects += followed.reconnects;
+        }
+        for (u, followed) in &self.user_followers {
+            let truth = fleet.user_ids_after(&format!("user-{u}"), &followed.opening);
+            assert_eq!(ids(&followed.events), truth, "user-{u}: exactly the user stream after its snapshot");
+            assert!(followed.refusals.is_empty(), "user-{u}: refused {:?}", followed.refusals);
+            reconnects += followed.reconnects;
+        }
+        reconnects
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_node_loses_nothing() {
+    bounded(LIMIT, async {
+        let (fleet, mut nodes) = Fleet::start(3, &[("--heartbeat", "1s")]).await;
+        let workload = Workload::standard();
+        let fleet = &fleet;
+        let victim_index = Arc::new(std::sync::Mutex::new(None));
+        let killed = victim_index.clone();
+        let outcome = workload
+            .run(fleet, async {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let victim = busiest(&nodes).await;
+                let on_victim = nodes[victim].metric("sse_gateway_open_connections").await;
+                fleet.forget(victim);
+                nodes[victim].kill9();
+                nodes[victim].wait_exit(Duration::from_secs(5)).await;
+                *killed.lock().unwrap() = Some(on_victim);
+            })
+            .await;
+        let on_victim = victim_index.lock().unwrap().expect("a node was killed");
+        let reconnects = outcome.assert_complete(fleet);
+        assert!(on_victim >= 30.0, "the victim held a fair share of the {} clients ({on_victim})", workload.clients());
+        assert!(reconnects as f64 >= on_victim, "the {on_victim} clients of the killed node reconnected ({reconnects})");
+        eprintln!("kill -9: {on_victim} clients on the victim, {reconnects} reconnects");
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_node_and_its_clients_move_without_loss() {
+    bounded(LIMIT, async {
+        let (fleet, mut nodes) = Fleet::start(3, &[("--heartbeat", "1s"), ("--drain-timeout", "4s")]).await;
+        let fleet = &fleet;
+        let outcome = Workload::standard()
+            .run(fleet, async {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let victim = busiest(&nodes).await;
+                let node = &mut nodes[victim];
+                let started = Instant::now();
+                node.sigterm();
+                wait_until("the node's readiness fails once SIGTERM is handled", Duration::from_secs(2), || async {
+                    node.send(Request::get("/readyz")).await.status == 503
+                })
+                .await;
+                let readyz = node.send(Request::get("/readyz")).await;
+                support::assert_error(&readyz, 503, "draining");
+                let refused = node
+                    .send(Request::get("/v1/users/me/events").bearer(&fleet.token("user-0")))
+                    .await;
+                support::assert_error(&refused, 503, "draining");
+                support::assert_retry_after(&refused);
+                fleet.forget(victim);
+                let status = node.wait_exit(Duration::from_secs(8)).await;
+                assert!(status.success(), "a drained node exits 0: {status:?}");
+                assert!(started.elapsed() < Duration::from_millis(4500), "exit within --drain-timeout");
+            })
+            .await;
+        let reconnects = outcome.assert_complete(fleet);
+        assert!(reconnects >= 30, "the drained node's clients moved ({reconnects} reconnects)");
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_every_node_loses_nothing() {
+    bounded(LIMIT, async {
+        let (fleet, nodes) = Fleet::start(3, &[("--heartbeat", "1s"), ("--drain-timeout", "2s")]).await;
+        let workload = Workload { events_per_job: 60, pause: Duration::from_millis(60), ..Workload::standard() };
+        let fleet = &fleet;
+        let mut replacements = Vec::new();
+        let outcome = workload
+            .run(fleet, async {
+                for (i, mut node) in nodes.into_iter().enumerate() {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    node.sigterm();
+                    fleet.forget(i);
+                    let status = node.wait_exit(Duration::from_secs(5)).await;
+                    assert!(status.success(), "node {i} drained and exited 0");
+                    replacements.push(fleet.start_node(i).await);
+                }
+            })
+            .await;
+        let reconnects = outcome.assert_complete(fleet);
+        assert!(reconnects >= workload.clients(), "every client moved at least once ({reconnects})");
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_storm_resumes_everyone_and_replays_only_what_was_missed() {
+    bounded(LIMIT, async {
+        const HISTORY: usize = 200;
+        let (fleet, mut nodes) =
+            Fleet::start(2, &[("--heartbeat", "1s"), ("--max-connections-per-user", "1000")]).await;
+        let workload = Workload {
+            jobs: 20,
+            users: 4,
+            followers_per_job: 100,
+            followers_per_user: 0,
+            events_per_job: 40,
+            pause: Duration::from_millis(100),
+        };
+        // Long histories: a client that re-read them on resume would replay 200 events.
+        let publisher = fleet.publisher().await;
+        for j in 0..workload.jobs {
+            let job = publisher.job(format!("job-{j}"), workload.owner(j));
+            for n in 0..HISTORY {
+                job.event("history", json!({"n": n})).await.unwrap();
+            }
+        }
+        let fleet = &fleet;
+        let storm = Arc::new(std::sync::Mutex::new((0.0, Duration::ZERO)));
+        let record = storm.clone();
+        let outcome = workload
+            .run(fleet, async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let victim = busiest(&nodes).await;
+                let on_victim = nodes[victim].metric("sse_gateway_open_connections").await;
+                fleet.forget(victim);
+                let accepted = "sse_gateway_connections_accepted_total";
+                let before = fleet.metric(accepted).await;
+                let killed_at = Instant::now();
+                nodes[victim].kill9();
+                wait_until("every client of the dead node resumed on the survivor", Duration::from_secs(60), || async {
+                    fleet.metric(accepted).await >= before + on_victim
+                })
+                .await;
+                *record.lock().unwrap() = (on_victim, killed_at.elapsed());
+            })
+            .await;
+        let (on_victim, back_within) = *storm.lock().unwrap();
+        let reconnects = outcome.assert_complete(fleet);
+        assert!(on_victim >= 500.0, "a storm of {on_victim} reconnecting clients");
+        let replayed = fleet.metric("sse_gateway_replayed_events_total").await;
+        let bound = reconnects as f64 * workload.events_per_job as f64;
+        assert!(
+            replayed <= bound,
+            "replay read only what clients missed: {replayed} events for {reconnects} resumes (full histories would be ~{})",
+            reconnects * HISTORY
+        );
+        eprintln!("storm: {on_victim} clients back within {back_within:?}; {replayed} events replayed for {reconnects} resumes");
+    })
+    .await
+}
