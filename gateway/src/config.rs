@@ -76,6 +76,15 @@ pub struct ServeArgs {
     /// Redis URL (redis:// or rediss://). Unset: the embedded single-node broker.
     #[arg(long, env = "GATEWAY_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Redis Cluster seed nodes (`host:port`, comma-separated): sharded pub/sub, keys
+    /// hash-tagged per user. Instead of --redis-url.
+    #[arg(
+        long,
+        env = "GATEWAY_REDIS_CLUSTER",
+        value_delimiter = ',',
+        conflicts_with = "redis_url"
+    )]
+    pub redis_cluster: Vec<String>,
     /// Prefix of every Redis key and channel.
     #[arg(long, env = "GATEWAY_REDIS_PREFIX", default_value = DEFAULT_REDIS_PREFIX)]
     pub redis_prefix: String,
@@ -206,6 +215,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub metrics_listen: SocketAddr,
     pub redis_url: Option<String>,
+    /// Seed nodes of a Redis Cluster (empty: not a cluster).
+    pub redis_cluster: Vec<String>,
     pub redis_prefix: String,
     pub auth: crate::auth::AuthConfig,
     pub heartbeat: Duration,
@@ -288,6 +299,18 @@ impl Config {
         if args.send_queue_bytes < 4096 {
             return Err(invalid("--send-queue-bytes", "must be at least 4096"));
         }
+        for seed in &args.redis_cluster {
+            let address = seed.strip_prefix("redis://").unwrap_or(seed);
+            let valid = address
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                return Err(invalid(
+                    "--redis-cluster",
+                    format!("{seed:?} is not a host:port seed node"),
+                ));
+            }
+        }
         if let Some(url) = &args.redis_url {
             if !(url.starts_with("redis://")
                 || url.starts_with("rediss://")
@@ -303,6 +326,7 @@ impl Config {
             listen: args.listen,
             metrics_listen: args.metrics_listen,
             redis_url: args.redis_url,
+            redis_cluster: args.redis_cluster,
             redis_prefix: args.redis_prefix,
             auth,
             heartbeat: args.heartbeat,

@@ -138,7 +138,7 @@ pub async fn publish_demo_jobs<B: Broker>(broker: Arc<B>) {
         });
         let pause = Duration::from_millis(rand::rng().random_range(1500..3500));
         tokio::time::sleep(pause).await;
-        if number % 4 == 0 {
+        if number.is_multiple_of(4) {
             let notice = UserEvent {
                 user: DEMO_USER.into(),
                 event_type: "notice".into(),
@@ -159,7 +159,7 @@ async fn run_demo_job<B: Broker>(
 ) -> Result<(), crate::broker::BrokerError> {
     let kind = &KINDS[(number % KINDS.len() as u64) as usize];
     let job = format!("{}-{number}", kind.prefix);
-    let fails = number % 5 == 0;
+    let fails = number.is_multiple_of(5);
     let publish = |event_type: &str, fields: serde_json::Value| JobEvent {
         job: job.clone(),
         owner: Some(DEMO_USER.into()),
@@ -168,10 +168,7 @@ async fn run_demo_job<B: Broker>(
         correlation_id: Some(format!("demo-{number}")),
     };
     broker
-        .publish_job_event(publish(
-            "stage",
-            json!({"stage": "Queued"}),
-        ))
+        .publish_job_event(publish("stage", json!({"stage": "Queued"})))
         .await?;
     let total = kind.stages.len() as u64;
     for (index, stage) in kind.stages.iter().enumerate() {

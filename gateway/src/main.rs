@@ -77,7 +77,11 @@ async fn serve_until_signal(config: Config, open_files: u64) -> anyhow::Result<(
     tracing::info!(
         addr = %listener.local_addr()?,
         metrics_addr = %metrics_listener.local_addr()?,
-        broker = if config.redis_url.is_some() { "redis" } else { "memory" },
+        broker = match (&config.redis_url, config.redis_cluster.is_empty()) {
+            (Some(_), _) => "redis",
+            (None, false) => "redis-cluster",
+            (None, true) => "memory",
+        },
         max_connections = config.max_connections,
         open_files,
         demo = config.demo,

@@ -20,7 +20,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
 use crate::broker::memory::{MemoryBroker, MemoryConfig};
-use crate::broker::redis::{RedisBroker, RedisConfig};
+use crate::broker::redis::{RedisBroker, RedisConfig, RedisTarget};
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::hub::{CloseReason, ConnControl, Hub};
@@ -49,15 +49,21 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let hub = Arc::new(Hub::new());
-    match &config.redis_url {
-        Some(url) => {
+    let target = match (&config.redis_url, config.redis_cluster.is_empty()) {
+        (Some(url), _) => Some(RedisTarget::Single(url.clone())),
+        (None, false) => Some(RedisTarget::Cluster(config.redis_cluster.clone())),
+        (None, true) => None,
+    };
+    match target {
+        Some(target) => {
             let redis = RedisConfig {
-                url: url.clone(),
+                target,
                 prefix: config.redis_prefix.clone(),
                 retention: retention(&config),
             };
             let broker = RedisBroker::start(redis, hub, metrics.clone())
-                .map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;
+                .await
+                .map_err(|e| anyhow::anyhow!("redis: {e}"))?;
             serve(
                 listener,
                 metrics_listener,

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sse_publisher::testing::{free_port, RedisServer};
 use sse_publisher::{Publisher, RedisOptions};
+use support::follow::{follow, Followed};
 use support::http::{self, Request};
-use support::sse::{Event, SseStream};
+use support::sse::Event;
 use support::{bounded, wait_until, Backend, Gateway, TempDir};
 
 const LIMIT: Duration = Duration::from_secs(240);
@@ -56,7 +57,11 @@ impl LoadBalancer {
             .stderr(Stdio::null())
             .spawn()
             .expect("start nginx (make test installs it)");
-        let lb = LoadBalancer { child, addr, _dir: dir };
+        let lb = LoadBalancer {
+            child,
+            addr,
+            _dir: dir,
+        };
         wait_until("nginx answers", Duration::from_secs(10), || async {
             tokio::net::TcpStream::connect(addr).await.is_ok()
         })
@@ -72,7 +77,25 @@ impl Drop for LoadBalancer {
             let kept = std::env::temp_dir().join(format!("nginx-error-{}.log", self.child.id()));
             let _ = std::fs::write(&kept, &log);
             let tail: Vec<&str> = log.lines().rev().take(20).collect();
-            eprintln!("nginx error.log kept at {} (last lines, newest first):\n{}", kept.display(), tail.join("\n"));
+            eprintln!(
+                "nginx error.log kept at {} (last lines, newest first):\n{}",
+                kept.display(),
+                tail.join("\n")
+            );
+        }
+        // SIGTERM: the master stops its workers (SIGKILL would orphan them).
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) has no memory-safety preconditions; the child is not reaped yet.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -98,11 +121,22 @@ impl Fleet {
         let prefix = format!("f{:08x}:", rand::random::<u32>());
         let secret = support::gateway::random_secret();
         let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
-        let mut flags: Vec<(String, String)> = flags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut flags: Vec<(String, String)> = flags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         flags.push(("--retry".into(), RETRY.into()));
         let lb = LoadBalancer::start(&ports).await;
         let metrics = std::sync::Mutex::new(vec![None; count]);
-        let fleet = Fleet { redis, prefix, secret, flags, ports, metrics, lb };
+        let fleet = Fleet {
+            redis,
+            prefix,
+            secret,
+            flags,
+            ports,
+            metrics,
+            lb,
+        };
         let mut nodes = Vec::new();
         for i in 0..count {
             nodes.push(fleet.start_node(i).await);
@@ -134,12 +168,24 @@ impl Fleet {
     }
 
     async fn publisher(&self) -> Publisher {
-        Publisher::connect_with(&self.redis.url(), RedisOptions::default().prefix(self.prefix.clone())).await.unwrap()
+        Publisher::connect_with(
+            &self.redis.url(),
+            RedisOptions::default().prefix(self.prefix.clone()),
+        )
+        .await
+        .unwrap()
     }
 
     /// A metric summed over the live nodes.
     async fn metric(&self, name: &str) -> f64 {
-        let addrs: Vec<SocketAddr> = self.metrics.lock().unwrap().iter().flatten().copied().collect();
+        let addrs: Vec<SocketAddr> = self
+            .metrics
+            .lock()
+            .unwrap()
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
         let mut total = 0.0;
         for addr in addrs {
             let text = http::send(addr, &Request::get("/metrics")).await.text();
@@ -150,10 +196,18 @@ impl Fleet {
 
     /// The user stream as Redis holds it, after `after`.
     fn user_ids_after(&self, user: &str, after: &str) -> Vec<String> {
-        let entries: Vec<(String, HashMap<String, String>)> =
-            self.redis.cmd(&["XRANGE", &format!("{}{{u:{user}}}:log", self.prefix), "-", "+"]);
+        let entries: Vec<(String, HashMap<String, String>)> = self.redis.cmd(&[
+            "XRANGE",
+            &format!("{}{{u:{user}}}:log", self.prefix),
+            "-",
+            "+",
+        ]);
         let after = support::parse_id(after);
-        entries.into_iter().map(|(id, _)| id).filter(|id| support::parse_id(id) > after).collect()
+        entries
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| support::parse_id(id) > after)
+            .collect()
     }
 }
 
@@ -167,64 +221,6 @@ async fn busiest(nodes: &[Gateway]) -> usize {
         }
     }
     best.0
-}
-
-/// What one EventSource-like client saw.
-#[derive(Debug, Default)]
-struct Followed {
-    /// The snapshot the first connection opened with.
-    opening: String,
-    events: Vec<Event>,
-    reconnects: usize,
-    /// Statuses other than 200 it was answered with (a browser would stop on them).
-    refusals: Vec<u16>,
-}
-
-/// Follows `target` through the load balancer like EventSource does: reconnects after the
-/// last `retry:` with `Last-Event-ID` whenever the stream ends or breaks, until `is_last`.
-async fn follow(lb: SocketAddr, token: String, target: String, is_last: fn(&Event) -> bool) -> Followed {
-    let mut followed = Followed::default();
-    let mut last_id: Option<String> = None;
-    let mut retry = Duration::from_millis(300);
-    loop {
-        let mut request = Request::get(&target).bearer(&token);
-        if let Some(id) = &last_id {
-            request = request.last_event_id(id);
-        }
-        let mut stream: SseStream = match SseStream::open(lb, &request).await {
-            Ok(stream) => stream,
-            Err(response) => {
-                followed.refusals.push(response.status);
-                tokio::time::sleep(retry).await;
-                continue;
-            }
-        };
-        loop {
-            match stream.try_next_frame(Duration::from_secs(30)).await {
-                Ok(Some(frame)) => {
-                    if let Some(ms) = frame.retry {
-                        retry = Duration::from_millis(ms);
-                    }
-                    let Some(event) = frame.event else { continue };
-                    if last_id.is_none() {
-                        followed.opening = event.id.clone();
-                        last_id = Some(event.id);
-                        continue;
-                    }
-                    last_id = Some(event.id.clone());
-                    let last = is_last(&event);
-                    followed.events.push(event);
-                    if last {
-                        return followed;
-                    }
-                }
-                Ok(None) => break,
-                Err(()) => panic!("{target}: no frame for 30 s (heartbeats stopped?)"),
-            }
-        }
-        followed.reconnects += 1;
-        tokio::time::sleep(retry).await;
-    }
 }
 
 fn ids(events: &[Event]) -> Vec<String> {
@@ -274,13 +270,19 @@ impl Workload {
     async fn run<F: std::future::Future<Output = ()>>(&self, fleet: &Fleet, during: F) -> Outcome {
         let publisher = fleet.publisher().await;
         for j in 0..self.jobs {
-            publisher.job(format!("job-{j}"), self.owner(j)).stage("queued").await.unwrap();
+            publisher
+                .job(format!("job-{j}"), self.owner(j))
+                .stage("queued")
+                .await
+                .unwrap();
         }
         let mut job_tasks = Vec::new();
         for j in 0..self.jobs {
             for _ in 0..self.followers_per_job {
                 let target = format!("/v1/jobs/job-{j}/events");
-                let follower = follow(fleet.lb.addr, fleet.token(&self.owner(j)), target, |e| e.event == "complete");
+                let follower = follow(fleet.lb.addr, fleet.token(&self.owner(j)), target, |e| {
+                    e.event == "complete"
+                });
                 job_tasks.push((j, tokio::spawn(follower)));
             }
         }
@@ -288,14 +290,21 @@ impl Workload {
         for u in 0..self.users {
             for _ in 0..self.followers_per_user {
                 let target = "/v1/users/me/events".to_owned();
-                let follower = follow(fleet.lb.addr, fleet.token(&format!("user-{u}")), target, |e| e.event == "done");
+                let follower = follow(
+                    fleet.lb.addr,
+                    fleet.token(&format!("user-{u}")),
+                    target,
+                    |e| e.event == "done",
+                );
                 user_tasks.push((u, tokio::spawn(follower)));
             }
         }
         let expected = self.clients() as f64;
-        wait_until("every follower has its stream open", Duration::from_secs(60), || async {
-            fleet.metric("sse_gateway_open_connections").await >= expected
-        })
+        wait_until(
+            "every follower has its stream open",
+            Duration::from_secs(60),
+            || async { fleet.metric("sse_gateway_open_connections").await >= expected },
+        )
         .await;
 
         let (jobs, users, events, pause) = (self.jobs, self.users, self.events_per_job, self.pause);
@@ -308,14 +317,18 @@ impl Workload {
                     let id = if n == events {
                         job.complete(json!({"n": n})).await
                     } else {
-                        job.event("progress", json!({"progress": n * 100 / events, "n": n})).await
+                        job.event("progress", json!({"progress": n * 100 / events, "n": n}))
+                            .await
                     };
                     ids.push(id.expect("publish").to_string());
                 }
                 tokio::time::sleep(pause).await;
             }
             for u in 0..users {
-                publisher.notify(&format!("user-{u}"), "done", json!({})).await.expect("publish done");
+                publisher
+                    .notify(&format!("user-{u}"), "done", json!({}))
+                    .await
+                    .expect("publish done");
             }
             published
         });
@@ -329,7 +342,11 @@ impl Workload {
         for (u, task) in user_tasks {
             user_followers.push((u, task.await.expect("user follower")));
         }
-        Outcome { job_followers, user_followers, published }
+        Outcome {
+            job_followers,
+            user_followers,
+            published,
+        }
     }
 }
 
@@ -339,14 +356,30 @@ impl Outcome {
     fn assert_complete(&self, fleet: &Fleet) -> usize {
         let mut reconnects = 0;
         for (j, followed) in &self.job_followers {
-            assert_eq!(ids(&followed.events), self.published[*j], "job-{j}: exactly the published sequence");
-            assert!(followed.refusals.is_empty(), "job-{j}: refused {:?} (a browser would stop)", followed.refusals);
+            assert_eq!(
+                ids(&followed.events),
+                self.published[*j],
+                "job-{j}: exactly the published sequence"
+            );
+            assert!(
+                followed.refusals.is_empty(),
+                "job-{j}: refused {:?} (a browser would stop)",
+                followed.refusals
+            );
             reconnects += followed.reconnects;
         }
         for (u, followed) in &self.user_followers {
             let truth = fleet.user_ids_after(&format!("user-{u}"), &followed.opening);
-            assert_eq!(ids(&followed.events), truth, "user-{u}: exactly the user stream after its snapshot");
-            assert!(followed.refusals.is_empty(), "user-{u}: refused {:?}", followed.refusals);
+            assert_eq!(
+                ids(&followed.events),
+                truth,
+                "user-{u}: exactly the user stream after its snapshot"
+            );
+            assert!(
+                followed.refusals.is_empty(),
+                "user-{u}: refused {:?}",
+                followed.refusals
+            );
             reconnects += followed.reconnects;
         }
         reconnects
@@ -374,8 +407,15 @@ async fn kill_9_of_a_node_loses_nothing() {
             .await;
         let on_victim = victim_index.lock().unwrap().expect("a node was killed");
         let reconnects = outcome.assert_complete(fleet);
-        assert!(on_victim >= 30.0, "the victim held a fair share of the {} clients ({on_victim})", workload.clients());
-        assert!(reconnects as f64 >= on_victim, "the {on_victim} clients of the killed node reconnected ({reconnects})");
+        assert!(
+            on_victim >= 30.0,
+            "the victim held a fair share of the {} clients ({on_victim})",
+            workload.clients()
+        );
+        assert!(
+            reconnects as f64 >= on_victim,
+            "the {on_victim} clients of the killed node reconnected ({reconnects})"
+        );
         eprintln!("kill -9: {on_victim} clients on the victim, {reconnects} reconnects");
     })
     .await
@@ -384,7 +424,8 @@ async fn kill_9_of_a_node_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_a_node_and_its_clients_move_without_loss() {
     bounded(LIMIT, async {
-        let (fleet, mut nodes) = Fleet::start(3, &[("--heartbeat", "1s"), ("--drain-timeout", "4s")]).await;
+        let (fleet, mut nodes) =
+            Fleet::start(3, &[("--heartbeat", "1s"), ("--drain-timeout", "4s")]).await;
         let fleet = &fleet;
         let outcome = Workload::standard()
             .run(fleet, async {
@@ -393,9 +434,11 @@ async fn sigterm_drains_a_node_and_its_clients_move_without_loss() {
                 let node = &mut nodes[victim];
                 let started = Instant::now();
                 node.sigterm();
-                wait_until("the node's readiness fails once SIGTERM is handled", Duration::from_secs(2), || async {
-                    node.send(Request::get("/readyz")).await.status == 503
-                })
+                wait_until(
+                    "the node's readiness fails once SIGTERM is handled",
+                    Duration::from_secs(2),
+                    || async { node.send(Request::get("/readyz")).await.status == 503 },
+                )
                 .await;
                 let readyz = node.send(Request::get("/readyz")).await;
                 support::assert_error(&readyz, 503, "draining");
@@ -407,11 +450,17 @@ async fn sigterm_drains_a_node_and_its_clients_move_without_loss() {
                 fleet.forget(victim);
                 let status = node.wait_exit(Duration::from_secs(8)).await;
                 assert!(status.success(), "a drained node exits 0: {status:?}");
-                assert!(started.elapsed() < Duration::from_millis(4500), "exit within --drain-timeout");
+                assert!(
+                    started.elapsed() < Duration::from_millis(4500),
+                    "exit within --drain-timeout"
+                );
             })
             .await;
         let reconnects = outcome.assert_complete(fleet);
-        assert!(reconnects >= 30, "the drained node's clients moved ({reconnects} reconnects)");
+        assert!(
+            reconnects >= 30,
+            "the drained node's clients moved ({reconnects} reconnects)"
+        );
     })
     .await
 }
@@ -419,8 +468,13 @@ async fn sigterm_drains_a_node_and_its_clients_move_without_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_every_node_loses_nothing() {
     bounded(LIMIT, async {
-        let (fleet, nodes) = Fleet::start(3, &[("--heartbeat", "1s"), ("--drain-timeout", "2s")]).await;
-        let workload = Workload { events_per_job: 60, pause: Duration::from_millis(60), ..Workload::standard() };
+        let (fleet, nodes) =
+            Fleet::start(3, &[("--heartbeat", "1s"), ("--drain-timeout", "2s")]).await;
+        let workload = Workload {
+            events_per_job: 60,
+            pause: Duration::from_millis(60),
+            ..Workload::standard()
+        };
         let fleet = &fleet;
         let mut replacements = Vec::new();
         let outcome = workload
@@ -436,7 +490,10 @@ async fn a_rolling_restart_of_every_node_loses_nothing() {
             })
             .await;
         let reconnects = outcome.assert_complete(fleet);
-        assert!(reconnects >= workload.clients(), "every client moved at least once ({reconnects})");
+        assert!(
+            reconnects >= workload.clients(),
+            "every client moved at least once ({reconnects})"
+        );
     })
     .await
 }

@@ -255,7 +255,35 @@ impl Publisher {
             })?;
         drop(connection);
         let keys = wire::Keys::new(options.prefix);
-        let store = store::Store::new(pool, keys, options.retention, wire::PublishCommand::Publish);
+        let store = store::Store::new(store::Connections::Pool(pool), keys, options.retention);
+        Ok(Publisher {
+            inner: Arc::new(Inner {
+                transport: Transport::Redis(store),
+                retry: options.retry,
+            }),
+        })
+    }
+
+    /// Connects to a Redis Cluster through any of its nodes (`host:port` or
+    /// `redis://host:port` each); publishes go to each user's shard, live events with
+    /// `SPUBLISH`.
+    pub async fn connect_cluster(
+        seeds: &[&str],
+        options: RedisOptions,
+    ) -> Result<Publisher, Error> {
+        let seeds: Vec<String> = seeds.iter().map(|s| s.to_string()).collect();
+        let connections = store::ClusterConnections::connect(&seeds)
+            .await
+            .map_err(|e| Error::Unavailable {
+                attempts: 1,
+                message: e.to_string(),
+            })?;
+        let keys = wire::Keys::new(options.prefix);
+        let store = store::Store::new(
+            store::Connections::Cluster(connections),
+            keys,
+            options.retention,
+        );
         Ok(Publisher {
             inner: Arc::new(Inner {
                 transport: Transport::Redis(store),

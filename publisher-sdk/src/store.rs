@@ -7,10 +7,12 @@
 //! nothing.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use deadpool_redis::{Pool, PoolError};
-use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
+use redis::aio::ConnectionLike;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, ServerErrorKind, Value};
 use serde_json::{Map, Value as Json};
 
 use crate::wire::{self, EventId, Keys, PublishCommand, Retention, StatePatch, Subject};
@@ -76,6 +78,159 @@ impl From<PoolError> for StoreError {
     }
 }
 
+/// Where commands go: a pool of connections to one Redis, or a Redis Cluster connection
+/// (multiplexed, routing each command to the shard of its key, following `MOVED`).
+#[derive(Clone)]
+pub enum Connections {
+    Pool(Pool),
+    Cluster(Arc<ClusterConnections>),
+}
+
+impl Connections {
+    /// A connection for one or a few commands.
+    pub async fn get(&self) -> Result<Connection, StoreError> {
+        match self {
+            Connections::Pool(pool) => Ok(Connection::Pooled(pool.get().await?)),
+            Connections::Cluster(cluster) => Ok(Connection::Cluster(cluster.current())),
+        }
+    }
+
+    /// Whether commands go to a Redis Cluster (publishes then use `SPUBLISH`).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Connections::Cluster(_))
+    }
+
+    /// A command failed: on a cluster, a connection error or timeout may mean a master
+    /// died, which redis-rs does not always notice (a request that times out against a
+    /// killed master triggers no slot refresh), so the connection is rebuilt from the
+    /// seeds, which reads the current shard map.
+    pub fn report(&self, error: &StoreError) {
+        if let (Connections::Cluster(cluster), StoreError::Refused(_) | StoreError::Ambiguous(_)) =
+            (self, error)
+        {
+            cluster.rebuild_soon();
+        }
+    }
+}
+
+/// A Redis Cluster connection that can be rebuilt when its view of the cluster is stale.
+pub struct ClusterConnections {
+    client: redis::cluster::ClusterClient,
+    current: std::sync::RwLock<ClusterConnection>,
+    /// When the connection was last rebuilt (rebuilds are at most one per interval).
+    rebuilt: Mutex<std::time::Instant>,
+}
+
+/// Shortest time between two rebuilds of a cluster connection.
+const REBUILD_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+/// Timeouts of cluster connections: a dead master surfaces as an error, not a hang.
+pub const CLUSTER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl ClusterConnections {
+    /// Connects through any of `seeds` (`host:port` or `redis://host:port`).
+    pub async fn connect(seeds: &[String]) -> Result<Arc<ClusterConnections>, RedisError> {
+        let client = cluster_client(seeds, drained_push_channel())?;
+        let connection = client.get_async_connection().await?;
+        Ok(Arc::new(ClusterConnections {
+            client,
+            current: std::sync::RwLock::new(connection),
+            rebuilt: Mutex::new(std::time::Instant::now()),
+        }))
+    }
+
+    fn current(&self) -> ClusterConnection {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn rebuild_soon(self: &Arc<Self>) {
+        {
+            let mut rebuilt = self.rebuilt.lock().unwrap_or_else(|p| p.into_inner());
+            if rebuilt.elapsed() < REBUILD_INTERVAL {
+                return;
+            }
+            *rebuilt = std::time::Instant::now();
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            match this.client.get_async_connection().await {
+                Ok(connection) => {
+                    *this.current.write().unwrap_or_else(|p| p.into_inner()) = connection;
+                    tracing::info!("redis cluster connection rebuilt");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "rebuilding the redis cluster connection failed")
+                }
+            }
+        });
+    }
+}
+
+/// A RESP3 cluster client with bounded timeouts whose pushes go to `pushes`. RESP3 with a
+/// push channel matters: redis-rs then reconnects a node as soon as its connection drops.
+pub fn cluster_client(
+    seeds: &[String],
+    pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+) -> Result<redis::cluster::ClusterClient, RedisError> {
+    let urls = seeds.iter().map(|seed| {
+        if seed.contains("://") {
+            seed.clone()
+        } else {
+            format!("redis://{seed}")
+        }
+    });
+    redis::cluster::ClusterClient::builder(urls)
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .push_sender(pushes)
+        .connection_timeout(CLUSTER_TIMEOUT)
+        .response_timeout(CLUSTER_TIMEOUT)
+        .build()
+}
+
+/// A push channel whose messages are read and dropped (for connections that subscribe
+/// to nothing).
+fn drained_push_channel() -> tokio::sync::mpsc::UnboundedSender<redis::PushInfo> {
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move { while receiver.recv().await.is_some() {} });
+    sender
+}
+
+/// One connection from [`Connections`].
+pub enum Connection {
+    Pooled(deadpool_redis::Connection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Pooled(connection) => connection.req_packed_command(cmd),
+            Connection::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Pooled(connection) => connection.req_packed_commands(cmd, offset, count),
+            Connection::Cluster(connection) => connection.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Pooled(connection) => connection.get_db(),
+            Connection::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
 /// The scripts, hashed once.
 struct Scripts {
     publish_job: Script,
@@ -85,7 +240,7 @@ struct Scripts {
 
 /// Redis as the event store: where publishes go.
 pub struct Store {
-    pool: Pool,
+    connections: Connections,
     keys: Keys,
     retention: Retention,
     command: PublishCommand,
@@ -96,9 +251,16 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(pool: Pool, keys: Keys, retention: Retention, command: PublishCommand) -> Store {
+    /// A store over these connections; on a cluster, channels are published with
+    /// `SPUBLISH` (sharded pub/sub).
+    pub fn new(connections: Connections, keys: Keys, retention: Retention) -> Store {
+        let command = if connections.is_cluster() {
+            PublishCommand::SPublish
+        } else {
+            PublishCommand::Publish
+        };
         Store {
-            pool,
+            connections,
             keys,
             retention,
             command,
@@ -111,8 +273,15 @@ impl Store {
         }
     }
 
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    pub fn connections(&self) -> &Connections {
+        &self.connections
+    }
+
+    /// Classifies a command's error and lets the connections react to it.
+    fn failed(&self, error: RedisError) -> StoreError {
+        let error = StoreError::from(error);
+        self.connections.report(&error);
+        error
     }
 
     pub fn keys(&self) -> &Keys {
@@ -141,10 +310,13 @@ impl Store {
             return Ok(());
         }
         let call = wire::register_owner_call(&self.keys, job, owner, &self.retention);
-        let mut connection = self.pool.get().await?;
+        let mut connection = self.connections.get().await?;
         let mut invocation = self.scripts.register_owner.prepare_invoke();
         invocation.key(&call.keys).arg(&call.args);
-        let current: Option<String> = invocation.invoke_async(&mut connection).await?;
+        let current: Option<String> = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| self.failed(e))?;
         match current {
             Some(current) => Err(StoreError::OwnerConflict {
                 job: job.to_owned(),
@@ -180,10 +352,13 @@ impl Store {
             patch: &patch,
         };
         let call = wire::publish_job_call(&self.keys, &event, &self.retention, self.command);
-        let mut connection = self.pool.get().await?;
+        let mut connection = self.connections.get().await?;
         let mut invocation = self.scripts.publish_job.prepare_invoke();
         invocation.key(&call.keys).arg(&call.args);
-        let ids: Vec<String> = invocation.invoke_async(&mut connection).await?;
+        let ids: Vec<String> = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| self.failed(e))?;
         parse_id(ids.first())
     }
 
@@ -210,10 +385,13 @@ impl Store {
             &self.retention,
             self.command,
         );
-        let mut connection = self.pool.get().await?;
+        let mut connection = self.connections.get().await?;
         let mut invocation = self.scripts.publish_user.prepare_invoke();
         invocation.key(&call.keys).arg(&call.args);
-        let id: String = invocation.invoke_async(&mut connection).await?;
+        let id: String = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| self.failed(e))?;
         parse_id(Some(&id))
     }
 }

@@ -150,3 +150,129 @@ fn rand_u64() -> u64 {
     hasher.write_u128(Instant::now().elapsed().as_nanos());
     hasher.finish()
 }
+
+/// A Redis Cluster of real `redis-server` processes (`--cluster-enabled yes`), created
+/// with `redis-cli --cluster create`, each node on a free port with its own directory;
+/// every node is stopped when dropped.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// `masters` masters with `replicas` replicas each; fails over after 1 s of silence.
+    pub fn start(masters: usize, replicas: usize) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                ])
+            })
+            .collect();
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for node in &nodes {
+            create.arg(format!("127.0.0.1:{}", node.port()));
+        }
+        let output = create
+            .arg("--cluster-replicas")
+            .arg(replicas.to_string())
+            .arg("--cluster-yes")
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            output.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_healthy(Duration::from_secs(20));
+        cluster
+    }
+
+    /// Waits until every node reports `cluster_state:ok`, all slots are served, and every
+    /// replica is in sync with its master (a replica that never synced cannot take over).
+    pub fn wait_healthy(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let healthy = self.nodes.iter().filter(|n| n.pid().is_some()).all(|node| {
+                let info: String = node.cmd(&["CLUSTER", "INFO"]);
+                let replication: String = node.cmd(&["INFO", "replication"]);
+                let synced = !replication.contains("role:slave")
+                    || replication.contains("master_link_status:up");
+                info.contains("cluster_state:ok")
+                    && info.contains("cluster_slots_ok:16384")
+                    && synced
+            });
+            if healthy {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become healthy within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `host:port` of every node, for `--redis-cluster`.
+    pub fn seeds(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect()
+    }
+
+    /// The node (index) that serves `slot` as master right now.
+    pub fn master_of(&self, slot: u16) -> usize {
+        let live = self
+            .nodes
+            .iter()
+            .find(|n| n.pid().is_some())
+            .expect("a live node");
+        let slots: Vec<redis::Value> = live.cmd(&["CLUSTER", "SLOTS"]);
+        for entry in slots {
+            let redis::Value::Array(fields) = entry else {
+                continue;
+            };
+            let (
+                Some(redis::Value::Int(start)),
+                Some(redis::Value::Int(end)),
+                Some(redis::Value::Array(master)),
+            ) = (fields.first(), fields.get(1), fields.get(2))
+            else {
+                continue;
+            };
+            if (*start..=*end).contains(&i64::from(slot)) {
+                let Some(redis::Value::Int(port)) = master.get(1) else {
+                    continue;
+                };
+                return self
+                    .nodes
+                    .iter()
+                    .position(|n| i64::from(n.port()) == *port)
+                    .expect("a known node");
+            }
+        }
+        panic!("no master serves slot {slot}");
+    }
+
+    /// The hash slot of a key, as the cluster computes it.
+    pub fn slot(&self, key: &str) -> u16 {
+        let live = self
+            .nodes
+            .iter()
+            .find(|n| n.pid().is_some())
+            .expect("a live node");
+        live.cmd(&["CLUSTER", "KEYSLOT", key])
+    }
+
+    /// Kills node `index` (SIGKILL): its replica takes over after the node timeout.
+    pub fn kill(&mut self, index: usize) {
+        self.nodes[index].stop();
+    }
+}

@@ -23,11 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use deadpool_redis::Pool;
 use futures_util::StreamExt;
 use redis::Script;
-use sse_publisher::store::{Store, StoreError};
-use sse_publisher::wire::{self, EventId, JobState, Keys, PublishCommand, Retention};
+use sse_publisher::store::{Connections, Store, StoreError};
+use sse_publisher::wire::{self, EventId, JobState, Keys, Retention};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -51,16 +50,25 @@ const POOL_SIZE: usize = 32;
 /// `retry:` sent to streams whose history was lost during an outage.
 const RESYNC_RETRY_MS: u64 = 500;
 
+/// Which Redis.
+#[derive(Clone, Debug)]
+pub enum RedisTarget {
+    /// One Redis (`--redis-url`): classic pub/sub.
+    Single(String),
+    /// A Redis Cluster, by seed nodes (`--redis-cluster`): sharded pub/sub.
+    Cluster(Vec<String>),
+}
+
 /// Settings of the Redis broker.
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
-    pub url: String,
+    pub target: RedisTarget,
     pub prefix: String,
     pub retention: Retention,
 }
 
 /// A request to the pub/sub task.
-enum Request {
+pub(super) enum Request {
     /// Make sure the channel is subscribed; answers once it is confirmed.
     Ensure {
         channel: String,
@@ -72,16 +80,70 @@ enum Request {
 }
 
 /// State shared with the pub/sub task.
-struct Shared {
-    hub: Arc<Hub>,
-    metrics: Arc<Metrics>,
-    keys: Keys,
-    pool: Pool,
+pub(super) struct Shared {
+    pub(super) hub: Arc<Hub>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) keys: Keys,
+    pub(super) connections: Connections,
     /// The pub/sub connection is up and hears its own pings.
-    ready: AtomicBool,
+    pub(super) ready: AtomicBool,
     /// Bumped whenever the pub/sub connection is lost: a stream whose open straddled a
     /// loss reads its history again.
-    generation: AtomicU64,
+    pub(super) generation: AtomicU64,
+}
+
+impl Shared {
+    pub(super) fn dispatch(&self, topic: &Topic, event: &Event) {
+        self.metrics.events_received.inc();
+        let result = self.hub.dispatch(topic, event);
+        self.metrics
+            .slow_consumer_disconnects
+            .inc_by(result.slow_consumers as u64);
+    }
+
+    /// Delivers what a topic's streams missed while its subscription was down, from the
+    /// lowest position among them. Called before any newer live message of the topic is
+    /// dispatched. If the history is gone, the streams end and resume with a resync;
+    /// other failures are returned (the caller retries or gives up).
+    pub(super) async fn try_backfill(&self, topic: &Topic) -> Result<(), BrokerError> {
+        let Some(after) = self.hub.backfill_position(topic) else {
+            return Ok(());
+        };
+        let key = stream_of(&self.keys, topic);
+        let mut connection = self.connections.get().await?;
+        let replay = read_after(&mut connection, &key, after)
+            .await
+            .inspect_err(|_| {
+                // A failed read on a cluster may mean a stale shard map.
+                self.connections
+                    .report(&StoreError::Ambiguous(String::new()));
+            })?;
+        match replay {
+            Replay::Events(events) => {
+                for event in &events {
+                    self.dispatch(topic, event);
+                }
+                if !events.is_empty() {
+                    tracing::info!(stream = %key, events = events.len(), "backfilled after reconnect");
+                }
+            }
+            Replay::Gap => {
+                tracing::warn!(stream = %key, after = %after, "history lost during the outage; streams resync");
+                self.resync(topic);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a topic's streams with a short `retry:`: they resume from history (or resync).
+    pub(super) fn resync(&self, topic: &Topic) {
+        self.hub.close_topic(
+            topic,
+            CloseReason::Resync {
+                retry_ms: RESYNC_RETRY_MS,
+            },
+        );
+    }
 }
 
 /// The Redis broker.
@@ -93,49 +155,88 @@ pub struct RedisBroker {
     owners: Mutex<HashMap<String, (Arc<str>, Instant)>>,
 }
 
+impl Shared {
+    pub(super) fn new(
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+        keys: Keys,
+        connections: Connections,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            hub,
+            metrics,
+            keys,
+            connections,
+            ready: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+        })
+    }
+}
+
 impl RedisBroker {
-    /// Creates the pool and starts the pub/sub task; the broker is ready once pub/sub
-    /// delivers (see [`Broker::is_ready`]).
-    pub fn start(
+    /// Connects (pool, or cluster connection) and starts the pub/sub task; the broker is
+    /// ready once pub/sub delivers (see [`Broker::is_ready`]).
+    pub async fn start(
         config: RedisConfig,
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<RedisBroker>, BrokerError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
-        let mut pool_config = deadpool_redis::Config::from_url(config.url.as_str());
-        pool_config.pool = Some(deadpool_redis::PoolConfig {
-            max_size: POOL_SIZE,
-            timeouts: deadpool_redis::Timeouts {
-                wait: Some(Duration::from_secs(2)),
-                create: Some(Duration::from_secs(2)),
-                recycle: Some(Duration::from_secs(1)),
-            },
-            ..Default::default()
-        });
-        let pool = pool_config
-            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
         let keys = Keys::new(config.prefix.clone());
-        let shared = Arc::new(Shared {
-            hub,
-            metrics,
-            keys: keys.clone(),
-            pool: pool.clone(),
-            ready: AtomicBool::new(false),
-            generation: AtomicU64::new(0),
-        });
-        let (requests, receiver) = mpsc::unbounded_channel();
         let node_channel = format!("{}node:{}", config.prefix, node_id());
-        tokio::spawn(PubSubTask::new(client, shared.clone(), node_channel).run(receiver));
-        let store = Store::new(pool, keys, config.retention, PublishCommand::Publish);
+        let (requests, receiver) = mpsc::unbounded_channel();
+        let connections = match &config.target {
+            RedisTarget::Single(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
+                let mut pool_config = deadpool_redis::Config::from_url(url.as_str());
+                pool_config.pool = Some(deadpool_redis::PoolConfig {
+                    max_size: POOL_SIZE,
+                    timeouts: deadpool_redis::Timeouts {
+                        wait: Some(Duration::from_secs(2)),
+                        create: Some(Duration::from_secs(2)),
+                        recycle: Some(Duration::from_secs(1)),
+                    },
+                    ..Default::default()
+                });
+                let pool = pool_config
+                    .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+                    .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+                let shared = Shared::new(
+                    hub.clone(),
+                    metrics.clone(),
+                    keys.clone(),
+                    Connections::Pool(pool),
+                );
+                tokio::spawn(PubSubTask::new(client, shared.clone(), node_channel).run(receiver));
+                shared
+            }
+            RedisTarget::Cluster(seeds) => {
+                let (shared, task) = super::redis_cluster::ShardedPubSubTask::connect(
+                    seeds,
+                    hub.clone(),
+                    metrics.clone(),
+                    keys.clone(),
+                    node_channel,
+                )
+                .await?;
+                tokio::spawn(task.run(receiver));
+                shared
+            }
+        };
+        let store = Store::new(connections.connections.clone(), keys, config.retention);
         Ok(Arc::new(RedisBroker {
-            shared,
+            shared: connections,
             store,
             requests,
             snapshot_script: Script::new(wire::scripts::USER_SNAPSHOT),
             owners: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// A failed command: tells the connections (a cluster rebuilds a stale view).
+    fn failed(&self, error: redis::RedisError) -> BrokerError {
+        let error = StoreError::from(error);
+        self.shared.connections.report(&error);
+        BrokerError::from(error)
     }
 
     fn cached_owner(&self, job: &str) -> Option<Arc<str>> {
@@ -154,12 +255,8 @@ impl RedisBroker {
         owners.insert(job.to_owned(), (owner, Instant::now()));
     }
 
-    async fn connection(&self) -> Result<deadpool_redis::Connection, BrokerError> {
-        self.shared
-            .pool
-            .get()
-            .await
-            .map_err(|e| BrokerError::Unavailable(e.to_string()))
+    async fn connection(&self) -> Result<sse_publisher::store::Connection, BrokerError> {
+        Ok(self.shared.connections.get().await?)
     }
 
     fn channel(&self, topic: &Topic) -> String {
@@ -167,14 +264,14 @@ impl RedisBroker {
     }
 }
 
-fn channel_of(keys: &Keys, topic: &Topic) -> String {
+pub(super) fn channel_of(keys: &Keys, topic: &Topic) -> String {
     match topic {
         Topic::Job { owner, job } => keys.job(owner, job),
         Topic::User(user) => keys.user_channel(user),
     }
 }
 
-fn stream_of(keys: &Keys, topic: &Topic) -> String {
+pub(super) fn stream_of(keys: &Keys, topic: &Topic) -> String {
     match topic {
         Topic::Job { owner, job } => keys.job_log(owner, job),
         Topic::User(user) => keys.user_log(user),
@@ -187,7 +284,7 @@ fn node_id() -> String {
     format!("{:016x}", rand::rng().random::<u64>())
 }
 
-fn unavailable(error: redis::RedisError) -> BrokerError {
+pub(super) fn unavailable(error: redis::RedisError) -> BrokerError {
     BrokerError::Unavailable(error.to_string())
 }
 
@@ -207,7 +304,7 @@ impl From<StoreError> for BrokerError {
 /// be retained — it is an id this stream once sent — or events after it may be gone: a
 /// gap. `0-0` (a stream that was empty) is a gap only if the stream ever trimmed.
 async fn read_after(
-    connection: &mut deadpool_redis::Connection,
+    connection: &mut sse_publisher::store::Connection,
     key: &str,
     after: EventId,
 ) -> Result<Replay, BrokerError> {
@@ -317,7 +414,7 @@ impl Broker for RedisBroker {
             .arg(self.shared.keys.owner(job))
             .query_async(&mut connection)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(e))?;
         Ok(owner.map(|owner| {
             let owner: Arc<str> = Arc::from(owner.as_str());
             self.cache_owner(job, owner.clone());
@@ -331,7 +428,7 @@ impl Broker for RedisBroker {
             .arg(self.shared.keys.job(owner, job))
             .query_async(&mut connection)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(e))?;
         Ok(wire::job_state_from_hash(
             fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         ))
@@ -345,7 +442,7 @@ impl Broker for RedisBroker {
         let (latest, states): (String, Vec<Vec<String>>) = invocation
             .invoke_async(&mut connection)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(e))?;
         let jobs = states
             .iter()
             .filter_map(|flat| {
@@ -363,7 +460,13 @@ impl Broker for RedisBroker {
 
     async fn replay(&self, topic: &Topic, after: EventId) -> Result<Replay, BrokerError> {
         let mut connection = self.connection().await?;
-        read_after(&mut connection, &stream_of(&self.shared.keys, topic), after).await
+        read_after(&mut connection, &stream_of(&self.shared.keys, topic), after)
+            .await
+            .inspect_err(|_| {
+                self.shared
+                    .connections
+                    .report(&StoreError::Ambiguous(String::new()))
+            })
     }
 
     async fn subscribe(
@@ -515,44 +618,17 @@ impl PubSubTask {
     /// Delivers what each topic's streams missed while the connection was down, before
     /// any new live message (those wait in the connection's buffer meanwhile).
     async fn backfill(&self) {
-        let Ok(mut connection) = self.shared.pool.get().await else {
-            return;
-        };
         for topic in self.channels.values() {
-            let Some(after) = self.shared.hub.backfill_position(topic) else {
-                continue;
-            };
-            let key = stream_of(&self.shared.keys, topic);
-            match read_after(&mut connection, &key, after).await {
-                Ok(Replay::Events(events)) => {
-                    for event in &events {
-                        self.dispatch(topic, event);
-                    }
-                    if !events.is_empty() {
-                        tracing::info!(stream = %key, events = events.len(), "backfilled after reconnect");
-                    }
-                }
-                Ok(Replay::Gap) => {
-                    tracing::warn!(stream = %key, after = %after, "history lost during the outage; streams resync");
-                    self.shared.hub.close_topic(
-                        topic,
-                        CloseReason::Resync {
-                            retry_ms: RESYNC_RETRY_MS,
-                        },
-                    );
-                }
-                Err(error) => tracing::warn!(%error, stream = %key, "backfill failed"),
+            if let Err(error) = self.shared.try_backfill(topic).await {
+                // Without the history these streams cannot be made whole: let them resume.
+                tracing::warn!(%error, "backfill failed; streams resume");
+                self.shared.resync(topic);
             }
         }
     }
 
     fn dispatch(&self, topic: &Topic, event: &Event) {
-        self.shared.metrics.events_received.inc();
-        let result = self.shared.hub.dispatch(topic, event);
-        self.shared
-            .metrics
-            .slow_consumer_disconnects
-            .inc_by(result.slow_consumers as u64);
+        self.shared.dispatch(topic, event);
     }
 
     /// Serves one connection until it is lost (`true`) or the broker is gone (`false`).
@@ -597,9 +673,9 @@ impl PubSubTask {
                     if last_pong.elapsed() > PING_INTERVAL * 2 {
                         self.shared.ready.store(false, Ordering::Release);
                     }
-                    let (pool, channel) = (self.shared.pool.clone(), self.node_channel.clone());
+                    let (shared, channel) = (self.shared.clone(), self.node_channel.clone());
                     tokio::spawn(async move {
-                        if let Ok(mut connection) = pool.get().await {
+                        if let Ok(mut connection) = shared.connections.get().await {
                             let _: redis::RedisResult<i64> =
                                 redis::cmd("PUBLISH").arg(channel).arg("ping").query_async(&mut connection).await;
                         }

@@ -12,6 +12,7 @@
 
 #![allow(dead_code, unused_imports, unused_macros)]
 
+pub mod follow;
 pub mod gateway;
 pub mod http;
 pub mod sse;
