@@ -1,0 +1,152 @@
+'use strict';
+// The dashboard as a static page on another origin (`?gateway=`): EventSource with
+// `withCredentials` and the gateway's cookie, allowed by --cors-origin; a page on an
+// origin that is not allowed never gets a stream.
+
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const h = require('./lib/harness');
+
+const procs = new h.Processes();
+let allowed;    // static server whose origin the gateway allows
+let refused;    // static server on another port: same site for cookies, not allowed by CORS
+let gateway;
+let browser;
+
+before(async () => {
+  allowed = await h.startStaticServer(procs);
+  refused = await h.startStaticServer(procs);
+  gateway = await h.startGateway(procs, 'gateway-cors', { cors: [allowed.origin] });
+  browser = await h.launchBrowser(procs);
+}, { timeout: 60_000 });
+
+after(() => procs.stopAll(), { timeout: 60_000 });
+
+/** Stream responses seen by the page: status and CORS headers. */
+function recordStreams(page) {
+  const seen = [];
+  page.on('response', async (response) => {
+    if (new URL(response.url()).pathname !== '/v1/users/me/events') { return; }
+    const headers = await response.allHeaders().catch(() => ({}));
+    seen.push({ status: response.status(), origin: headers['access-control-allow-origin'] || null, credentials: headers['access-control-allow-credentials'] || null });
+  });
+  return seen;
+}
+
+test('a page on an allowed origin streams from the gateway with its cookie', { timeout: 30_000 }, async () => {
+  const user = h.unique('erin');
+  const context = await browser.newContext();
+  try {
+    // The application's login set the gateway's cookie (on the gateway's host).
+    await h.setTokenCookie(context, gateway.url, h.userToken(user));
+    const page = await h.newPage(context);
+    const streams = recordStreams(page);
+    await page.goto(`${allowed.origin}/dashboard.html?gateway=${encodeURIComponent(gateway.url)}`);
+    await h.waitInPage(page, 'the cross-origin stream to open', (u) => window.dashboard.state === 'connected' && window.dashboard.user === u, user);
+    assert.equal(await page.textContent('#origin'), `via ${gateway.url}`);
+
+    const job = h.unique('render');
+    await h.publish(gateway.url, job, { owner: user, type: 'progress', data: { progress: 40, stage: 'Encoding' } });
+    await h.publish(gateway.url, job, { type: 'log', data: { message: 'half way' } });
+    await h.publish(gateway.url, job, { type: 'complete', data: { result: 'ok' } });
+    await h.waitInPage(page, 'the completed card', (id) => {
+      const card = document.querySelector(`article.job[data-job-id="${id}"]`);
+      return card && card.dataset.status === 'completed';
+    }, job);
+    const card = await h.readCard(page, job);
+    assert.deepEqual([card.progress, card.stage, card.log, card.result], [100, 'Encoding', ['half way'], 'ok']);
+    assert.deepEqual(streams, [{ status: 200, origin: allowed.origin, credentials: 'true' }]);
+
+    // The detail view streams cross-origin too, and stops at the 204 of the finished job.
+    await page.click(`article.job[data-job-id="${job}"] h3 a`);
+    await h.waitInPage(page, 'the detail view to say finished', () => document.querySelector('#detail').dataset.stream === 'finished');
+    assert.deepEqual(await page.$$eval('#detail ol.log > li', (lis) => lis.map((li) => li.textContent)), ['half way']);
+  } finally {
+    await context.close();
+  }
+});
+
+test('a page on an allowed origin logs in through the gateway (credentialed fetch sets the cookie)', { timeout: 30_000 }, async () => {
+  const user = h.unique('frank');
+  const context = await browser.newContext();
+  try {
+    const page = await h.newPage(context);
+    await page.goto(`${allowed.origin}/dashboard.html?gateway=${encodeURIComponent(gateway.url)}`);
+    await h.waitInPage(page, 'the login form', () => window.dashboard.state === 'stopped' && !document.querySelector('#login').hidden);
+    await page.fill('#user', user);
+    await page.click('#login button[type=submit]');
+    await h.waitInPage(page, 'the stream to open', (u) => window.dashboard.state === 'connected' && window.dashboard.user === u, user);
+    // The cookie belongs to the gateway's host, and the page cannot read it (HttpOnly).
+    const cookies = await context.cookies(gateway.url);
+    assert.deepEqual(cookies.map((c) => [c.name, c.httpOnly]), [['sse_token', true]]);
+    assert.equal(await page.evaluate(() => document.cookie), '');
+    await h.notify(gateway.url, user, { type: 'notice', data: { text: 'hello across origins' } });
+    await h.waitInPage(page, 'the toast', () => document.querySelector('#toasts .toast-text')?.textContent === 'hello across origins');
+  } finally {
+    await context.close();
+  }
+});
+
+test('a page on an origin the gateway does not allow gets no stream', { timeout: 30_000 }, async () => {
+  const user = h.unique('grace');
+  const job = h.unique('build');
+  await h.publish(gateway.url, job, { owner: user, type: 'progress', data: { progress: 10 } });
+  const context = await browser.newContext();
+  try {
+    // A valid cookie that the browser does send (same site: only the port differs): the
+    // gateway answers, but without CORS headers the browser keeps the stream from the page.
+    await h.setTokenCookie(context, gateway.url, h.userToken(user));
+    const page = await h.newPage(context);
+    const streams = recordStreams(page);
+    const failed = [];
+    page.on('requestfailed', (r) => failed.push([r.url(), r.failure() && r.failure().errorText]));
+    await page.goto(`${refused.origin}/dashboard.html?gateway=${encodeURIComponent(gateway.url)}`);
+    await h.waitInPage(page, 'the page to stop', () => window.dashboard.state === 'stopped');
+    const shown = await page.evaluate(() => ({
+      stats: window.dashboard.stats,
+      cards: document.querySelectorAll('#jobs article.job').length,
+      login: !document.querySelector('#login').hidden,
+      note: document.querySelector('#login .form-note').textContent,
+      history: window.dashboard.history,
+    }));
+    assert.equal(shown.stats.opens, 0);
+    assert.equal(shown.stats.events, 0);
+    assert.equal(shown.cards, 0);
+    assert.equal(shown.login, true);
+    assert.match(shown.note, /not allowed/);
+    assert.equal(shown.history[shown.history.length - 1], 'stopped');
+    // Chromium closes the EventSource at once on a failed CORS check (no retries).
+    assert.deepEqual(shown.history, ['connecting', 'stopped']);
+    assert.equal(streams.length, 0, 'the page never sees the response');
+    assert.deepEqual(failed, [[`${gateway.url}/v1/users/me/events`, 'net::ERR_FAILED']]);
+    // The gateway did answer (the cookie went along); its answer carried no CORS headers.
+    await h.waitFor('the gateway to log the stream', () => gateway.lines.some((l) => l.includes('"stream closed"') && l.includes(`"user":"${user}"`)));
+    const direct = await fetch(`${gateway.url}/v1/jobs/${job}`, { headers: { origin: refused.origin, cookie: `sse_token=${h.userToken(user)}` } });
+    assert.equal(direct.status, 200);
+    assert.equal(direct.headers.get('access-control-allow-origin'), null);
+    assert.equal(direct.headers.get('access-control-allow-credentials'), null);
+
+    // Its login cannot work either: the preflight is refused.
+    await page.fill('#user', user);
+    await page.click('#login button[type=submit]');
+    await h.waitInPage(page, 'the login error', () => document.querySelector('#login .form-error').textContent !== '');
+    assert.equal(await page.evaluate(() => window.dashboard.state), 'stopped');
+  } finally {
+    await context.close();
+  }
+});
+
+test('a gateway that cannot be reached: the page stops after a few attempts and says so', { timeout: 30_000 }, async () => {
+  const nowhere = `http://127.0.0.1:${await h.freePort()}`;
+  const context = await browser.newContext();
+  try {
+    const page = await h.newPage(context);
+    await page.goto(`${allowed.origin}/dashboard.html?gateway=${encodeURIComponent(nowhere)}`);
+    await h.waitInPage(page, 'the page to give up', () => window.dashboard.state === 'stopped', undefined, 20_000);
+    const shown = await page.evaluate(() => ({ errors: window.dashboard.stats.errors, opens: window.dashboard.stats.opens, note: document.querySelector('#login .form-note').textContent }));
+    assert.deepEqual([shown.errors, shown.opens], [3, 0]);
+    assert.match(shown.note, /Could not open a stream/);
+  } finally {
+    await context.close();
+  }
+});

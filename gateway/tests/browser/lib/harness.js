@@ -1,0 +1,376 @@
+'use strict';
+// What every browser test starts for real, and stops by PID afterwards: gateway nodes (the
+// debug binaries `run.sh` builds), redis-server, nginx in front of a local cluster, small
+// static HTTP servers, and headless Debian Chromium through playwright-core. No fixed
+// sleeps: every wait polls a condition against a deadline.
+
+const { spawn } = require('node:child_process');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const http = require('node:http');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+
+const REPO = path.resolve(__dirname, '..', '..', '..', '..');
+// Where the gateway and the publisher CLI were built (`cargo build`, debug by default).
+const BIN_DIR = process.env.SSE_BIN_DIR || path.join(REPO, 'target', 'debug');
+const ARTIFACTS = path.join(REPO, 'artifacts');
+const LOG_DIR = path.join(ARTIFACTS, 'browser-tests');
+const DASHBOARD = path.join(REPO, 'gateway', 'assets', 'dashboard.html');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SECRET = 'browser-tests-secret-0123456789-0123456789';
+
+/** Resolves when `check()` returns a truthy value (which it resolves to); rejects at the deadline. */
+async function waitFor(what, check, { timeout = 10_000, interval = 50 } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) { return value; }
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeout} ms waiting for ${what}${last ? ` (last error: ${last.message})` : ''}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, interval));
+  }
+}
+
+/** An HS256 JWT signed with `secret`, made here so no JWT library is needed. */
+function mintToken(claims, secret = SECRET) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const unsigned = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
+  const signature = crypto.createHmac('sha256', secret).update(unsigned).digest('base64url');
+  return `${unsigned}.${signature}`;
+}
+
+/** A token for `sub` that expires `seconds` from now. */
+function userToken(sub, seconds = 3600, extra = {}) {
+  return mintToken({ sub, exp: Math.floor(Date.now() / 1000) + seconds, ...extra });
+}
+
+const PUBLISHER = () => userToken('browser-test-worker', 3600, { role: 'publisher' });
+
+/** A unique name, so that tests never see one another's users, jobs or keys. */
+function unique(prefix) {
+  return `${prefix}-${crypto.randomBytes(4).toString('hex')}`;
+}
+
+/** A free TCP port on the loopback (for programs that cannot be told to bind port 0). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Every process and server a test file starts, so its `after` hook can stop all of them,
+ * by PID, whether the tests passed or not.
+ */
+class Processes {
+  constructor() {
+    this.children = [];
+    this.servers = [];
+    this.browsers = [];
+    this.dirs = [];
+    fs.mkdirSync(LOG_DIR, { recursive: true });
+  }
+
+  /** A temporary directory, removed by `stopAll`. */
+  tempDir(prefix) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+    this.dirs.push(dir);
+    return dir;
+  }
+
+  /**
+   * Starts `command` in a process group of its own (so that nginx's workers go with their
+   * master); its output goes to artifacts/browser-tests/<name>.log (and to `onLine`).
+   * `stopSignal` is what `stopAll` sends first (SIGKILL after 5 s if that was not enough).
+   */
+  spawn(name, command, args, { onLine, stopSignal = 'SIGKILL' } = {}) {
+    const logPath = path.join(LOG_DIR, `${name}.log`);
+    const log = fs.createWriteStream(logPath);
+    log.write(`$ ${command} ${args.join(' ')}\n`);
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    child.logPath = logPath;
+    child.stopSignal = stopSignal;
+    LIVE.add(child);
+    child.once('exit', () => LIVE.delete(child));
+    child.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    child.once('error', (error) => log.write(`spawn error: ${error.message}\n`));
+    let buffered = '';
+    const onData = (chunk) => {
+      log.write(chunk);
+      if (!onLine) { return; }
+      buffered += chunk.toString('utf8');
+      let newline;
+      while ((newline = buffered.indexOf('\n')) >= 0) {
+        onLine(buffered.slice(0, newline));
+        buffered = buffered.slice(newline + 1);
+      }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.once('exit', (code, signal) => log.end(`\n[exit code=${code} signal=${signal}]\n`));
+    this.children.push(child);
+    return child;
+  }
+
+  /** Sends `signal` to the child's process group (by its PID) and waits, at most 5 s, for the exit. */
+  async kill(child, signal = 'SIGKILL') {
+    signalGroup(child, signal);
+    const exited = await Promise.race([child.exited, new Promise((resolve) => setTimeout(() => resolve(null), 5000))]);
+    if (!exited) {
+      signalGroup(child, 'SIGKILL');
+      await child.exited;
+    }
+    // Anything left holding the pipes (it should not be) must not keep this process alive.
+    child.stdout.destroy();
+    child.stderr.destroy();
+  }
+
+  async stopAll() {
+    for (const browser of this.browsers.splice(0)) {
+      // A browser that hangs on close is killed by PID like the rest.
+      const pid = browser.process && browser.process() ? browser.process().pid : null;
+      await Promise.race([browser.close().catch(() => {}), new Promise((resolve) => setTimeout(resolve, 5000))]);
+      if (pid) { try { process.kill(pid, 'SIGKILL'); } catch { /* closed */ } }
+    }
+    await Promise.all(this.servers.splice(0).map((server) => new Promise((resolve) => {
+      server.closeAllConnections?.();
+      server.close(() => resolve());
+    })));
+    await Promise.all(this.children.splice(0).map((child) => this.kill(child, child.stopSignal)));
+    for (const dir of this.dirs.splice(0)) { fs.rmSync(dir, { recursive: true, force: true }); }
+  }
+}
+
+// Every child still running, and their process groups: killed by PID when this process
+// exits, however it exits (a crashed test file must not leave a gateway or nginx behind).
+const LIVE = new Set();
+
+function signalGroup(child, signal) {
+  if (child.exitCode !== null || child.signalCode !== null) { return; }
+  try {
+    process.kill(-child.pid, signal);
+  } catch {
+    try { process.kill(child.pid, signal); } catch { /* already gone */ }
+  }
+}
+
+process.once('exit', () => {
+  for (const child of LIVE) { signalGroup(child, 'SIGKILL'); }
+});
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => process.exit(130));
+}
+
+/**
+ * Starts `sse-gateway` on ephemeral ports and resolves once it logged where it listens
+ * (and, with Redis, once `/readyz` says its pub/sub works).
+ */
+async function startGateway(procs, name, { demo = true, redisUrl, redisPrefix, cors = [], args = [] } = {}) {
+  const argv = [
+    '--listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--log-format', 'json',
+    '--jwt-secret', SECRET, '--retry', '500ms', '--heartbeat', '1s',
+  ];
+  if (demo) { argv.push('--demo'); }
+  if (redisUrl) { argv.push('--redis-url', redisUrl, '--redis-prefix', redisPrefix); }
+  for (const origin of cors) { argv.push('--cors-origin', origin); }
+  argv.push(...args);
+  let listening;
+  const lines = [];
+  const child = procs.spawn(name, path.join(BIN_DIR, 'sse-gateway'), argv, {
+    onLine(line) {
+      if (lines.length < 10_000) { lines.push(line); }
+      if (listening || !line.startsWith('{')) { return; }
+      try {
+        const fields = JSON.parse(line).fields || {};
+        if (fields.message === 'listening') { listening = fields; }
+      } catch { /* not a log line */ }
+    },
+  });
+  await waitFor(`${name} to listen (log: ${child.logPath})`, () => {
+    if (child.exitCode !== null) { throw new Error(`${name} exited with ${child.exitCode}`); }
+    return listening;
+  }, { timeout: 15_000 });
+  const gateway = {
+    name, child, pid: child.pid, lines,
+    url: `http://${listening.addr}`,
+    port: Number(listening.addr.split(':').pop()),
+    metricsUrl: `http://${listening.metrics_addr}/metrics`,
+  };
+  await waitFor(`${name} to be ready`, async () => (await fetch(`${gateway.url}/readyz`, { signal: AbortSignal.timeout(5000) })).status === 200, { timeout: 15_000 });
+  return gateway;
+}
+
+/** A throwaway redis-server on a free port, with no persistence. */
+async function startRedis(procs) {
+  const port = await freePort();
+  const dir = procs.tempDir('sse-browser-redis-');
+  const child = procs.spawn('redis', 'redis-server', [
+    '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no',
+  ], { stopSignal: 'SIGTERM' });
+  await waitFor('redis-server to answer PING', () => redisPing(port), { timeout: 10_000 });
+  return { child, port, url: `redis://127.0.0.1:${port}` };
+}
+
+function redisPing(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.setTimeout(1000);
+    socket.once('connect', () => socket.write('PING\r\n'));
+    socket.once('data', (data) => { socket.destroy(); resolve(data.toString().startsWith('+PONG')); });
+    socket.once('error', () => resolve(false));
+    socket.once('timeout', () => { socket.destroy(); resolve(false); });
+  });
+}
+
+/** nginx in front of the given gateways, configured by deploy/nginx/render.sh. */
+async function startNginx(procs, gateways) {
+  const port = await freePort();
+  const dir = procs.tempDir('sse-browser-nginx-');
+  const conf = path.join(dir, 'nginx.conf');
+  const render = procs.spawn('nginx-render', path.join(REPO, 'deploy', 'nginx', 'render.sh'), [
+    '--listen', `127.0.0.1:${port}`, '--run-dir', dir, '--worker-connections', '1024', conf, ...gateways.map((g) => String(g.port)),
+  ]);
+  const rendered = await render.exited;
+  if (rendered.code !== 0) { throw new Error(`render.sh failed (${render.logPath})`); }
+  // SIGTERM: nginx's fast shutdown, which stops the workers too.
+  const child = procs.spawn('nginx', 'nginx', ['-p', dir, '-c', conf, '-e', path.join(dir, 'error.log')], { stopSignal: 'SIGTERM' });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor('nginx to proxy /healthz', async () => {
+    if (child.exitCode !== null) { throw new Error(`nginx exited with ${child.exitCode} (${dir}/error.log)`); }
+    return (await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(5000) })).status === 200;
+  }, { timeout: 10_000 });
+  return { child, port, url, dir };
+}
+
+/** A static server for the dashboard file, as a page on an origin of its own. */
+async function startStaticServer(procs) {
+  const server = http.createServer((request, response) => {
+    if (new URL(request.url, 'http://x').pathname !== '/dashboard.html') {
+      response.writeHead(404).end();
+      return;
+    }
+    response.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+    fs.createReadStream(DASHBOARD).pipe(response);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  procs.servers.push(server);
+  return { server, origin: `http://127.0.0.1:${server.address().port}` };
+}
+
+/** POST one job event through a gateway's HTTP API; resolves to its id. */
+async function publish(baseUrl, job, body, token = PUBLISHER()) {
+  const response = await fetch(`${baseUrl}/v1/jobs/${encodeURIComponent(job)}/events`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(5000),
+  });
+  const text = await response.text();
+  if (response.status !== 201) { throw new Error(`publish ${job} ${body.type}: ${response.status} ${text}`); }
+  return JSON.parse(text).id;
+}
+
+async function notify(baseUrl, user, body, token = PUBLISHER()) {
+  const response = await fetch(`${baseUrl}/v1/users/${encodeURIComponent(user)}/events`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(5000),
+  });
+  if (response.status !== 201) { throw new Error(`notify ${user}: ${response.status} ${await response.text()}`); }
+}
+
+/** The sum of a metric's samples (all label sets) in a Prometheus text page. */
+async function metric(metricsUrl, name) {
+  const text = await (await fetch(metricsUrl, { signal: AbortSignal.timeout(5000) })).text();
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (line.startsWith(`${name} `) || line.startsWith(`${name}{`)) {
+      sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+  }
+  return sum;
+}
+
+/** Headless Debian Chromium with a fresh profile (playwright's own temporary user-data dir). */
+async function launchBrowser(procs) {
+  const { chromium } = require('playwright-core');
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  procs.browsers.push(browser);
+  return browser;
+}
+
+/** A new page whose console errors and page errors are kept (and shown on failure). */
+async function newPage(context) {
+  const page = await context.newPage();
+  page.consoleLines = [];
+  page.on('console', (message) => page.consoleLines.push(`${message.type()}: ${message.text()}`));
+  page.on('pageerror', (error) => page.consoleLines.push(`pageerror: ${error.message}`));
+  return page;
+}
+
+/** Sets the gateway's token cookie in a browser context, as a login flow would. */
+async function setTokenCookie(context, gatewayUrl, token) {
+  await context.addCookies([{ name: 'sse_token', value: token, url: gatewayUrl, httpOnly: true, sameSite: 'Lax' }]);
+}
+
+/** Waits on a condition evaluated in the page, with a deadline. */
+function waitInPage(page, what, fn, arg, timeout = 10_000) {
+  return page.waitForFunction(fn, arg, { timeout, polling: 50 }).catch((error) => {
+    throw new Error(`timed out waiting in the page for ${what}: ${error.message.split('\n')[0]}\n  console: ${page.consoleLines.slice(-10).join('\n  ')}`);
+  });
+}
+
+/** Waits until every finite animation and transition in the page is over (for screenshots). */
+function settled(page) {
+  return waitInPage(page, 'animations to settle', () => document.getAnimations()
+    .every((a) => a.effect.getComputedTiming().iterations === Infinity || a.playState !== 'running'));
+}
+
+/** The visible state of one job card, as a person would read it. */
+function readCard(page, jobId) {
+  return page.evaluate((id) => {
+    const card = document.querySelector(`#jobs article.job[data-job-id="${CSS.escape(id)}"]`);
+    if (!card) { return null; }
+    const text = (selector) => {
+      const node = card.querySelector(selector);
+      return node && !node.hidden ? node.textContent : null;
+    };
+    return {
+      status: card.dataset.status,
+      statusText: text('.status'),
+      progress: Number(card.querySelector('.progress-bar').dataset.progress),
+      stage: text('.stage'),
+      log: Array.from(card.querySelectorAll('ol.log > li')).map((li) => li.textContent),
+      logHtml: Array.from(card.querySelectorAll('ol.log > li')).map((li) => li.innerHTML),
+      result: text('.result'),
+      error: text('.error'),
+    };
+  }, jobId);
+}
+
+module.exports = {
+  REPO, ARTIFACTS, DASHBOARD, SECRET,
+  waitFor, mintToken, userToken, unique, freePort, Processes,
+  startGateway, startRedis, startNginx, startStaticServer,
+  publish, notify, metric, launchBrowser, newPage, setTokenCookie, waitInPage, settled, readCard,
+};
