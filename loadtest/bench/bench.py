@@ -1,0 +1,495 @@
+#!/usr/bin/env python3
+"""`make bench`: the scenarios of loadtest/README.md against the gateway (embedded broker
+and Redis), Nginx + Nchan + Redis, and the raw-write floor, in one run on this machine.
+Writes docs/benchmarks.md, docs/bench/*.png and docs/bench/results.json.
+
+Every process it starts is on loopback, stopped by its own PID (SIGTERM, then SIGKILL);
+every load run is bounded in connections and time. Servers are pinned to CPU 0 and load
+generators to CPU 1 where the scenario says so (taskset).
+
+    python3 loadtest/bench/bench.py [--quick] [--only idle,broadcast,...] [--out DIR]
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.path.join(ROOT, "target", "release")
+SECRET = "bench-only-secret-0123456789abcdefghij"
+NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
+SERVER_CPU = "0"
+CLIENT_CPU = "1" if (os.cpu_count() or 1) > 1 else "0"
+STARTED = []  # every Popen this script started, for cleanup by PID
+
+
+def log(*a):
+    print("[bench]", *a, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd, cpu=None, logfile=None, env=None):
+    if cpu is not None:
+        cmd = ["taskset", "-c", cpu] + cmd
+    out = open(logfile, "wb") if logfile else subprocess.DEVNULL
+    p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    STARTED.append(p)
+    return p
+
+
+def stop(p, grace=5):
+    if p is None or p.poll() is not None:
+        return
+    try:
+        os.kill(p.pid, signal.SIGTERM)
+        p.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(5)
+    except ProcessLookupError:
+        pass
+
+
+def stop_all():
+    for p in reversed(STARTED):
+        stop(p, grace=3)
+
+
+def wait_http(url, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} not ready in {timeout}s")
+
+
+def metrics(url):
+    out = {}
+    with urllib.request.urlopen(url, timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                try:
+                    out[name] = float(value)
+                except ValueError:
+                    pass
+    return out
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+class Redis:
+    def __init__(self, work, cpu=SERVER_CPU):
+        self.port = free_port()
+        self.proc = start(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                           "--save", "", "--appendonly", "no", "--maxclients", "100000"],
+                          cpu, os.path.join(work, f"redis-{self.port}.log"))
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.cli("PING") == "PONG":
+                break
+            time.sleep(0.05)
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.pid = self.proc.pid
+
+    def cli(self, *args):
+        r = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True)
+        return r.stdout.strip()
+
+    def stop(self):
+        stop(self.proc)
+
+
+class Gateway:
+    def __init__(self, work, redis=None, cpu=SERVER_CPU, prefix="sse:", extra=()):
+        self.port, self.mport = free_port(), free_port()
+        cmd = [os.path.join(BIN, "sse-gateway"), "--listen", f"127.0.0.1:{self.port}",
+               "--metrics-listen", f"127.0.0.1:{self.mport}", "--jwt-secret", SECRET,
+               "--max-connections-per-user", "100000", "--job-stream-maxlen", "1100",
+               "--heartbeat", "15s", "--log-format", "json", *extra]
+        if redis:
+            cmd += ["--redis-url", redis.url, "--redis-prefix", prefix]
+        self.proc = start(cmd, cpu, os.path.join(work, f"gateway-{self.port}.log"), env={**os.environ, "RUST_LOG": "warn"})
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.pid = self.proc.pid
+        wait_http(self.url + "/readyz")
+
+    def metrics(self):
+        return metrics(f"http://127.0.0.1:{self.mport}/metrics")
+
+    def stop(self):
+        stop(self.proc, grace=35)
+
+
+class Nchan:
+    def __init__(self, work, redis, cpu=SERVER_CPU, buffer=1100):
+        self.port = free_port()
+        d = tempfile.mkdtemp(prefix="nchan-", dir=work)
+        with open(os.path.join(os.path.dirname(__file__), "nchan.conf.in")) as f:
+            conf = f.read()
+        for k, v in {"@NCHAN_MODULE@": NCHAN_MODULE, "@DIR@": d, "@PORT@": str(self.port),
+                     "@REDIS_PORT@": str(redis.port), "@BUFFER@": str(buffer)}.items():
+            conf = conf.replace(k, v)
+        path = os.path.join(d, "nginx.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        self.proc = start(["nginx", "-c", path, "-p", d], cpu, os.path.join(d, "stdout.log"))
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_http(self.url + "/healthz")
+        kids = children(self.proc.pid)
+        self.pid = kids[0] if kids else self.proc.pid  # the one worker
+
+    def stop(self):
+        # QUIT: graceful, the master ends its worker (both started by us).
+        stop(self.proc)
+
+
+class Floor:
+    def __init__(self, work, cpu=SERVER_CPU):
+        self.port = free_port()
+        self.proc = start([os.path.join(BIN, "sse-floor"), "--listen", f"127.0.0.1:{self.port}"],
+                          cpu, os.path.join(work, f"floor-{self.port}.log"))
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.pid = self.proc.pid
+        wait_http(self.url + "/healthz")
+
+    def stop(self):
+        stop(self.proc)
+
+
+def load(work, name, args, cpu=CLIENT_CPU, timeout=300, background=False):
+    path = os.path.join(work, f"{name}.json")
+    cmd = [os.path.join(BIN, "sse-load"), "--jwt-secret", SECRET, "--json", path, *map(str, args)]
+    if cpu is not None:
+        cmd = ["taskset", "-c", cpu] + cmd
+    log("  $", " ".join(c if c != SECRET else "$SECRET" for c in cmd))
+    if background:
+        p = subprocess.Popen(cmd, stdout=open(path + ".txt", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        STARTED.append(p)
+        return p, path
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"sse-load failed: {r.stdout}\n{r.stderr}")
+    print(r.stdout, end="", flush=True)
+    with open(path) as f:
+        return json.load(f)
+
+
+def start_target(work, kind, cpu=SERVER_CPU, prefix="sse:"):
+    """(server, redis or None, watch args, load args) for one target."""
+    redis = None
+    if kind in ("gw-redis", "gw-redis-sdk", "nchan"):
+        redis = Redis(work, cpu)
+    if kind == "gw-emb":
+        server = Gateway(work, None, cpu)
+    elif kind in ("gw-redis", "gw-redis-sdk"):
+        server = Gateway(work, redis, cpu, prefix)
+    elif kind == "nchan":
+        server = Nchan(work, redis, cpu)
+    else:
+        server = Floor(work, cpu)
+    watch = ["--watch", f"server={server.pid}"]
+    if redis:
+        watch += ["--watch", f"redis={redis.pid}"]
+    target = {"gw-emb": "gateway", "gw-redis": "gateway", "gw-redis-sdk": "gateway", "nchan": "nchan", "floor": "floor"}[kind]
+    base = ["--target", target, "--url", server.url, *watch]
+    if kind == "gw-redis-sdk":
+        base += ["--redis-url", redis.url, "--redis-prefix", prefix]
+    return server, redis, base
+
+
+def cpu_of(report, phase, procs):
+    p = report.get("phases", {}).get(phase, {}).get("procs", {})
+    return sum(p.get(k, {}).get("cpu_s", 0.0) for k in procs)
+
+
+LABELS = {"gw-emb": "gateway (embedded)", "gw-redis": "gateway + Redis (HTTP publish)",
+          "gw-redis-sdk": "gateway + Redis (SDK publish)", "nchan": "Nchan + Redis", "floor": "floor (raw writes)"}
+
+
+# ---------------------------------------------------------------- scenarios
+
+def idle(work, q):
+    n = 3000 if q else 19000
+    steps = [0, n // 10, n // 4, n // 2, 3 * n // 4, n]
+    res = {}
+    for kind in ("gw-emb", "gw-redis", "nchan", "floor"):
+        log(f"idle: {kind}")
+        server, redis, base = start_target(work, kind)
+        try:
+            r = load(work, f"idle-{kind}", base + ["--stream", "user", "--topics", n, "--connections", n,
+                                                    "--connect-rate", 5000, "--rss-steps", ",".join(map(str, steps)),
+                                                    "--settle", "1s", "--topic-prefix", "idle",
+                                                    "--source-addrs", "127.0.0.2,127.0.0.3", "--max-duration", "90s"])
+        finally:
+            server.stop()
+            redis and redis.stop()
+        st = r["rss_steps"]
+        first, last = st[0], st[-1]
+        growth = (last["procs"].get("server", 0) - first["procs"].get("server", 0))
+        res[kind] = {"established": r["connections"]["established"], "failed": r["connections"]["failed_by_reason"],
+                     "rss_start_kib": first["procs"].get("server"), "rss_end_kib": last["procs"].get("server"),
+                     "kib_per_conn": growth / max(1, last["connections"]),
+                     "redis_kib_per_conn": (last["procs"].get("redis", 0) - first["procs"].get("redis", 0)) / max(1, last["connections"]) if redis else None,
+                     "steps": [(s["connections"], s["procs"].get("server")) for s in st]}
+    return res
+
+
+def broadcast(work, q):
+    subs, events = (1000, 30) if q else (5000, 100)
+    res = {}
+    for kind in ("gw-emb", "gw-redis", "nchan", "floor"):
+        log(f"broadcast: {kind}")
+        server, redis, base = start_target(work, kind)
+        try:
+            r = load(work, f"broadcast-{kind}", base + ["--topics", 1, "--connections", subs, "--connect-rate", 5000,
+                                                         "--publish", "http", "--events", events, "--rate", 10,
+                                                         "--topic-prefix", "bc", "--source-addrs", "127.0.0.2",
+                                                         "--max-duration", "60s"])
+        finally:
+            server.stop()
+            redis and redis.stop()
+        delivered = r["events"]["unique"]
+        res[kind] = {"delivered": delivered, "lost": r["events"]["lost"], "dups": r["events"]["duplicates"],
+                     "ooo": r["events"]["out_of_order"],
+                     "cpu_us_per_delivery": 1e6 * cpu_of(r, "deliver", ["server"]) / max(1, delivered),
+                     "cpu_us_per_delivery_with_redis": 1e6 * cpu_of(r, "deliver", ["server", "redis"]) / max(1, delivered),
+                     "last_sub_p50_us": r["fanout_last_us"].get("p50"), "last_sub_p99_us": r["fanout_last_us"].get("p99"),
+                     "latency_p50_us": r["latency_us"].get("p50"), "latency_p99_us": r["latency_us"].get("p99")}
+    return res
+
+
+def many_jobs(work, q):
+    jobs, rate, secs = (500, 1000, 3) if q else (2000, 2000, 10)
+    res = {}
+    for kind in ("gw-emb", "gw-redis", "gw-redis-sdk", "nchan", "floor"):
+        log(f"many-jobs: {kind}")
+        server, redis, base = start_target(work, kind, prefix="mj:")
+        via = "sdk-redis" if kind == "gw-redis-sdk" else "http"
+        try:
+            r = load(work, f"manyjobs-{kind}", base + ["--topics", jobs, "--connections", jobs, "--connect-rate", 5000,
+                                                        "--publish", via, "--events", rate * secs, "--rate", rate,
+                                                        "--topic-prefix", "mj", "--source-addrs", "127.0.0.2",
+                                                        "--max-duration", "90s"])
+        finally:
+            server.stop()
+            redis and redis.stop()
+        delivered = r["events"]["unique"]
+        res[kind] = {"delivered": delivered, "lost": r["events"]["lost"], "dups": r["events"]["duplicates"],
+                     "ooo": r["events"]["out_of_order"], "publish_failed": r.get("publish", {}).get("failed"),
+                     "server_cpu_us": 1e6 * cpu_of(r, "deliver", ["server"]) / max(1, delivered),
+                     "redis_cpu_us": 1e6 * cpu_of(r, "deliver", ["redis"]) / max(1, delivered),
+                     "cpu_us_per_delivery": 1e6 * cpu_of(r, "deliver", ["server", "redis"]) / max(1, delivered),
+                     "latency_p50_us": r["latency_us"].get("p50"), "latency_p99_us": r["latency_us"].get("p99"),
+                     "latency_p999_us": r["latency_us"].get("p999")}
+    return res
+
+
+def storm(work, q):
+    n = 4000 if q else 20000
+    res = {}
+    # Not the floor: it never reads its subscribers' sockets, so it cannot notice the
+    # storm's closed connections and runs out of descriptors; it is a write floor only.
+    for kind in ("gw-emb", "gw-redis", "nchan"):
+        log(f"connect storm: {kind}")
+        server, redis, base = start_target(work, kind)
+        common = ["--stream", "user", "--topics", 1000, "--storm", "--topic-prefix", "st",
+                  "--source-addrs", "127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5", "--max-duration", "60s"]
+        try:
+            fast = load(work, f"storm-max-{kind}", base + common + ["--connections", n, "--connect-concurrency", 64])
+            paced = load(work, f"storm-5k-{kind}", base + common + ["--connections", n // 2, "--connect-rate", 5000,
+                                                                    "--connect-concurrency", 512])
+        finally:
+            server.stop()
+            redis and redis.stop()
+        cpu = cpu_of(fast, "connect", ["server"])
+        done = fast["connections"]["storm_completed"]
+        res[kind] = {"max_per_s": fast["connections"]["storm_per_second"], "failed": fast["connections"]["failed_by_reason"],
+                     "server_cpu_s": cpu, "per_core_per_s": done / cpu if cpu > 0 else None,
+                     "redis_cpu_s": cpu_of(fast, "connect", ["redis"]),
+                     "max_first_byte_p99_us": fast["first_byte_us"].get("p99"),
+                     "at5k_first_byte_p50_us": paced["first_byte_us"].get("p50"),
+                     "at5k_first_byte_p99_us": paced["first_byte_us"].get("p99"),
+                     "at5k_failed": paced["connections"]["failed_by_reason"]}
+    return res
+
+
+def resume(work, q):
+    clients, history = (200, 300) if q else (1000, 1001)
+    res = {}
+    for kind in ("gw-emb", "gw-redis", "nchan"):
+        log(f"resume: {kind}")
+        server, redis, base = start_target(work, kind)
+        try:
+            r = load(work, f"resume-{kind}", base + ["--topics", 1, "--connections", clients, "--publish", "http",
+                                                      "--resume-history", history, "--connect-rate", 5000,
+                                                      "--topic-prefix", "rs", "--source-addrs", "127.0.0.2",
+                                                      "--drain-timeout", "60s", "--max-duration", "120s"])
+        finally:
+            server.stop()
+            redis and redis.stop()
+        c = r["complete_us"]
+        res[kind] = {"completed": c.get("count", 0), "clients": clients, "events_each": history - 1,
+                     "lost": r["events"]["lost"], "dups": r["events"]["duplicates"], "ooo": r["events"]["out_of_order"],
+                     "replay_p50_us": c.get("p50"), "replay_p99_us": c.get("p99"), "replay_max_us": c.get("max"),
+                     "server_cpu_s": cpu_of(r, "connect", ["server"]) + cpu_of(r, "deliver", ["server"]),
+                     "redis_cpu_s": cpu_of(r, "connect", ["redis"]) + cpu_of(r, "deliver", ["redis"])}
+    return res
+
+
+def scale_out(work, q):
+    nodes, per_node, events = (3, 2000, 5) if q else (5, 19000, 10)
+    redis = Redis(work, cpu=None)
+    gws, procs = [], []
+    try:
+        for _ in range(nodes):
+            gws.append(Gateway(work, redis, cpu=None, prefix="so:"))
+        ready = [os.path.join(work, f"so-ready-{i}") for i in range(nodes)]
+        go = os.path.join(work, "so-go")
+        for f in ready + [go]:
+            if os.path.exists(f):
+                os.remove(f)
+        for i, gw in enumerate(gws):
+            procs.append(load(work, f"scaleout-{i}", ["--target", "gateway", "--url", gw.url, "--stream", "user",
+                                                      "--topics", 1, "--topic-prefix", "so-all", "--connections", per_node,
+                                                      "--connect-rate", 3000, "--source-addrs", f"127.0.0.{2 + i}",
+                                                      "--expect-events", events, "--ready-file", ready[i], "--go-file", go,
+                                                      "--watch", f"server={gw.pid}", "--watch", f"redis={redis.pid}",
+                                                      "--drain-timeout", "60s", "--max-duration", "200s"],
+                              cpu=None, background=True))
+        deadline = time.time() + 120
+        while time.time() < deadline and not all(os.path.exists(f) for f in ready):
+            time.sleep(0.2)
+        before = [g.metrics().get("sse_gateway_events_received_total", 0) for g in gws]
+        numsub = redis.cli("PUBSUB", "NUMSUB", "so:{u:so-allu0}").split()
+        open(go, "w").close()
+        pub = load(work, "scaleout-publisher", ["--target", "gateway", "--url", gws[0].url, "--stream", "user",
+                                                "--topics", 1, "--topic-prefix", "so-all", "--connections", 0,
+                                                "--publish", "sdk-redis", "--redis-url", redis.url, "--redis-prefix", "so:",
+                                                "--events", events, "--rate", 0.5, "--max-duration", "60s"], cpu=None)
+        reports = []
+        for p, path in procs:
+            p.wait(260)
+            with open(path) as f:
+                reports.append(json.load(f))
+        after = [g.metrics().get("sse_gateway_events_received_total", 0) for g in gws]
+        slow = sum(g.metrics().get("sse_gateway_slow_consumer_disconnects_total", 0) for g in gws)
+        rss = [r["phases"]["connect"]["procs"].get("server", {}).get("rss_kib") for r in reports]
+    finally:
+        for p, _ in procs:
+            stop(p)
+        for g in gws:
+            g.stop()
+        redis.stop()
+    established = sum(r["connections"]["established"] for r in reports)
+    received = sum(r["events"]["unique"] for r in reports)
+    lost = sum(r["events"]["lost"] for r in reports)
+    lat = [r["latency_us"].get("p99") for r in reports]
+    return {"nodes": nodes, "clients": established, "attempted": nodes * per_node, "events": events,
+            "published": pub.get("publish", {}).get("sent"),
+            "delivered": received, "lost": lost, "slow_consumer_disconnects": slow,
+            "ended_by_server": sum(r["events"]["ended_by_server"] for r in reports),
+            "failed": [r["connections"]["failed_by_reason"] for r in reports],
+            "redis_messages_per_event": (sum(after) - sum(before)) / max(1, events),
+            "numsub": numsub[1] if len(numsub) > 1 else None,
+            "latency_p99_us_per_node": lat, "gateway_rss_kib": rss,
+            "redis_cpu_s": sum(r["phases"].get("deliver", {}).get("procs", {}).get("redis", {}).get("cpu_s", 0) for r in reports[:1])}
+
+
+SCENARIOS = {"idle": idle, "broadcast": broadcast, "many_jobs": many_jobs, "storm": storm, "resume": resume, "scale_out": scale_out}
+
+
+def machine():
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+    def version(cmd):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            return (r.stdout + r.stderr).strip().splitlines()[0]
+        except Exception:
+            return "?"
+    nchan = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "libnginx-mod-nchan"], capture_output=True, text=True).stdout
+    return {"cpu": cpu, "cpus": os.cpu_count(), "memory_gib": round(mem, 1), "kernel": platform.release(),
+            "nofile_hard": __import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE)[1],
+            "nginx": version(["nginx", "-v"]), "nchan": nchan or "?", "redis": version(["redis-server", "--version"]),
+            "rustc": version(["rustc", "--version"])}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="small counts (smoke test of the bench itself)")
+    ap.add_argument("--only", default=",".join(SCENARIOS))
+    ap.add_argument("--out", default=os.path.join(ROOT, "docs"))
+    ap.add_argument("--label", default="before", help="results slot in docs/bench/results.json")
+    a = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="sse-bench-")
+    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(1)))
+    t0 = time.time()
+    results = {"machine": machine(), "quick": a.quick, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "pinning": {"server_cpu": SERVER_CPU, "client_cpu": CLIENT_CPU}}
+    try:
+        for name in a.only.split(","):
+            s = time.time()
+            results[name] = SCENARIOS[name](work, a.quick)
+            log(f"{name} done in {time.time() - s:.0f}s")
+    finally:
+        stop_all()
+    results["seconds"] = time.time() - t0
+    os.makedirs(os.path.join(a.out, "bench"), exist_ok=True)
+    path = os.path.join(a.out, "bench", "results.json")
+    stored = {}
+    if os.path.exists(path):
+        try:
+            stored = json.load(open(path))
+        except ValueError:
+            stored = {}
+    # A partial run (--only) updates its scenarios and keeps the others.
+    slot = stored.setdefault(a.label, {})
+    if slot and a.only != ",".join(SCENARIOS):
+        results["partial_runs"] = slot.get("partial_runs", []) + [{"only": a.only, "started": results["started"], "seconds": results["seconds"]}]
+        for k in ("started", "seconds"):
+            results.pop(k)
+    slot.update(results)
+    with open(path, "w") as f:
+        json.dump(stored, f, indent=1)
+    sys.path.insert(0, os.path.dirname(__file__))
+    import report
+    report.write(stored, a.label, a.out)
+    shutil.rmtree(work, ignore_errors=True)
+    log(f"done in {time.time() - t0:.0f}s: {a.out}/benchmarks.md")
+
+
+if __name__ == "__main__":
+    main()

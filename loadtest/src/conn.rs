@@ -1,0 +1,330 @@
+//! One simulated browser: a TCP connection (from a chosen loopback source address), the
+//! `EventSource` request with its cookie or query token, the response head, the body
+//! (chunked or not) through the WHATWG parser, and per-connection accounting: connect
+//! and first-byte times, the `seq` of every load-test event (gaps, duplicates, order)
+//! and its delivery latency from the publisher's `t_us`.
+//!
+//! A connection holds one 2 KiB read buffer and its parser; nothing else grows with
+//! time except the latency samples of the events it receives.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
+use tokio::sync::{watch, OwnedSemaphorePermit};
+
+use crate::http::{parse_head, Chunked};
+use crate::sse::{json_u64, Item, Parser};
+
+/// What every connection shares: progress counters the run polls.
+#[derive(Default)]
+pub struct Shared {
+    pub established: AtomicUsize,
+    pub failed: AtomicUsize,
+    /// Connections that reached their expected event count (or, in storm mode, their
+    /// first SSE line).
+    pub finished: AtomicUsize,
+    pub events: AtomicU64,
+}
+
+/// How one connection is opened and when it counts as done.
+pub struct Spec {
+    pub server: SocketAddr,
+    pub source: Option<IpAddr>,
+    pub request: Vec<u8>,
+    /// Load-test events expected (by `seq`); `None`: unknown.
+    pub expect: Option<u64>,
+    /// Close (with RST, no TIME_WAIT) after the first SSE line: the connect storm.
+    pub storm: bool,
+    pub connect_timeout: Duration,
+}
+
+/// Everything one connection measured.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// `None` while fine; the reason it failed to establish, or ended early.
+    pub failure: Option<&'static str>,
+    pub established: bool,
+    pub connect_us: Option<u32>,
+    pub first_byte_us: Option<u32>,
+    pub first_event_us: Option<u32>,
+    /// Time from the start of the connect until the expected events were all in.
+    pub complete_us: Option<u32>,
+    /// Events without a `seq` (snapshots, gateway `status`/`jobs`).
+    pub other_events: u64,
+    pub seq_events: u64,
+    pub unique: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub min_seq: Option<u64>,
+    pub max_seq: Option<u64>,
+    /// (seq, publish → receipt latency µs) of live events.
+    pub samples: Vec<(u32, u32)>,
+    pub ended_by_server: bool,
+    /// The spec's expectation, for the lost-event count.
+    pub expect: Option<u64>,
+    seen: Vec<u64>,
+}
+
+/// Sequence numbers above this are counted but not tracked for duplicates.
+const MAX_TRACKED_SEQ: u64 = 1 << 24;
+const READ_BUFFER: usize = 2048;
+
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn micros(since: Instant) -> u32 {
+    since.elapsed().as_micros().min(u32::MAX as u128) as u32
+}
+
+impl Stats {
+    fn record(&mut self, seq: u64, t_us: Option<u64>, now: u64) {
+        self.seq_events += 1;
+        let fresh = if seq < MAX_TRACKED_SEQ {
+            let (word, bit) = ((seq / 64) as usize, seq % 64);
+            if self.seen.len() <= word {
+                self.seen.resize(word + 1, 0);
+            }
+            let fresh = self.seen[word] & (1 << bit) == 0;
+            self.seen[word] |= 1 << bit;
+            fresh
+        } else {
+            true
+        };
+        if !fresh {
+            self.duplicates += 1;
+            return;
+        }
+        self.unique += 1;
+        if self.max_seq.is_some_and(|max| seq < max) {
+            self.out_of_order += 1;
+        }
+        self.max_seq = Some(self.max_seq.map_or(seq, |m| m.max(seq)));
+        self.min_seq = Some(self.min_seq.map_or(seq, |m| m.min(seq)));
+        if let Some(t) = t_us {
+            let latency = now.saturating_sub(t).min(u32::MAX as u64) as u32;
+            self.samples
+                .push((seq.min(u32::MAX as u64) as u32, latency));
+        }
+    }
+
+    /// Missing sequence numbers between the lowest and highest seen.
+    pub fn gaps(&self) -> u64 {
+        match (self.min_seq, self.max_seq) {
+            (Some(min), Some(max)) => (max - min + 1).saturating_sub(self.unique),
+            _ => 0,
+        }
+    }
+}
+
+fn classify(e: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => "connect_refused",
+        ConnectionReset => "reset",
+        ConnectionAborted => "aborted",
+        AddrNotAvailable => "addr_not_available",
+        AddrInUse => "addr_in_use",
+        TimedOut => "timeout",
+        BrokenPipe => "broken_pipe",
+        _ if e.raw_os_error() == Some(libc::EMFILE) => "client_out_of_fds",
+        _ => "io_error",
+    }
+}
+
+/// Runs one connection until it fails, the server ends it, it is done (storm), or
+/// `stop` turns true.
+///
+/// `permit` limits attempts in flight: it is released once the response head is in
+/// (storm mode: when the connection ends).
+pub async fn run(
+    spec: Arc<Spec>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    permit: Option<OwnedSemaphorePermit>,
+) -> Stats {
+    let mut permit = permit;
+    let mut stats = Stats {
+        expect: spec.expect,
+        ..Stats::default()
+    };
+    let start = Instant::now();
+    let fail = |stats: &mut Stats, shared: &Shared, reason: &'static str| {
+        stats.failure = Some(reason);
+        if !stats.established {
+            shared.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    let socket = match TcpSocket::new_v4() {
+        Ok(s) => s,
+        Err(e) => {
+            fail(&mut stats, &shared, classify(&e));
+            return stats;
+        }
+    };
+    if let Some(source) = spec.source {
+        if let Err(e) = socket.bind(SocketAddr::new(source, 0)) {
+            fail(&mut stats, &shared, classify(&e));
+            return stats;
+        }
+    }
+    if spec.storm {
+        let _ = socket.set_zero_linger();
+    }
+    let mut stream =
+        match tokio::time::timeout(spec.connect_timeout, socket.connect(spec.server)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                fail(&mut stats, &shared, classify(&e));
+                return stats;
+            }
+            Err(_) => {
+                fail(&mut stats, &shared, "connect_timeout");
+                return stats;
+            }
+        };
+    stats.connect_us = Some(micros(start));
+    let _ = stream.set_nodelay(true);
+    if let Err(e) = stream.write_all(&spec.request).await {
+        fail(&mut stats, &shared, classify(&e));
+        return stats;
+    }
+
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut head: Vec<u8> = Vec::new();
+    let mut chunked: Option<Chunked> = None;
+    let mut in_body = false;
+    let mut parser = Parser::new();
+    let mut done = false;
+    loop {
+        let n = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            r = stream.read(&mut buf) => r,
+        };
+        let n = match n {
+            Ok(0) => {
+                if in_body {
+                    stats.ended_by_server = true;
+                } else {
+                    fail(&mut stats, &shared, "closed_before_head");
+                }
+                break;
+            }
+            Ok(n) => n,
+            Err(e) => {
+                fail(&mut stats, &shared, classify(&e));
+                break;
+            }
+        };
+        if stats.first_byte_us.is_none() {
+            stats.first_byte_us = Some(micros(start));
+        }
+        let mut body: &[u8] = &buf[..n];
+        let owned_rest;
+        if !in_body {
+            head.extend_from_slice(body);
+            match parse_head(&head) {
+                Ok(None) => continue,
+                Err(reason) => {
+                    fail(&mut stats, &shared, reason);
+                    break;
+                }
+                Ok(Some(h)) => {
+                    if h.status != 200 {
+                        fail(&mut stats, &shared, status_reason(h.status));
+                        break;
+                    }
+                    if !h.event_stream {
+                        fail(&mut stats, &shared, "not_event_stream");
+                        break;
+                    }
+                    in_body = true;
+                    if !spec.storm {
+                        permit = None;
+                    }
+                    stats.established = true;
+                    shared.established.fetch_add(1, Ordering::Relaxed);
+                    if h.chunked {
+                        chunked = Some(Chunked::default());
+                    }
+                    owned_rest = head.split_off(h.len);
+                    head = Vec::new();
+                    body = &owned_rest;
+                }
+            }
+        }
+        let now = now_us();
+        let mut saw_line = false;
+        let mut on_item = |item: Item<'_>| {
+            saw_line = true;
+            if let Item::Event { data, .. } = item {
+                if stats.first_event_us.is_none() {
+                    stats.first_event_us = Some(micros(start));
+                }
+                match json_u64(data, "seq") {
+                    Some(seq) => {
+                        stats.record(seq, json_u64(data, "t_us"), now);
+                        shared.events.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => stats.other_events += 1,
+                }
+            }
+        };
+        let ended = match chunked.as_mut() {
+            Some(decoder) => match decoder.feed(body, &mut |d| parser.feed(d, &mut on_item)) {
+                Ok(ended) => ended,
+                Err(reason) => {
+                    fail(&mut stats, &shared, reason);
+                    break;
+                }
+            },
+            None => {
+                parser.feed(body, &mut on_item);
+                false
+            }
+        };
+        if !done {
+            let reached = match spec.expect {
+                Some(expect) => stats.unique >= expect,
+                None => false,
+            };
+            if (spec.storm && saw_line) || reached {
+                done = true;
+                stats.complete_us = Some(micros(start));
+                shared.finished.fetch_add(1, Ordering::Relaxed);
+                if spec.storm {
+                    break;
+                }
+            }
+        }
+        if ended {
+            stats.ended_by_server = true;
+            break;
+        }
+    }
+    drop(permit);
+    stats
+}
+
+fn status_reason(status: u16) -> &'static str {
+    match status {
+        204 => "http_204",
+        400 => "http_400",
+        401 => "http_401",
+        403 => "http_403",
+        404 => "http_404",
+        429 => "http_429",
+        500 => "http_500",
+        502 => "http_502",
+        503 => "http_503",
+        _ => "http_other",
+    }
+}
