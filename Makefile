@@ -8,7 +8,7 @@ DEV_JWT_SECRET ?= dev-only-secret-change-me-0123456789
 LISTEN ?= 127.0.0.1:8080
 METRICS_LISTEN ?= 127.0.0.1:9090
 
-.PHONY: run build test deps deploy-check cluster cluster-down lint fmt clean token
+.PHONY: run build test deps deploy-check test-browser bench cluster cluster-down lint fmt clean token
 
 build:
 	$(CARGO) build --release --workspace --locked
@@ -42,17 +42,33 @@ token:
 test: deps
 	$(CARGO) test --workspace --locked
 	deploy/check.sh
+	loadtest/smoke.sh
+	$(MAKE) test-browser
+
+# Real-browser end-to-end tests: headless Debian Chromium against real gateways, Redis and
+# nginx (installs chromium/nginx/redis-server/nodejs if missing, npm ci, debug build).
+test-browser:
+	gateway/tests/browser/run.sh
+
+# Side-by-side benchmarks (gateway embedded, gateway + Redis, Nginx + Nchan + Redis, and
+# the raw-write floor); writes docs/benchmarks.md and docs/bench/*.png. ~12 minutes.
+BENCH_DEBS = nginx libnginx-mod-nchan redis-server redis-tools python3 python3-matplotlib
+bench:
+	@missing=""; for p in $(BENCH_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+	$(CARGO) build --release --locked -p sse-gateway -p sse-loadtest
+	python3 loadtest/bench/bench.py
 
 # Deployment artifacts: kustomize render, schemas, checkov, hadolint, compose, nginx,
 # haproxy, and drift between manifests and the gateway's real flags (part of `make test`).
 deploy-check:
 	deploy/check.sh
 
-# What the tests start for real: redis-server (Debian's package) when it is missing.
+# What the tests start for real: redis-server and nginx (Debian's packages) when missing.
 deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
-		echo "installing redis-server"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+	@missing=""; for p in redis-server nginx; do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing$$missing"; apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
 lint:
 	$(CARGO) fmt --all -- --check
