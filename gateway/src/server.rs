@@ -30,8 +30,11 @@ use crate::shutdown::Shutdown;
 
 /// How long a client may take to send its request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest request head (request line and headers) hyper buffers.
-const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Largest request head (request line and headers) hyper buffers; larger heads get
+/// `431`. hyper keeps a connection's read buffer at the size it grew to for as long as
+/// the connection lives, and a stream lives long: its minimum, 8 KiB, halves what an idle
+/// stream holds (a JWT cookie or header is far smaller).
+const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// Concurrent h2 streams per connection.
 const H2_MAX_STREAMS: u32 = 256;
 /// Pause after a failed `accept` (e.g. out of descriptors) before the next one.

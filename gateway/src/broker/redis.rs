@@ -47,6 +47,8 @@ const OWNER_CACHE_TTL: Duration = Duration::from_secs(300);
 const OWNER_CACHE_LIMIT: usize = 100_000;
 /// Connections in the command pool.
 const POOL_SIZE: usize = 32;
+/// Most queued subscribe/unsubscribe requests handled as one batch.
+const MAX_BATCH: usize = 1024;
 /// `retry:` sent to streams whose history was lost during an outage.
 const RESYNC_RETRY_MS: u64 = 500;
 
@@ -661,7 +663,16 @@ impl PubSubTask {
                 }
                 request = requests.recv() => {
                     let Some(request) = request else { return false };
-                    if !self.handle(&mut sink, request).await {
+                    // Take whatever else is queued too: a burst of new streams (a reconnect
+                    // storm) then costs one SUBSCRIBE round trip, not one each.
+                    let mut batch = vec![request];
+                    while batch.len() < MAX_BATCH {
+                        match requests.try_recv() {
+                            Ok(request) => batch.push(request),
+                            Err(_) => break,
+                        }
+                    }
+                    if !self.handle_batch(&mut sink, batch).await {
                         return true;
                     }
                 }
@@ -686,6 +697,74 @@ impl PubSubTask {
     }
 
     /// Handles one request; `false` when the connection failed.
+    /// Handles queued requests in order; consecutive subscriptions share one `SUBSCRIBE`.
+    /// `false` when the connection failed.
+    async fn handle_batch(
+        &mut self,
+        sink: &mut redis::aio::PubSubSink,
+        batch: Vec<Request>,
+    ) -> bool {
+        let mut waiting: Vec<(String, Topic, oneshot::Sender<Result<(), BrokerError>>)> =
+            Vec::new();
+        for request in batch {
+            match request {
+                Request::Ensure { channel, reply, .. } if self.channels.contains_key(&channel) => {
+                    let _ = reply.send(Ok(()));
+                }
+                Request::Ensure {
+                    channel,
+                    topic,
+                    reply,
+                } => waiting.push((channel, topic, reply)),
+                release @ Request::Release { .. } => {
+                    // A release must not overtake a subscription queued before it.
+                    if !self.subscribe_waiting(sink, &mut waiting).await
+                        || !self.handle(sink, release).await
+                    {
+                        return false;
+                    }
+                }
+            }
+        }
+        self.subscribe_waiting(sink, &mut waiting).await
+    }
+
+    /// One `SUBSCRIBE` for every waiting channel, then the answers.
+    async fn subscribe_waiting(
+        &mut self,
+        sink: &mut redis::aio::PubSubSink,
+        waiting: &mut Vec<(String, Topic, oneshot::Sender<Result<(), BrokerError>>)>,
+    ) -> bool {
+        if waiting.is_empty() {
+            return true;
+        }
+        let mut channels: Vec<&str> = waiting
+            .iter()
+            .map(|(channel, _, _)| channel.as_str())
+            .collect();
+        channels.sort_unstable();
+        channels.dedup();
+        let result = sink.subscribe(&channels).await;
+        let ok = result.is_ok();
+        for (channel, topic, reply) in waiting.drain(..) {
+            match &result {
+                Ok(()) => {
+                    self.channels.insert(channel, topic);
+                    let _ = reply.send(Ok(()));
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(BrokerError::Unavailable(error.to_string())));
+                }
+            }
+        }
+        self.shared
+            .metrics
+            .upstream_subscriptions
+            .set(self.channels.len() as i64);
+        ok
+    }
+
+    /// Handles one release; `false` when the connection failed.
     async fn handle(&mut self, sink: &mut redis::aio::PubSubSink, request: Request) -> bool {
         match request {
             Request::Ensure {
@@ -693,25 +772,8 @@ impl PubSubTask {
                 topic,
                 reply,
             } => {
-                if self.channels.contains_key(&channel) {
-                    let _ = reply.send(Ok(()));
-                    return true;
-                }
-                match sink.subscribe(&channel).await {
-                    Ok(()) => {
-                        self.channels.insert(channel, topic);
-                        self.shared
-                            .metrics
-                            .upstream_subscriptions
-                            .set(self.channels.len() as i64);
-                        let _ = reply.send(Ok(()));
-                        true
-                    }
-                    Err(error) => {
-                        let _ = reply.send(Err(unavailable(error)));
-                        false
-                    }
-                }
+                let mut waiting = vec![(channel, topic, reply)];
+                self.subscribe_waiting(sink, &mut waiting).await
             }
             Request::Release { channel, topic } => {
                 // A new subscriber may have arrived since the last one left.
