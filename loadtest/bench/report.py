@@ -236,7 +236,23 @@ def write(stored, label, out):
     L.append("## After-figures\n")
     after = stored.get("after")
     if after and label != "after":
-        L.append("A re-run after hot-path fixes is stored under `after` in `docs/bench/results.json`.\n")
+        L.append(f"Scenarios re-run after gateway fixes (same machine and commands, `python3 loadtest/bench/bench.py "
+                 "--only idle --label after`, then `--only storm --label after` on its own: run right after `idle`, the "
+                 "storm's connects are slowed by the ~19,000 client ports still in TIME_WAIT, a bench artifact). Fixes: "
+                 "hyper's read buffer capped at its 8 KiB minimum (it is kept for a stream's whole life); the Redis "
+                 "pub/sub task subscribes queued streams with one `SUBSCRIBE`.\n")
+        L.append("| scenario | server | figure | before | after |\n| --- | --- | --- | --- | --- |")
+        if "idle" in after and "idle" in r:
+            for k in ("gw-emb", "gw-redis"):
+                if k in after["idle"] and k in r["idle"]:
+                    L.append(f"| 1 idle | {NAMES[k]} | RSS per connection | {r['idle'][k]['kib_per_conn']:.2f} KiB | {after['idle'][k]['kib_per_conn']:.2f} KiB |")
+        if "storm" in after and "storm" in r:
+            for k in ("gw-emb", "gw-redis"):
+                if k in after["storm"] and k in r["storm"]:
+                    b, a = r["storm"][k], after["storm"][k]
+                    L.append(f"| 4 storm | {NAMES[k]} | connections per CPU-second | {b['per_core_per_s'] or 0:.0f} | {a['per_core_per_s'] or 0:.0f} |")
+                    L.append(f"| 4 storm | {NAMES[k]} | first byte p99 at 5,000/s | {ms(b['at5k_first_byte_p99_us'])} | {ms(a['at5k_first_byte_p99_us'])} |")
+        L.append("")
     else:
         L.append("<!-- AFTER: filled by a re-run with `python3 loadtest/bench/bench.py --label after` once the "
                  "gateway's hot path is fixed (see the profile notes below). -->\n_Not yet re-run._\n")
