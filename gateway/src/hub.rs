@@ -328,6 +328,18 @@ struct Subscribers {
     mailboxes: Mutex<Vec<Arc<Mailbox>>>,
 }
 
+impl Subscribers {
+    fn lock(&self) -> MutexGuard<'_, Vec<Arc<Mailbox>>> {
+        // Each critical section is one push, remove or walk: poisoning leaves it consistent.
+        self.mailboxes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The mailboxes right now, to walk without holding the lock.
+    fn snapshot(&self) -> Vec<Arc<Mailbox>> {
+        self.lock().clone()
+    }
+}
+
 /// This node's topics and their subscribers.
 #[derive(Default)]
 pub struct Hub {
@@ -358,10 +370,7 @@ impl Hub {
     pub fn subscribe(&self, topic: &Topic, mailbox: Arc<Mailbox>) -> bool {
         let mut topics = self.topics();
         let subscribers = topics.entry(topic.clone()).or_default();
-        let mut mailboxes = subscribers
-            .mailboxes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut mailboxes = subscribers.lock();
         mailboxes.push(mailbox);
         mailboxes.len() == 1
     }
@@ -374,10 +383,7 @@ impl Hub {
             return false;
         };
         let now_empty = {
-            let mut mailboxes = subscribers
-                .mailboxes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut mailboxes = subscribers.lock();
             if let Some(at) = mailboxes.iter().position(|m| Arc::ptr_eq(m, mailbox)) {
                 mailboxes.swap_remove(at);
             }
@@ -394,10 +400,7 @@ impl Hub {
         let Some(subscribers) = self.topics().get(topic).cloned() else {
             return Dispatched::default();
         };
-        let mailboxes = subscribers
-            .mailboxes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mailboxes = subscribers.lock();
         let mut result = Dispatched {
             delivered: mailboxes.len(),
             slow_consumers: 0,
@@ -424,12 +427,7 @@ impl Hub {
     /// Where a backfill of this topic must start: the lowest position among its
     /// subscribers that have one.
     pub fn backfill_position(&self, topic: &Topic) -> Option<EventId> {
-        let subscribers = self.topics().get(topic).cloned()?;
-        let mailboxes = subscribers
-            .mailboxes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let mailboxes = self.topics().get(topic).cloned()?.snapshot();
         mailboxes.iter().filter_map(|m| m.position()).min()
     }
 
@@ -438,12 +436,7 @@ impl Hub {
         let Some(subscribers) = self.topics().get(topic).cloned() else {
             return;
         };
-        let mailboxes = subscribers
-            .mailboxes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        for mailbox in mailboxes {
+        for mailbox in subscribers.snapshot() {
             mailbox.close(reason);
         }
     }
@@ -453,24 +446,12 @@ impl Hub {
         self.topics().contains_key(topic)
     }
 
-    /// Topics with local subscribers right now.
-    pub fn topics_snapshot(&self) -> Vec<Topic> {
-        self.topics().keys().cloned().collect()
-    }
-
     /// Every subscribed mailbox right now.
     pub fn mailboxes(&self) -> Vec<Arc<Mailbox>> {
         let topics: Vec<Arc<Subscribers>> = self.topics().values().cloned().collect();
         let mut all = Vec::new();
         for subscribers in topics {
-            all.extend(
-                subscribers
-                    .mailboxes
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .iter()
-                    .cloned(),
-            );
+            all.extend(subscribers.snapshot());
         }
         all
     }
@@ -479,12 +460,7 @@ impl Hub {
     pub fn tick(&self, now_ms: u64, heartbeat_ticks: u32) {
         let topics: Vec<Arc<Subscribers>> = self.topics().values().cloned().collect();
         for subscribers in topics {
-            let mailboxes = subscribers
-                .mailboxes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            for mailbox in mailboxes {
+            for mailbox in subscribers.snapshot() {
                 mailbox.tick(now_ms, heartbeat_ticks);
             }
         }
