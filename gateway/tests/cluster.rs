@@ -554,3 +554,112 @@ async fn a_reconnect_storm_resumes_everyone_and_replays_only_what_was_missed() {
     })
     .await
 }
+
+/// A client with a tiny receive buffer, through the load balancer.
+async fn tiny_buffer_stream(lb: SocketAddr, request: &Request) -> support::sse::SseStream {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.connect(&lb.into()).expect("connect");
+    socket.set_nonblocking(true).expect("nonblocking");
+    let stream = tokio::net::TcpStream::from_std(socket.into()).expect("tokio stream");
+    match support::sse::SseStream::open_on(support::http::Conn::from_stream(stream, lb), request)
+        .await
+    {
+        Ok(stream) => stream,
+        Err(response) => panic!("stream refused: {}", response.status),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_behind_the_balancer_is_cut_then_resumes_with_nothing_lost() {
+    bounded(LIMIT, async {
+        const EVENTS: usize = 1200;
+        const PAYLOAD: usize = 16 * 1024; // ~20 MB in all
+        let (fleet, nodes) = Fleet::start(
+            1,
+            &[
+                ("--send-queue-events", "64"),
+                ("--send-queue-bytes", "1048576"),
+                ("--heartbeat", "1s"),
+            ],
+        )
+        .await;
+        let node = &nodes[0];
+        let publisher = fleet.publisher().await;
+        let job = publisher.job("busy", "u1");
+        job.stage("start").await.unwrap();
+        let token = fleet.token("u1");
+        // The slow client takes its snapshot, then stops reading.
+        let request = Request::get("/v1/jobs/busy/events").bearer(&token);
+        let mut slow = tiny_buffer_stream(fleet.lb.addr, &request).await;
+        // (Through nginx: it consumes the X-Accel-Buffering header meant for it.)
+        support::expect_retry(&mut slow, 300).await;
+        let (opening, _) = slow.next_event_frame().await;
+        assert_eq!(opening.event, "status");
+        let rss_before = node.rss_bytes();
+        let blob = "x".repeat(PAYLOAD);
+        let mut published = Vec::with_capacity(EVENTS);
+        for n in 1..=EVENTS {
+            let id = if n == EVENTS {
+                job.complete(json!({"n": n})).await.unwrap()
+            } else {
+                job.event("chunk", json!({"n": n, "blob": blob}))
+                    .await
+                    .unwrap()
+            };
+            published.push(id.to_string());
+        }
+        wait_until(
+            "the node cut the slow client",
+            Duration::from_secs(30),
+            || async {
+                node.metric("sse_gateway_slow_consumer_disconnects_total")
+                    .await
+                    >= 1.0
+            },
+        )
+        .await;
+        let growth = node.rss_bytes().saturating_sub(rss_before);
+        assert!(
+            growth < 40 * 1024 * 1024,
+            "node memory stayed flat: grew {} MiB for ~20 MB published",
+            growth >> 20
+        );
+        // It reads what reached it, then resumes like EventSource from its last id.
+        let mut seen: Vec<String> = Vec::new();
+        while let Ok(Some(frame)) = slow.try_next_frame(Duration::from_secs(10)).await {
+            if let Some(event) = frame.event {
+                seen.push(event.id);
+            }
+        }
+        assert!(
+            !slow.end().map(|end| end.is_clean()).unwrap_or(true),
+            "the cut is abrupt (not a clean end)"
+        );
+        let last = seen.last().cloned().unwrap_or(opening.id);
+        let resume = Request::get("/v1/jobs/busy/events")
+            .bearer(&token)
+            .last_event_id(&last);
+        let mut resumed = support::sse::SseStream::open(fleet.lb.addr, &resume)
+            .await
+            .expect("resumed stream");
+        loop {
+            let event = resumed.next_event_within(Duration::from_secs(30)).await;
+            let done = event.event == "complete";
+            seen.push(event.id);
+            if done {
+                break;
+            }
+        }
+        assert_eq!(
+            seen, published,
+            "every event once, in order, across the cut"
+        );
+    })
+    .await
+}

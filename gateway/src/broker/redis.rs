@@ -47,6 +47,9 @@ const OWNER_CACHE_TTL: Duration = Duration::from_secs(300);
 const OWNER_CACHE_LIMIT: usize = 100_000;
 /// Connections in the command pool.
 const POOL_SIZE: usize = 32;
+/// A stream waiting for its channel's subscription: channel, topic, where to answer.
+type Waiting = (String, Topic, oneshot::Sender<Result<(), BrokerError>>);
+
 /// Most queued subscribe/unsubscribe requests handled as one batch.
 const MAX_BATCH: usize = 1024;
 /// `retry:` sent to streams whose history was lost during an outage.
@@ -704,8 +707,7 @@ impl PubSubTask {
         sink: &mut redis::aio::PubSubSink,
         batch: Vec<Request>,
     ) -> bool {
-        let mut waiting: Vec<(String, Topic, oneshot::Sender<Result<(), BrokerError>>)> =
-            Vec::new();
+        let mut waiting: Vec<Waiting> = Vec::new();
         for request in batch {
             match request {
                 Request::Ensure { channel, reply, .. } if self.channels.contains_key(&channel) => {
@@ -733,7 +735,7 @@ impl PubSubTask {
     async fn subscribe_waiting(
         &mut self,
         sink: &mut redis::aio::PubSubSink,
-        waiting: &mut Vec<(String, Topic, oneshot::Sender<Result<(), BrokerError>>)>,
+        waiting: &mut Vec<Waiting>,
     ) -> bool {
         if waiting.is_empty() {
             return true;
