@@ -555,26 +555,6 @@ async fn a_reconnect_storm_resumes_everyone_and_replays_only_what_was_missed() {
     .await
 }
 
-/// A client with a tiny receive buffer, through the load balancer.
-async fn tiny_buffer_stream(lb: SocketAddr, request: &Request) -> support::sse::SseStream {
-    let socket = socket2::Socket::new(
-        socket2::Domain::IPV4,
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )
-    .expect("socket");
-    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    socket.connect(&lb.into()).expect("connect");
-    socket.set_nonblocking(true).expect("nonblocking");
-    let stream = tokio::net::TcpStream::from_std(socket.into()).expect("tokio stream");
-    match support::sse::SseStream::open_on(support::http::Conn::from_stream(stream, lb), request)
-        .await
-    {
-        Ok(stream) => stream,
-        Err(response) => panic!("stream refused: {}", response.status),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_client_behind_the_balancer_is_cut_then_resumes_with_nothing_lost() {
     bounded(LIMIT, async {
@@ -596,7 +576,10 @@ async fn a_slow_client_behind_the_balancer_is_cut_then_resumes_with_nothing_lost
         let token = fleet.token("u1");
         // The slow client takes its snapshot, then stops reading.
         let request = Request::get("/v1/jobs/busy/events").bearer(&token);
-        let mut slow = tiny_buffer_stream(fleet.lb.addr, &request).await;
+        let conn = support::http::Conn::with_tiny_receive_buffer(fleet.lb.addr).await;
+        let mut slow = support::sse::SseStream::open_on(conn, &request)
+            .await
+            .expect("stream");
         // (Through nginx: it consumes the X-Accel-Buffering header meant for it.)
         support::expect_retry(&mut slow, 300).await;
         let (opening, _) = slow.next_event_frame().await;

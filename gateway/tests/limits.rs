@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,21 +118,6 @@ async fn open_once_freed(
     }
 }
 
-/// A client socket with a tiny receive buffer, so that not reading backs up fast.
-async fn tiny_buffer_conn(addr: SocketAddr) -> Conn {
-    let socket = socket2::Socket::new(
-        socket2::Domain::IPV4,
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )
-    .expect("socket");
-    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    socket.connect(&addr.into()).expect("connect");
-    socket.set_nonblocking(true).expect("nonblocking");
-    let stream = tokio::net::TcpStream::from_std(socket.into()).expect("tokio stream");
-    Conn::from_stream(stream, addr)
-}
-
 async fn slow_client_is_disconnected_others_get_everything_memory_bounded(backend: Backend) {
     const EVENTS: usize = 1600;
     const PAYLOAD: usize = 32 * 1024; // ~50 MB in all
@@ -157,7 +141,7 @@ async fn slow_client_is_disconnected_others_get_everything_memory_bounded(backen
 
     // The stuck client reads its opening, then never reads again.
     let request = Request::get("/v1/jobs/busy/events").bearer(&gw.token("u1"));
-    let mut stuck = SseStream::open_on(tiny_buffer_conn(gw.addr).await, &request)
+    let mut stuck = SseStream::open_on(Conn::with_tiny_receive_buffer(gw.addr).await, &request)
         .await
         .stream();
     expect_opening(&mut stuck, "status").await;

@@ -222,6 +222,24 @@ impl Conn {
         Conn::from_stream(stream, addr)
     }
 
+    /// A connection whose socket has a tiny receive buffer (SO_RCVBUF 4 KiB), so that not
+    /// reading backs the sender up fast: a slow client.
+    pub async fn with_tiny_receive_buffer(addr: SocketAddr) -> Conn {
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        socket.connect(&addr.into()).expect("connect");
+        socket.set_nonblocking(true).expect("nonblocking");
+        Conn::from_stream(
+            TcpStream::from_std(socket.into()).expect("tokio stream"),
+            addr,
+        )
+    }
+
     pub fn from_stream(stream: TcpStream, addr: SocketAddr) -> Conn {
         let _ = stream.set_nodelay(true);
         Conn {
