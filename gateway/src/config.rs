@@ -73,7 +73,7 @@ pub struct ServeArgs {
     /// Address of the Prometheus metrics listener.
     #[arg(long, env = "GATEWAY_METRICS_LISTEN", default_value = DEFAULT_METRICS_LISTEN)]
     pub metrics_listen: SocketAddr,
-    /// Redis URL (redis:// or rediss://). Unset: the embedded single-node broker.
+    /// Redis URL (redis://[user:password@]host:port[/db]). Unset: the embedded single-node broker.
     #[arg(long, env = "GATEWAY_REDIS_URL")]
     pub redis_url: Option<String>,
     /// Redis Cluster seed nodes (`host:port`, comma-separated): sharded pub/sub, keys
@@ -312,13 +312,16 @@ impl Config {
             }
         }
         if let Some(url) = &args.redis_url {
-            if !(url.starts_with("redis://")
-                || url.starts_with("rediss://")
-                || url.starts_with("redis+unix://"))
-            {
+            if url.starts_with("rediss://") {
                 return Err(invalid(
                     "--redis-url",
-                    "must start with redis://, rediss:// or redis+unix://",
+                    "TLS to Redis (rediss://) is not built in; reach Redis over a private network or a TLS tunnel",
+                ));
+            }
+            if !(url.starts_with("redis://") || url.starts_with("redis+unix://")) {
+                return Err(invalid(
+                    "--redis-url",
+                    "must start with redis:// or redis+unix://",
                 ));
             }
         }

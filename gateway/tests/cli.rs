@@ -153,6 +153,16 @@ async fn invalid_config_exits_64_naming_the_option() {
                 &["heartbeat"],
             ),
             (
+                vec!["--jwt-secret", SECRET, "--redis-url", "rediss://127.0.0.1:1"],
+                vec![],
+                &["redis-url"],
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--redis-cluster", "no-port"],
+                vec![],
+                &["redis-cluster"],
+            ),
+            (
                 vec!["--jwt-secret", SECRET, "--drain-timeout", "forever"],
                 vec![],
                 &["drain-timeout"],
