@@ -281,6 +281,17 @@ pub async fn open<B: Broker>(
         .connections_accepted
         .with_label_values(&[topic.kind()])
         .inc();
+    tracing::info!(
+        kind = topic.kind(),
+        user = topic.user(),
+        job = match &topic {
+            Topic::Job { job, .. } => Some(&**job),
+            Topic::User(_) => None,
+        },
+        resumed_after = last_event_id.map(|id| id.to_string()),
+        position = %last_written,
+        "stream opened"
+    );
     Ok(Opened::Stream(EventStream {
         prelude: Some(prelude.freeze()),
         ends_on_terminal: matches!(topic, Topic::Job { .. }),
