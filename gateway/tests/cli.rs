@@ -153,7 +153,12 @@ async fn invalid_config_exits_64_naming_the_option() {
                 &["heartbeat"],
             ),
             (
-                vec!["--jwt-secret", SECRET, "--redis-url", "rediss://127.0.0.1:1"],
+                vec![
+                    "--jwt-secret",
+                    SECRET,
+                    "--redis-url",
+                    "rediss://127.0.0.1:1",
+                ],
                 vec![],
                 &["redis-url"],
             ),
