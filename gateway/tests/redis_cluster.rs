@@ -180,3 +180,94 @@ async fn shards_carry_their_users_and_a_master_failover_loses_nothing() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_moved_to_another_shard_keeps_its_streams_whole() {
+    bounded(LIMIT, async {
+        let cluster = RedisCluster::start(3, 0);
+        let seeds = cluster.seeds();
+        let prefix = format!("m{:08x}:", rand::random::<u32>());
+        let node = Gateway::builder(Backend::Embedded)
+            .flag("--redis-cluster", seeds.join(","))
+            .flag("--redis-prefix", prefix.clone())
+            .flag("--retry", "300ms")
+            .flag("--heartbeat", "1s")
+            .start()
+            .await;
+        node.wait_ready(Duration::from_secs(20)).await;
+        let user = "alice";
+        let slot = cluster.slot(&format!("{{u:{user}}}"));
+        let from = cluster.master_of(slot);
+        let to = (0..3)
+            .find(|&i| i != from && cluster.node(i).pid().is_some())
+            .expect("another master");
+        let seed_refs: Vec<&str> = seeds.iter().map(String::as_str).collect();
+        let publisher =
+            Publisher::connect_cluster(&seed_refs, RedisOptions::default().prefix(prefix.clone()))
+                .await
+                .unwrap();
+        let job = publisher.job("moving", user);
+        job.stage("queued").await.unwrap();
+        let token = node.token(user);
+        let job_follower = tokio::spawn(follow(
+            node.addr,
+            token.clone(),
+            "/v1/jobs/moving/events".into(),
+            |e| e.event == "complete",
+        ));
+        let user_follower = tokio::spawn(follow(
+            node.addr,
+            token,
+            "/v1/users/me/events".into(),
+            |e| e.event == "done",
+        ));
+        support::wait_until("both followers stream", Duration::from_secs(20), || async {
+            node.metric("sse_gateway_open_connections").await >= 2.0
+        })
+        .await;
+        const ROUNDS: usize = 60;
+        for round in 1..=ROUNDS {
+            if round == ROUNDS / 2 {
+                cluster.move_slot(slot, to);
+                assert_eq!(cluster.master_of(slot), to, "the slot moved");
+            }
+            loop {
+                let result = if round == ROUNDS {
+                    job.complete(json!({"round": round})).await
+                } else {
+                    job.event("progress", json!({"progress": round, "round": round}))
+                        .await
+                };
+                match result {
+                    Ok(_) => break,
+                    Err(error) if error.is_transient() => {
+                        tokio::time::sleep(Duration::from_millis(50)).await
+                    }
+                    Err(error) => panic!("publish failed: {error:?}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        publisher.notify(user, "done", json!({})).await.unwrap();
+        let client = redis::cluster::ClusterClient::new(
+            seeds
+                .iter()
+                .map(|s| format!("redis://{s}"))
+                .collect::<Vec<_>>(),
+        )
+        .expect("cluster client");
+        for (key, follower) in [
+            (format!("{prefix}{{u:{user}}}:job:moving:log"), job_follower),
+            (format!("{prefix}{{u:{user}}}:log"), user_follower),
+        ] {
+            let followed: Followed = follower.await.expect("follower");
+            let seen: Vec<String> = followed.events.iter().map(|e| e.id.clone()).collect();
+            assert_eq!(
+                seen,
+                ids_after(&client, &key, &followed.opening),
+                "{key}: every event once, in order"
+            );
+        }
+    })
+    .await
+}

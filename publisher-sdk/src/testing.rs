@@ -271,6 +271,46 @@ impl RedisCluster {
         live.cmd(&["CLUSTER", "KEYSLOT", key])
     }
 
+    /// Node `index` (for commands of its own, e.g. `CLUSTER SETSLOT`).
+    pub fn node(&self, index: usize) -> &RedisServer {
+        &self.nodes[index]
+    }
+
+    /// Moves `slot` and its keys from its master to node `to` (a master), as
+    /// `redis-cli --cluster reshard` does: IMPORTING/MIGRATING, `MIGRATE` the keys, then
+    /// `SETSLOT NODE` everywhere.
+    pub fn move_slot(&self, slot: u16, to: usize) {
+        let from = self.master_of(slot);
+        assert_ne!(from, to, "slot {slot} is already on node {to}");
+        let id = |i: usize| -> String { self.nodes[i].cmd(&["CLUSTER", "MYID"]) };
+        let (from_id, to_id) = (id(from), id(to));
+        let slot_text = slot.to_string();
+        let _: () = self.nodes[to].cmd(&["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &from_id]);
+        let _: () = self.nodes[from].cmd(&["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &to_id]);
+        loop {
+            let keys: Vec<String> =
+                self.nodes[from].cmd(&["CLUSTER", "GETKEYSINSLOT", &slot_text, "100"]);
+            if keys.is_empty() {
+                break;
+            }
+            let port = self.nodes[to].port().to_string();
+            let mut args = vec![
+                "MIGRATE",
+                "127.0.0.1",
+                port.as_str(),
+                "",
+                "0",
+                "5000",
+                "KEYS",
+            ];
+            args.extend(keys.iter().map(String::as_str));
+            let _: () = self.nodes[from].cmd(&args);
+        }
+        for node in self.nodes.iter().filter(|n| n.pid().is_some()) {
+            let _: () = node.cmd(&["CLUSTER", "SETSLOT", &slot_text, "NODE", &to_id]);
+        }
+    }
+
     /// Kills node `index` (SIGKILL): its replica takes over after the node timeout.
     pub fn kill(&mut self, index: usize) {
         self.nodes[index].stop();

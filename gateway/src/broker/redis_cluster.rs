@@ -7,6 +7,8 @@
 //! promises as the single-node task:
 //!
 //! - a subscriber is told "subscribed" only once the `SSUBSCRIBE` is confirmed;
+//! - when a shard drops a subscription because its slot moved (resharding: the server
+//!   sends `SUNSUBSCRIBE`), that channel is subscribed again, on the slot's new owner;
 //! - after a connection to a shard is lost (the library reports a `Disconnection`), or a
 //!   shard stops answering this node's pings, every channel is subscribed again by this
 //!   task — the library does not do it after a failover (seen with redis-rs 1.8: the
@@ -188,6 +190,28 @@ impl ShardedPubSubTask {
                             self.drain_backlog().await;
                         }
                     }
+                }
+            }
+            // Unsubscribed by the server: its slot moved to another shard (resharding).
+            // A channel this node still wants is subscribed again (now routed to the slot's
+            // new owner) and backfilled; this node's own unsubscriptions are out of
+            // `channels` already and end here.
+            PushKind::SUnsubscribe => {
+                let Some(channel) =
+                    bytes_of(push.data.first()).and_then(|b| std::str::from_utf8(b).ok())
+                else {
+                    return;
+                };
+                if (self.channels.contains_key(channel) || self.pings.contains_key(channel))
+                    && !self.renew.iter().any(|c| c == channel)
+                {
+                    tracing::info!(
+                        channel,
+                        "a shard dropped a subscription (slot moved); renewing it"
+                    );
+                    self.shared.generation.fetch_add(1, Ordering::AcqRel);
+                    self.renew.push_back(channel.to_owned());
+                    self.renew_subscriptions().await;
                 }
             }
             PushKind::Disconnection => {
