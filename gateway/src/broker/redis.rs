@@ -50,6 +50,8 @@ const POOL_SIZE: usize = 32;
 /// A stream waiting for its channel's subscription: channel, topic, where to answer.
 type Waiting = (String, Topic, oneshot::Sender<Result<(), BrokerError>>);
 
+/// How long a starting node keeps trying to reach its Redis Cluster before it gives up.
+const CLUSTER_START_DEADLINE: Duration = Duration::from_secs(30);
 /// Most queued subscribe/unsubscribe requests handled as one batch.
 const MAX_BATCH: usize = 1024;
 /// `retry:` sent to streams whose history was lost during an outage.
@@ -215,14 +217,29 @@ impl RedisBroker {
                 shared
             }
             RedisTarget::Cluster(seeds) => {
-                let (shared, task) = super::redis_cluster::ShardedPubSubTask::connect(
-                    seeds,
-                    hub.clone(),
-                    metrics.clone(),
-                    keys.clone(),
-                    node_channel,
-                )
-                .await?;
+                // The cluster may come up after this node (a deployment rolling out with
+                // its Redis): keep trying for a while rather than exit at once.
+                let deadline = tokio::time::Instant::now() + CLUSTER_START_DEADLINE;
+                let mut backoff = MIN_BACKOFF;
+                let (shared, task) = loop {
+                    let connected = super::redis_cluster::ShardedPubSubTask::connect(
+                        seeds,
+                        hub.clone(),
+                        metrics.clone(),
+                        keys.clone(),
+                        node_channel.clone(),
+                    )
+                    .await;
+                    match connected {
+                        Ok(connected) => break connected,
+                        Err(error) if tokio::time::Instant::now() + backoff < deadline => {
+                            tracing::warn!(%error, "redis cluster unreachable; retrying");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                        }
+                        Err(error) => return Err(error),
+                    }
+                };
                 tokio::spawn(task.run(receiver));
                 shared
             }
