@@ -202,7 +202,7 @@ pub struct ConfigError {
     pub reason: String,
 }
 
-fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid_option(option: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError {
         option,
         reason: reason.into(),
@@ -237,24 +237,35 @@ pub struct Config {
 }
 
 impl Config {
+    /// Stream lengths and TTLs, as every broker applies them (the embedded one in
+    /// memory, the Redis one in its publish scripts).
+    pub fn retention_limits(&self) -> sse_publisher::wire::Retention {
+        sse_publisher::wire::Retention {
+            job_stream_maxlen: self.job_stream_maxlen,
+            user_stream_maxlen: self.user_stream_maxlen,
+            retention_ms: self.retention.as_millis() as u64,
+            user_retention_ms: self.user_retention.as_millis() as u64,
+        }
+    }
+
     /// Validates the flags. `open_files_limit` is the process' descriptor limit (after
     /// raising it), from which `--max-connections` takes its default.
     pub fn from_args(args: ServeArgs, open_files_limit: u64) -> Result<Config, ConfigError> {
         let auth = crate::auth::AuthConfig::from_args(&args)?;
         if args.heartbeat.is_zero() {
-            return Err(invalid("--heartbeat", "must be more than zero"));
+            return Err(invalid_option("--heartbeat", "must be more than zero"));
         }
         if args.retry.is_zero() || args.retry > Duration::from_secs(3600) {
-            return Err(invalid("--retry", "must be between 1ms and 1h"));
+            return Err(invalid_option("--retry", "must be between 1ms and 1h"));
         }
         if args.job_stream_maxlen == 0 {
-            return Err(invalid("--job-stream-maxlen", "must be at least 1"));
+            return Err(invalid_option("--job-stream-maxlen", "must be at least 1"));
         }
         if args.user_stream_maxlen == 0 {
-            return Err(invalid("--user-stream-maxlen", "must be at least 1"));
+            return Err(invalid_option("--user-stream-maxlen", "must be at least 1"));
         }
         if args.redis_prefix.is_empty() || args.redis_prefix.contains(['{', '}', ' ']) {
-            return Err(invalid(
+            return Err(invalid_option(
                 "--redis-prefix",
                 "must be non-empty, without braces or spaces",
             ));
@@ -264,7 +275,7 @@ impl Config {
                 && !origin.ends_with('/')
                 && origin.bytes().all(|b| b.is_ascii_graphic());
             if !valid {
-                return Err(invalid(
+                return Err(invalid_option(
                     "--cors-origin",
                     format!("{origin:?} is not an origin like https://app.example.com"),
                 ));
@@ -279,25 +290,34 @@ impl Config {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
             {
-                return Err(invalid(option, "must be letters, digits, '_' or '-'"));
+                return Err(invalid_option(
+                    option,
+                    "must be letters, digits, '_' or '-'",
+                ));
             }
         }
         let max_connections = match args.max_connections {
-            Some(0) => return Err(invalid("--max-connections", "must be at least 1")),
+            Some(0) => return Err(invalid_option("--max-connections", "must be at least 1")),
             Some(n) => n,
             None => open_files_limit.saturating_sub(FD_RESERVE).max(1) as usize,
         };
         if args.max_connections_per_user == 0 {
-            return Err(invalid("--max-connections-per-user", "must be at least 1"));
+            return Err(invalid_option(
+                "--max-connections-per-user",
+                "must be at least 1",
+            ));
         }
         if args.max_body_bytes < 256 {
-            return Err(invalid("--max-body-bytes", "must be at least 256"));
+            return Err(invalid_option("--max-body-bytes", "must be at least 256"));
         }
         if args.send_queue_events == 0 {
-            return Err(invalid("--send-queue-events", "must be at least 1"));
+            return Err(invalid_option("--send-queue-events", "must be at least 1"));
         }
         if args.send_queue_bytes < 4096 {
-            return Err(invalid("--send-queue-bytes", "must be at least 4096"));
+            return Err(invalid_option(
+                "--send-queue-bytes",
+                "must be at least 4096",
+            ));
         }
         for seed in &args.redis_cluster {
             let address = seed.strip_prefix("redis://").unwrap_or(seed);
@@ -305,7 +325,7 @@ impl Config {
                 .rsplit_once(':')
                 .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
             if !valid {
-                return Err(invalid(
+                return Err(invalid_option(
                     "--redis-cluster",
                     format!("{seed:?} is not a host:port seed node"),
                 ));
@@ -313,13 +333,13 @@ impl Config {
         }
         if let Some(url) = &args.redis_url {
             if url.starts_with("rediss://") {
-                return Err(invalid(
+                return Err(invalid_option(
                     "--redis-url",
                     "TLS to Redis (rediss://) is not built in; reach Redis over a private network or a TLS tunnel",
                 ));
             }
             if !(url.starts_with("redis://") || url.starts_with("redis+unix://")) {
-                return Err(invalid(
+                return Err(invalid_option(
                     "--redis-url",
                     "must start with redis:// or redis+unix://",
                 ));
@@ -349,8 +369,4 @@ impl Config {
             demo: args.demo,
         })
     }
-}
-
-pub(crate) fn invalid_option(option: &'static str, reason: impl Into<String>) -> ConfigError {
-    invalid(option, reason)
 }

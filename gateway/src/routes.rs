@@ -215,12 +215,8 @@ async fn route<B: Broker>(
 }
 
 fn readyz<B: Broker>(app: &App<B>) -> Result<Response<ResponseBody>, ApiError> {
-    if app.is_draining() {
-        return Err(ApiError::draining());
-    }
-    if !app.broker.is_ready() {
-        return Err(ApiError::broker_unavailable());
-    }
+    // Ready exactly when a new stream would be admitted.
+    admit(app)?;
     Ok(json_response(
         StatusCode::OK,
         r#"{"status":"ready"}"#.into(),

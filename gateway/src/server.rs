@@ -14,12 +14,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rand::Rng;
-use sse_publisher::wire::Retention;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
-use crate::broker::memory::{MemoryBroker, MemoryConfig};
+use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::{RedisBroker, RedisConfig, RedisTarget};
 use crate::broker::Broker;
 use crate::config::Config;
@@ -62,7 +61,7 @@ pub async fn run(
             let redis = RedisConfig {
                 target,
                 prefix: config.redis_prefix.clone(),
-                retention: retention(&config),
+                retention: config.retention_limits(),
             };
             let broker = RedisBroker::start(redis, hub, metrics.clone())
                 .await
@@ -78,13 +77,7 @@ pub async fn run(
             .await
         }
         None => {
-            let memory = MemoryConfig {
-                job_stream_maxlen: config.job_stream_maxlen,
-                user_stream_maxlen: config.user_stream_maxlen,
-                retention: config.retention,
-                user_retention: config.user_retention,
-            };
-            let broker = MemoryBroker::new(memory, hub, metrics.clone());
+            let broker = MemoryBroker::new(config.retention_limits(), hub, metrics.clone());
             broker.spawn_expiry();
             serve(
                 listener,
@@ -96,16 +89,6 @@ pub async fn run(
             )
             .await
         }
-    }
-}
-
-/// What the Redis publish scripts apply, from the flags.
-fn retention(config: &Config) -> Retention {
-    Retention {
-        job_stream_maxlen: config.job_stream_maxlen,
-        user_stream_maxlen: config.user_stream_maxlen,
-        retention_ms: config.retention.as_millis() as u64,
-        user_retention_ms: config.user_retention.as_millis() as u64,
     }
 }
 

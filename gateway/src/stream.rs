@@ -21,7 +21,7 @@ use sse_publisher::wire::{now_ms, EventId, JobState};
 
 use crate::broker::{Broker, Replay, Subscription};
 use crate::error::ApiError;
-use crate::hub::{CloseReason, Next, Topic};
+use crate::hub::{CloseReason, Event, Next, Topic};
 use crate::metrics::Metrics;
 use crate::sse;
 
@@ -164,6 +164,19 @@ fn status_frame(out: &mut BytesMut, state: &JobState, resync: bool) {
     );
 }
 
+/// Appends replayed events to the first frame; returns the id written last (`after` when
+/// there were none) and whether a terminal event was among them.
+fn append_events(prelude: &mut BytesMut, events: &[Event], after: EventId) -> (EventId, bool) {
+    let mut last = after;
+    let mut terminal = false;
+    for event in events {
+        prelude.extend_from_slice(&event.frame);
+        last = event.id;
+        terminal |= event.terminal;
+    }
+    (last, terminal)
+}
+
 /// Builds the first frame (retry, then snapshot or replay) once the subscription is live.
 pub async fn open<B: Broker>(
     broker: &B,
@@ -195,15 +208,10 @@ pub async fn open<B: Broker>(
                 Some(after) => match broker.replay(&topic, after).await? {
                     Replay::Events(events) => {
                         metrics.replayed_events.inc_by(events.len() as u64);
-                        let mut last = after;
-                        for event in &events {
-                            prelude.extend_from_slice(&event.frame);
-                            last = event.id;
-                            ends |= event.terminal;
-                        }
+                        let (last, terminal) = append_events(&mut prelude, &events, after);
                         // A finished job whose replay had no terminal event (events after
                         // it, a re-published terminal) still ends here.
-                        ends |= finished;
+                        ends |= terminal || finished;
                         last
                     }
                     Replay::Gap => {
@@ -227,12 +235,8 @@ pub async fn open<B: Broker>(
             match replay {
                 Some(Replay::Events(events)) => {
                     metrics.replayed_events.inc_by(events.len() as u64);
-                    events
-                        .iter()
-                        .for_each(|e| prelude.extend_from_slice(&e.frame));
-                    events
-                        .last()
-                        .map_or(last_event_id.unwrap_or_default(), |e| e.id)
+                    // User streams never end: a terminal event is just another job's news.
+                    append_events(&mut prelude, &events, last_event_id.unwrap_or_default()).0
                 }
                 resync => {
                     let snapshot = broker.user_snapshot(user).await?;
@@ -267,11 +271,9 @@ pub async fn open<B: Broker>(
         generation_at_subscribe = generation;
         match broker.replay(&topic, last_written).await? {
             Replay::Events(events) => {
-                for event in &events {
-                    prelude.extend_from_slice(&event.frame);
-                    last_written = event.id;
-                    ends |= event.terminal && matches!(topic, Topic::Job { .. });
-                }
+                let (last, terminal) = append_events(&mut prelude, &events, last_written);
+                last_written = last;
+                ends |= terminal && matches!(topic, Topic::Job { .. });
             }
             Replay::Gap => return Err(ApiError::broker_unavailable()),
         }

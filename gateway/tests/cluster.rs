@@ -631,14 +631,9 @@ async fn a_slow_client_behind_the_balancer_is_cut_then_resumes_with_nothing_lost
         let mut resumed = support::sse::SseStream::open(fleet.lb.addr, &resume)
             .await
             .expect("resumed stream");
-        loop {
-            let event = resumed.next_event_within(Duration::from_secs(30)).await;
-            let done = event.event == "complete";
-            seen.push(event.id);
-            if done {
-                break;
-            }
-        }
+        seen.extend(ids(&resumed
+            .events_through("complete", Duration::from_secs(30))
+            .await));
         assert_eq!(
             seen, published,
             "every event once, in order, across the cut"

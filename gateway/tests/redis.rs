@@ -294,15 +294,9 @@ async fn killing_the_pubsub_connection_loses_nothing() {
             .await;
         }
         let published = publishing.await.expect("publisher task");
-        let mut events = Vec::new();
-        loop {
-            let event = job_stream.next_event_within(Duration::from_secs(30)).await;
-            let last = event.event == "complete";
-            events.push(event);
-            if last {
-                break;
-            }
-        }
+        let events = job_stream
+            .events_through("complete", Duration::from_secs(30))
+            .await;
         assert_eq!(
             ids(&events),
             published,
@@ -395,14 +389,9 @@ async fn a_redis_restart_keeps_streams_open_and_refuses_new_ones_meanwhile() {
         }
         published.push(job.complete(json!({})).await.unwrap().to_string());
         let mut seen = vec![published[0].clone(), published[1].clone()];
-        loop {
-            let event = stream.next_event_within(Duration::from_secs(20)).await;
-            let last = event.event == "complete";
-            seen.push(event.id);
-            if last {
-                break;
-            }
-        }
+        seen.extend(ids(&stream
+            .events_through("complete", Duration::from_secs(20))
+            .await));
         assert_eq!(
             seen, published,
             "events after the restart arrive, once, in order"

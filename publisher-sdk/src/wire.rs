@@ -215,7 +215,8 @@ pub fn render_event_data(
         envelope.insert("correlationId".into(), correlation_id.into());
     }
     for (key, value) in fields {
-        if !envelope.contains_key(key) && !ENVELOPE_KEYS.contains(&key.as_str()) {
+        // Map keys are unique: a field can only clash with an envelope key.
+        if !ENVELOPE_KEYS.contains(&key.as_str()) {
             envelope.insert(key.clone(), value.clone());
         }
     }

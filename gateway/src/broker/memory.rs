@@ -18,26 +18,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sse_publisher::wire::{
-    self, is_terminal_type, now_ms, EventId, JobState, StatePatch, Subject, JOBS_SNAPSHOT_LIMIT,
+    self, is_terminal_type, now_ms, EventId, JobState, Retention, StatePatch, Subject,
+    JOBS_SNAPSHOT_LIMIT,
 };
 
 use super::{Broker, BrokerError, JobEvent, Replay, Subscription, UserEvent, UserSnapshot};
 use crate::hub::{Event, Hub, Mailbox, Topic};
 use crate::metrics::Metrics;
 
-/// Retention settings of the embedded broker.
-#[derive(Clone, Copy, Debug)]
-pub struct MemoryConfig {
-    pub job_stream_maxlen: usize,
-    pub user_stream_maxlen: usize,
-    pub retention: Duration,
-    pub user_retention: Duration,
-}
-
 /// The embedded broker.
 pub struct MemoryBroker {
     state: Mutex<State>,
-    config: MemoryConfig,
+    /// The same limits a Redis publisher applies (stream lengths, TTLs).
+    config: Retention,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
 }
@@ -104,7 +97,7 @@ impl Ring {
 }
 
 impl MemoryBroker {
-    pub fn new(config: MemoryConfig, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Arc<MemoryBroker> {
+    pub fn new(config: Retention, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Arc<MemoryBroker> {
         Arc::new(MemoryBroker {
             state: Mutex::new(State::default()),
             config,
@@ -122,18 +115,13 @@ impl MemoryBroker {
     }
 
     fn dispatch(&self, topic: &Topic, event: &Event) {
-        self.metrics.events_received.inc();
-        let result = self.hub.dispatch(topic, event);
-        self.metrics
-            .slow_consumer_disconnects
-            .inc_by(result.slow_consumers as u64);
+        super::fan_out(&self.hub, &self.metrics, topic, event);
     }
 
     /// Forgets finished jobs past `--retention` and users idle past `--user-retention`.
     /// Returns how many jobs and users were removed.
     pub fn expire(&self, now: u64) -> (usize, usize) {
-        let retention = self.config.retention.as_millis() as u64;
-        let user_retention = self.config.user_retention.as_millis() as u64;
+        let (retention, user_retention) = (self.config.retention_ms, self.config.user_retention_ms);
         let mut state = self.state();
         let State { owners, users, .. } = &mut *state;
         let (mut jobs_removed, mut users_removed) = (0, 0);
@@ -162,8 +150,8 @@ impl MemoryBroker {
     /// Runs [`MemoryBroker::expire`] periodically until the broker is dropped.
     pub fn spawn_expiry(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
-        let every =
-            (self.config.retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        let every = Duration::from_millis(self.config.retention_ms / 10)
+            .clamp(Duration::from_millis(100), Duration::from_secs(60));
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(every);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -354,11 +342,11 @@ mod tests {
     use serde_json::json;
 
     fn broker(job_maxlen: usize) -> Arc<MemoryBroker> {
-        let config = MemoryConfig {
+        let config = Retention {
             job_stream_maxlen: job_maxlen,
             user_stream_maxlen: 100,
-            retention: Duration::from_secs(10),
-            user_retention: Duration::from_secs(100),
+            retention_ms: 10_000,
+            user_retention_ms: 100_000,
         };
         MemoryBroker::new(config, Arc::new(Hub::new()), Arc::new(Metrics::new()))
     }

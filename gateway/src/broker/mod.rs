@@ -137,6 +137,16 @@ pub trait Broker: Send + Sync + 'static {
     fn hub(&self) -> &Arc<Hub>;
 }
 
+/// Hands one event from the broker to this node's subscribers, counting it (received
+/// once per node) and the slow consumers it cut. Both brokers deliver through this.
+pub(crate) fn fan_out(hub: &Hub, metrics: &crate::metrics::Metrics, topic: &Topic, event: &Event) {
+    metrics.events_received.inc();
+    let result = hub.dispatch(topic, event);
+    metrics
+        .slow_consumer_disconnects
+        .inc_by(result.slow_consumers as u64);
+}
+
 /// Called when a topic loses its last local subscriber (the Redis broker unsubscribes).
 pub type ReleaseUpstream = Arc<dyn Fn(&Topic) + Send + Sync>;
 

@@ -101,11 +101,24 @@ pub(super) struct Shared {
 
 impl Shared {
     pub(super) fn dispatch(&self, topic: &Topic, event: &Event) {
-        self.metrics.events_received.inc();
-        let result = self.hub.dispatch(topic, event);
-        self.metrics
-            .slow_consumer_disconnects
-            .inc_by(result.slow_consumers as u64);
+        super::fan_out(&self.hub, &self.metrics, topic, event);
+    }
+
+    /// A topic's retained events after `after`. A failed read is reported to the
+    /// connections: on a cluster it may mean a stale shard map.
+    pub(super) async fn read_stream(
+        &self,
+        topic: &Topic,
+        after: EventId,
+    ) -> Result<Replay, BrokerError> {
+        let mut connection = self.connections.get().await?;
+        read_after(&mut connection, &stream_of(&self.keys, topic), after)
+            .await
+            .map_err(|error| {
+                let error = StoreError::from(error);
+                self.connections.report(&error);
+                BrokerError::from(error)
+            })
     }
 
     /// Delivers what a topic's streams missed while its subscription was down, from the
@@ -117,15 +130,7 @@ impl Shared {
             return Ok(());
         };
         let key = stream_of(&self.keys, topic);
-        let mut connection = self.connections.get().await?;
-        let replay = read_after(&mut connection, &key, after)
-            .await
-            .inspect_err(|_| {
-                // A failed read on a cluster may mean a stale shard map.
-                self.connections
-                    .report(&StoreError::Ambiguous(String::new()));
-            })?;
-        match replay {
+        match self.read_stream(topic, after).await? {
             Replay::Events(events) => {
                 for event in &events {
                     self.dispatch(topic, event);
@@ -158,6 +163,9 @@ pub struct RedisBroker {
     shared: Arc<Shared>,
     store: Store,
     requests: mpsc::UnboundedSender<Request>,
+    /// Given to every subscription: asks the pub/sub task to unsubscribe a topic whose
+    /// last local stream left. One for the node, not one per stream.
+    release: ReleaseUpstream,
     snapshot_script: Script,
     owners: Mutex<HashMap<String, (Arc<str>, Instant)>>,
 }
@@ -245,10 +253,21 @@ impl RedisBroker {
             }
         };
         let store = Store::new(connections.connections.clone(), keys, config.retention);
+        let release: ReleaseUpstream = {
+            let (requests, keys) = (requests.clone(), connections.keys.clone());
+            Arc::new(move |topic: &Topic| {
+                let channel = channel_of(&keys, topic);
+                let _ = requests.send(Request::Release {
+                    channel,
+                    topic: topic.clone(),
+                });
+            })
+        };
         Ok(Arc::new(RedisBroker {
             shared: connections,
             store,
             requests,
+            release,
             snapshot_script: Script::new(wire::scripts::USER_SNAPSHOT),
             owners: Mutex::new(HashMap::new()),
         }))
@@ -329,14 +348,13 @@ async fn read_after(
     connection: &mut sse_publisher::store::Connection,
     key: &str,
     after: EventId,
-) -> Result<Replay, BrokerError> {
+) -> redis::RedisResult<Replay> {
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
         .arg(key)
         .arg(after.to_string())
         .arg("+")
         .query_async(connection)
-        .await
-        .map_err(unavailable)?;
+        .await?;
     let mut events = Vec::with_capacity(entries.len());
     let mut first = true;
     for (id, fields) in entries {
@@ -363,8 +381,7 @@ async fn read_after(
             .arg("STREAM")
             .arg(key)
             .query_async(connection)
-            .await
-            .map_err(unavailable)?;
+            .await?;
         let number = |name: &str| {
             info.get(name)
                 .and_then(|v| <u64 as redis::FromRedisValue>::from_redis_value_ref(v).ok())
@@ -481,14 +498,7 @@ impl Broker for RedisBroker {
     }
 
     async fn replay(&self, topic: &Topic, after: EventId) -> Result<Replay, BrokerError> {
-        let mut connection = self.connection().await?;
-        read_after(&mut connection, &stream_of(&self.shared.keys, topic), after)
-            .await
-            .inspect_err(|_| {
-                self.shared
-                    .connections
-                    .report(&StoreError::Ambiguous(String::new()))
-            })
+        self.shared.read_stream(topic, after).await
     }
 
     async fn subscribe(
@@ -497,14 +507,6 @@ impl Broker for RedisBroker {
         mailbox: Arc<Mailbox>,
     ) -> Result<Subscription, BrokerError> {
         let channel = self.channel(&topic);
-        let requests = self.requests.clone();
-        let keys = self.shared.keys.clone();
-        let release: ReleaseUpstream = Arc::new(move |topic: &Topic| {
-            let _ = requests.send(Request::Release {
-                channel: channel_of(&keys, topic),
-                topic: topic.clone(),
-            });
-        });
         // Registered in the hub first: from the confirmation on, every message of the
         // channel finds this stream.
         self.shared.hub.subscribe(&topic, mailbox.clone());
@@ -512,7 +514,7 @@ impl Broker for RedisBroker {
             self.shared.hub.clone(),
             topic.clone(),
             mailbox,
-            Some(release),
+            Some(self.release.clone()),
         );
         let (reply, confirmed) = oneshot::channel();
         self.requests
@@ -649,10 +651,6 @@ impl PubSubTask {
         }
     }
 
-    fn dispatch(&self, topic: &Topic, event: &Event) {
-        self.shared.dispatch(topic, event);
-    }
-
     /// Serves one connection until it is lost (`true`) or the broker is gone (`false`).
     async fn serve(
         &mut self,
@@ -677,7 +675,7 @@ impl PubSubTask {
                     }
                     let Some(topic) = self.channels.get(channel) else { continue };
                     match Event::from_frame(Bytes::copy_from_slice(message.get_payload_bytes())) {
-                        Some(event) => self.dispatch(topic, &event),
+                        Some(event) => self.shared.dispatch(topic, &event),
                         None => tracing::warn!(channel, "ignored a malformed pub/sub payload"),
                     }
                 }

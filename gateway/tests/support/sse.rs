@@ -411,6 +411,20 @@ impl SseStream {
         }
     }
 
+    /// Events up to and including the first of type `last` (e.g. `complete`), each
+    /// within `within` of the previous one.
+    pub async fn events_through(&mut self, last: &str, within: Duration) -> Vec<Event> {
+        let mut events = Vec::new();
+        loop {
+            let event = self.next_event_within(within).await;
+            let done = event.event == last;
+            events.push(event);
+            if done {
+                return events;
+            }
+        }
+    }
+
     pub async fn next_event(&mut self) -> Event {
         self.next_event_within(FRAME_TIMEOUT).await
     }
