@@ -28,8 +28,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use sse_publisher::wire::EventId;
-use tokio::sync::Notify;
 
 /// One event as delivered to clients: its id in the stream it was read from and its
 /// rendered SSE frame.
@@ -38,21 +38,32 @@ pub struct Event {
     pub id: EventId,
     /// `id: …\nevent: …\ndata: …\n\n`, shared by every connection that receives it.
     pub frame: Bytes,
+    /// The same frame as one HTTP/1.1 chunk (`{len:x}\r\n{frame}\r\n`), rendered once
+    /// per node so that an HTTP/1.1 stream writes each event with one `write` and no
+    /// per-subscriber framing. `frame` is a slice of this same allocation.
+    pub chunk: Bytes,
     /// A `complete`, `failed` or `cancelled` event: a job stream ends after it.
     pub terminal: bool,
 }
 
 impl Event {
-    /// Reads id and terminal-ness from a rendered frame (what a pub/sub payload carries).
-    pub fn from_frame(frame: Bytes) -> Option<Event> {
-        let id = crate::sse::frame_id(&frame)?.parse().ok()?;
-        let terminal =
-            crate::sse::frame_event_name(&frame).is_some_and(sse_publisher::wire::is_terminal_type);
-        Some(Event {
+    pub fn new(id: EventId, frame: &[u8], terminal: bool) -> Event {
+        let chunk = crate::h1::chunk(frame);
+        let start = chunk.len() - frame.len() - 2;
+        Event {
             id,
-            frame,
+            frame: chunk.slice(start..start + frame.len()),
+            chunk,
             terminal,
-        })
+        }
+    }
+
+    /// Reads id and terminal-ness from a rendered frame (what a pub/sub payload carries).
+    pub fn from_frame(frame: &[u8]) -> Option<Event> {
+        let id = crate::sse::frame_id(frame)?.parse().ok()?;
+        let terminal =
+            crate::sse::frame_event_name(frame).is_some_and(sse_publisher::wire::is_terminal_type);
+        Some(Event::new(id, frame, terminal))
     }
 }
 
@@ -122,21 +133,40 @@ pub struct QueueLimits {
     pub max_bytes: usize,
 }
 
-/// Lets a stream cut the TCP connection it runs on, even while hyper is blocked writing
-/// to a full socket (which is exactly when a slow consumer must be cut).
+/// Lets a stream cut the TCP connection it runs on, even while the connection's task is
+/// blocked writing to a full socket (which is exactly when a slow consumer must be cut).
+///
+/// A flag and one waker rather than a `Notify`: the connection task polls it next to its
+/// socket without holding a future for it, which keeps an idle stream's task small.
 #[derive(Debug, Default)]
 pub struct ConnControl {
-    abort: Notify,
+    aborted: AtomicBool,
+    waker: AtomicWaker,
 }
 
 impl ConnControl {
+    /// Cuts the connection; for good (the connection closes).
     pub fn abort(&self) {
-        // notify_one stores a permit when the connection task is not waiting right now.
-        self.abort.notify_one();
+        self.aborted.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready once [`ConnControl::abort`] was called; only the connection's task polls it.
+    pub fn poll_aborted(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.aborted.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // Checked again: an abort between the load and the register would be missed.
+        if self.aborted.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     pub async fn aborted(&self) {
-        self.abort.notified().await
+        std::future::poll_fn(|cx| self.poll_aborted(cx)).await
     }
 }
 
@@ -480,11 +510,7 @@ mod tests {
     }
 
     fn event(ms: u64, len: usize) -> Event {
-        Event {
-            id: EventId::new(ms, 0),
-            frame: Bytes::from(vec![b'x'; len]),
-            terminal: false,
-        }
+        Event::new(EventId::new(ms, 0), &vec![b'x'; len], false)
     }
 
     fn mailbox(max_events: usize, max_bytes: usize) -> (Arc<Mailbox>, Arc<ConnControl>) {
@@ -537,7 +563,7 @@ mod tests {
             poll(&mb).0,
             Poll::Ready(Next::Closed(CloseReason::SlowConsumer))
         ));
-        // The abort permit is stored even though nobody waited yet.
+        // The abort is kept even though nobody waited yet.
         tokio::time::timeout(std::time::Duration::from_secs(1), conn.aborted())
             .await
             .unwrap();
@@ -638,13 +664,16 @@ data: {"jobId":"j","type":"log","ts":1,"correlationId":"req-81","message":"x"}
 
     #[test]
     fn events_are_parsed_from_frames() {
-        let event =
-            Event::from_frame(Bytes::from_static(b"id: 7-2\nevent: failed\ndata: {}\n\n")).unwrap();
+        let event = Event::from_frame(b"id: 7-2\nevent: failed\ndata: {}\n\n").unwrap();
         assert_eq!(event.id, EventId::new(7, 2));
         assert!(event.terminal);
-        let event =
-            Event::from_frame(Bytes::from_static(b"id: 7-3\nevent: log\ndata: {}\n\n")).unwrap();
+        let event = Event::from_frame(b"id: 7-3\nevent: log\ndata: {}\n\n").unwrap();
         assert!(!event.terminal);
-        assert!(Event::from_frame(Bytes::from_static(b"data: {}\n\n")).is_none());
+        assert!(Event::from_frame(b"data: {}\n\n").is_none());
+        assert_eq!(
+            &event.chunk[..],
+            b"1d\r\nid: 7-3\nevent: log\ndata: {}\n\n\r\n"
+        );
+        assert_eq!(&event.frame[..], b"id: 7-3\nevent: log\ndata: {}\n\n");
     }
 }

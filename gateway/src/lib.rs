@@ -8,6 +8,7 @@
 //! The parts, in the order a request meets them:
 //! - [`config`]: flags with environment fallbacks, parsed and validated once.
 //! - [`server`]: accept loop, per-connection serving, metrics listener, drain.
+//! - [`h1`]: HTTP/1.1 event streams written straight to the socket (hyper serves the rest).
 //! - [`routes`]: the HTTP API; [`auth`]: tokens; [`error`]: the JSON error answers.
 //! - [`stream`]: opening a stream in the race-free order, and its response body.
 //! - [`hub`]: this node's fan-out to connections, with bounded per-connection queues.
@@ -24,6 +25,7 @@ pub mod broker;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod h1;
 pub mod hub;
 pub mod metrics;
 pub mod routes;

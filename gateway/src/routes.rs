@@ -156,14 +156,49 @@ pub async fn handle<B: Broker>(
     let origin = request.headers().get(header::ORIGIN).cloned();
     let method = request.method().clone();
     let started = std::time::Instant::now();
-    let mut response = match route(&app, conn, request).await {
-        Ok(response) => response,
-        Err(error) => error_response(&error),
+    let result = route(&app, conn, request).await;
+    finish(&app, origin, &method, started, result)
+}
+
+/// Whether a request is a `GET` of an event stream, which the HTTP/1.1 stream path
+/// ([`crate::h1`]) serves itself through [`handle_stream_get`].
+pub fn is_stream_get(method: &Method, path: &str) -> bool {
+    method == Method::GET
+        && matches!(
+            Route::parse(path, false),
+            Some(Route::JobEvents(_) | Route::MyEvents)
+        )
+}
+
+/// Answers a request for which [`is_stream_get`] holds; it has no body.
+pub async fn handle_stream_get<B: Broker>(
+    app: Arc<App<B>>,
+    conn: Arc<ConnControl>,
+    request: Request<()>,
+) -> Response<ResponseBody> {
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let started = std::time::Instant::now();
+    let result = match Route::parse(request.uri().path(), false) {
+        Some(Route::JobEvents(job)) => counted(&app, job_stream(&app, conn, &request, job).await),
+        Some(Route::MyEvents) => counted(&app, user_stream(&app, conn, &request).await),
+        _ => Err(ApiError::not_found()),
     };
+    finish(&app, origin, &Method::GET, started, result)
+}
+
+/// The last step of every answer: errors as JSON, no body for `HEAD`, CORS headers.
+fn finish<B>(
+    app: &App<B>,
+    origin: Option<HeaderValue>,
+    method: &Method,
+    started: std::time::Instant,
+    result: Result<Response<ResponseBody>, ApiError>,
+) -> Response<ResponseBody> {
+    let mut response = result.unwrap_or_else(|error| error_response(&error));
     if method == Method::HEAD {
         *response.body_mut() = ResponseBody::empty();
     }
-    apply_cors(&app.config, origin.as_ref(), &method, &mut response);
+    apply_cors(&app.config, origin.as_ref(), method, &mut response);
     tracing::debug!(%method, status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     response
 }
@@ -365,10 +400,10 @@ fn acquire_slot<B>(app: &App<B>, user: &str) -> Result<stream::StreamSlot, ApiEr
     })
 }
 
-async fn job_stream<B: Broker>(
+async fn job_stream<B: Broker, T>(
     app: &Arc<App<B>>,
     conn: Arc<ConnControl>,
-    request: &Request<Incoming>,
+    request: &Request<T>,
     job: &str,
 ) -> Result<Response<ResponseBody>, ApiError> {
     check_id(job)?;
@@ -390,10 +425,10 @@ async fn job_stream<B: Broker>(
     open_stream(app, conn, identity, topic, last_event_id).await
 }
 
-async fn user_stream<B: Broker>(
+async fn user_stream<B: Broker, T>(
     app: &Arc<App<B>>,
     conn: Arc<ConnControl>,
-    request: &Request<Incoming>,
+    request: &Request<T>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let identity = authenticate(app, request)?;
     let last_event_id = last_event_id(request)?;

@@ -1,19 +1,25 @@
 //! The accept loop, per-connection serving (HTTP/1.1 and h2c on one port), the metrics
 //! listener, the housekeeping tick, and the drain on shutdown.
 //!
-//! Each TCP connection is one task running hyper's connection future; its streams are
-//! polled inside it. A semaphore permit per connection caps descriptors below the
+//! Each TCP connection is one task. HTTP/1.1 event streams are written by [`crate::h1`];
+//! every other request, and h2c, is served by hyper with the bytes already read put back
+//! in front ([`Rewind`]). A stream is polled inside its connection's task. A semaphore permit per connection caps descriptors below the
 //! process limit. A connection can be cut from outside (slow consumer) through its
 //! [`ConnControl`], which works even when hyper is blocked writing to a full socket.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rand::Rng;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
@@ -22,18 +28,12 @@ use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::{RedisBroker, RedisConfig, RedisTarget};
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::h1::{self, After, Head, HEADER_READ_TIMEOUT, MAX_HEAD_BYTES};
 use crate::hub::{CloseReason, ConnControl, Hub};
 use crate::metrics::Metrics;
 use crate::routes::{self, App};
 use crate::shutdown::Shutdown;
 
-/// How long a client may take to send its request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest request head (request line and headers) hyper buffers; larger heads get
-/// `431`. hyper keeps a connection's read buffer at the size it grew to for as long as
-/// the connection lives, and a stream lives long: its minimum, 8 KiB, halves what an idle
-/// stream holds (a JWT cookie or header is far smaller).
-const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// Concurrent h2 streams per connection.
 const H2_MAX_STREAMS: u32 = 256;
 /// Pause after a failed `accept` (e.g. out of descriptors) before the next one.
@@ -195,12 +195,26 @@ async fn accept_loop<B: Broker>(
             },
         };
         let (app, builder, closing) = (app.clone(), builder.clone(), closing.clone());
-        tokio::spawn(async move {
-            serve_connection(socket, app, &builder, closing).await;
-            drop(permit);
-        });
+        tokio::spawn(connection_task(socket, app, builder, closing, permit));
     }
 }
+
+/// One connection's task: what an idle stream costs in task memory, beside its socket and
+/// mailbox (kept small; a test holds it under [`TASK_BYTES_BOUND`]).
+async fn connection_task<B: Broker>(
+    socket: TcpStream,
+    app: Arc<App<B>>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    closing: watch::Receiver<bool>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    serve_connection(socket, app, &builder, closing).await;
+    drop(permit);
+}
+
+/// Upper bound of a connection task's future, in bytes (measured 376).
+#[cfg(test)]
+const TASK_BYTES_BOUND: usize = 512;
 
 async fn serve_connection<B: Broker>(
     socket: TcpStream,
@@ -213,12 +227,64 @@ async fn serve_connection<B: Broker>(
     let metrics = app.metrics.clone();
     metrics.tcp_connections.inc();
     let control = Arc::new(ConnControl::default());
+    let mut input = BytesMut::new();
+    let mut for_hyper = None;
+    loop {
+        // Boxed, like opening below: large states that a stream's task, which lives for
+        // hours, should not carry (see `h1::Respond`).
+        let (request, keep_alive, rest) =
+            match Box::pin(h1::read_head(&socket, input, &mut closing)).await {
+                Head::Closed => break,
+                Head::Other(read) => {
+                    for_hyper = Some(read);
+                    break;
+                }
+                Head::Stream {
+                    request,
+                    keep_alive,
+                    rest,
+                } => (request, keep_alive, rest),
+            };
+        let response = Box::pin(routes::handle_stream_get(
+            app.clone(),
+            control.clone(),
+            request,
+        ))
+        .await;
+        match h1::respond(&socket, &control, response, keep_alive, rest).await {
+            After::KeepAlive(rest) if !*closing.borrow() => input = rest,
+            _ => break,
+        }
+    }
+    if let Some(read) = for_hyper {
+        Box::pin(serve_with_hyper(
+            socket, read, app, control, builder, closing,
+        ))
+        .await;
+    }
+    metrics.tcp_connections.dec();
+}
+
+/// Serves the rest of a connection with hyper (HTTP/1.1 or h2c); `read` is what was read
+/// of it already.
+async fn serve_with_hyper<B: Broker>(
+    socket: TcpStream,
+    read: Bytes,
+    app: Arc<App<B>>,
+    control: Arc<ConnControl>,
+    builder: &auto::Builder<TokioExecutor>,
+    mut closing: watch::Receiver<bool>,
+) {
     let service_control = control.clone();
     let service = service_fn(move |request| {
         let (app, control) = (app.clone(), service_control.clone());
         async move { Ok::<_, Infallible>(routes::handle(app, control, request).await) }
     });
-    let connection = builder.serve_connection(TokioIo::new(socket), service);
+    let io = TokioIo::new(Rewind {
+        read,
+        inner: socket,
+    });
+    let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut closing_seen = *closing.borrow();
     if closing_seen {
@@ -242,7 +308,58 @@ async fn serve_connection<B: Broker>(
             }
         }
     }
-    metrics.tcp_connections.dec();
+}
+
+/// A socket with bytes already read from it put back in front.
+struct Rewind {
+    read: Bytes,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Resolves once the node stops accepting (or the sender is gone).
@@ -316,5 +433,42 @@ async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
                 .serve_connection(TokioIo::new(socket), service)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[tokio::test]
+    async fn a_connection_task_stays_small() {
+        let cli = crate::config::Cli::parse_from([
+            "sse-gateway",
+            "--jwt-secret",
+            "0123456789abcdef0123456789abcdef",
+        ]);
+        let config = Config::from_args(cli.serve, 20_000).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let broker = MemoryBroker::new(
+            config.retention_limits(),
+            Arc::new(Hub::new()),
+            metrics.clone(),
+        );
+        let app = App::new(config, broker, metrics);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
+        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        let (_closing_tx, closing) = watch::channel(false);
+        let task = connection_task(socket, app, builder, closing, permit);
+        let size = std::mem::size_of_val(&task);
+        assert!(
+            size <= TASK_BYTES_BOUND,
+            "a connection's task is {size} bytes: box the large states (see h1::Respond)"
+        );
     }
 }

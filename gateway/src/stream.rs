@@ -21,6 +21,7 @@ use sse_publisher::wire::{now_ms, EventId, JobState};
 
 use crate::broker::{Broker, Replay, Subscription};
 use crate::error::ApiError;
+use crate::h1;
 use crate::hub::{CloseReason, Event, Next, Topic};
 use crate::metrics::Metrics;
 use crate::sse;
@@ -336,6 +337,84 @@ pub struct EventStream {
     _slot: StreamSlot,
 }
 
+/// What a stream writes next, before HTTP framing.
+enum Item {
+    /// A live event: its frame and its chunk are rendered already.
+    Event(Event),
+    Heartbeat,
+    /// Anything else: the first frame, a closing `retry:`.
+    Bytes(Bytes),
+}
+
+impl EventStream {
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Item, StreamCut>>> {
+        if let Some(prelude) = self.prelude.take() {
+            return Poll::Ready(Some(Ok(Item::Bytes(prelude))));
+        }
+        if self.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            let next = match self.subscription.mailbox().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(next) => next,
+            };
+            match next {
+                Next::Event(event) => {
+                    if event.id <= self.last_id {
+                        continue;
+                    }
+                    self.last_id = event.id;
+                    self.delivered += 1;
+                    self.metrics.events_delivered.inc();
+                    let latency_ms = now_ms().saturating_sub(event.id.ms);
+                    self.metrics
+                        .delivery_latency
+                        .observe(latency_ms as f64 / 1000.0);
+                    if event.terminal && self.ends_on_terminal {
+                        self.done = true;
+                        self.end = "job_finished";
+                    }
+                    return Poll::Ready(Some(Ok(Item::Event(event))));
+                }
+                Next::Heartbeat => return Poll::Ready(Some(Ok(Item::Heartbeat))),
+                Next::Closed(reason) => {
+                    self.done = true;
+                    self.end = reason.as_str();
+                    return match reason {
+                        CloseReason::SlowConsumer => {
+                            Poll::Ready(Some(Err(StreamCut("slow consumer"))))
+                        }
+                        CloseReason::Draining { retry_ms } | CloseReason::Resync { retry_ms } => {
+                            Poll::Ready(Some(Ok(Item::Bytes(sse::retry(retry_ms)))))
+                        }
+                        CloseReason::TokenExpired => Poll::Ready(None),
+                    };
+                }
+            }
+        }
+    }
+
+    /// The first frame (retry, then snapshot or replay) as one HTTP/1.1 chunk, once.
+    pub fn take_first_chunk(&mut self) -> Option<Bytes> {
+        self.prelude.take().map(|prelude| h1::chunk(&prelude))
+    }
+
+    /// The next write as one HTTP/1.1 chunk (see [`crate::h1`]); `None` once the stream
+    /// has ended (the caller then writes the last chunk).
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StreamCut>>> {
+        self.poll_item(cx).map(|item| {
+            item.map(|item| {
+                item.map(|item| match item {
+                    Item::Event(event) => event.chunk,
+                    Item::Heartbeat => Bytes::from_static(h1::HEARTBEAT_CHUNK),
+                    Item::Bytes(bytes) => h1::chunk(&bytes),
+                })
+            })
+        })
+    }
+}
+
 impl Body for EventStream {
     type Data = Bytes;
     type Error = StreamCut;
@@ -344,54 +423,15 @@ impl Body for EventStream {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, StreamCut>>> {
-        let this = self.get_mut();
-        if let Some(prelude) = this.prelude.take() {
-            return Poll::Ready(Some(Ok(Frame::data(prelude))));
-        }
-        if this.done {
-            return Poll::Ready(None);
-        }
-        loop {
-            let next = match this.subscription.mailbox().poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(next) => next,
-            };
-            match next {
-                Next::Event(event) => {
-                    if event.id <= this.last_id {
-                        continue;
-                    }
-                    this.last_id = event.id;
-                    this.delivered += 1;
-                    this.metrics.events_delivered.inc();
-                    let latency_ms = now_ms().saturating_sub(event.id.ms);
-                    this.metrics
-                        .delivery_latency
-                        .observe(latency_ms as f64 / 1000.0);
-                    if event.terminal && this.ends_on_terminal {
-                        this.done = true;
-                        this.end = "job_finished";
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(event.frame))));
-                }
-                Next::Heartbeat => {
-                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(sse::HEARTBEAT)))))
-                }
-                Next::Closed(reason) => {
-                    this.done = true;
-                    this.end = reason.as_str();
-                    return match reason {
-                        CloseReason::SlowConsumer => {
-                            Poll::Ready(Some(Err(StreamCut("slow consumer"))))
-                        }
-                        CloseReason::Draining { retry_ms } | CloseReason::Resync { retry_ms } => {
-                            Poll::Ready(Some(Ok(Frame::data(sse::retry(retry_ms)))))
-                        }
-                        CloseReason::TokenExpired => Poll::Ready(None),
-                    };
-                }
-            }
-        }
+        self.get_mut().poll_item(cx).map(|item| {
+            item.map(|item| {
+                item.map(|item| match item {
+                    Item::Event(event) => Frame::data(event.frame),
+                    Item::Heartbeat => Frame::data(Bytes::from_static(sse::HEARTBEAT)),
+                    Item::Bytes(bytes) => Frame::data(bytes),
+                })
+            })
+        })
     }
 
     fn is_end_stream(&self) -> bool {

@@ -16,7 +16,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::Bytes;
 use sse_publisher::wire::{
     self, is_terminal_type, now_ms, EventId, JobState, Retention, StatePatch, Subject,
     JOBS_SNAPSHOT_LIMIT,
@@ -194,11 +193,11 @@ impl Broker for MemoryBroker {
             .owners
             .entry(event.job.clone())
             .or_insert_with(|| owner.clone());
-        let rendered = Event {
+        let rendered = Event::new(
             id,
-            frame: Bytes::from(wire::render_event_frame(id, &event.event_type, &data)),
+            wire::render_event_frame(id, &event.event_type, &data).as_bytes(),
             terminal,
-        };
+        );
         let config = self.config;
         let user = state
             .users
@@ -243,11 +242,11 @@ impl Broker for MemoryBroker {
         let mut state = self.state();
         let id = state.last_id.successor_at(ts);
         state.last_id = id;
-        let rendered = Event {
+        let rendered = Event::new(
             id,
-            frame: Bytes::from(wire::render_event_frame(id, &event.event_type, &data)),
-            terminal: false,
-        };
+            wire::render_event_frame(id, &event.event_type, &data).as_bytes(),
+            false,
+        );
         let user: Arc<str> = Arc::from(event.user.as_str());
         let maxlen = self.config.user_stream_maxlen;
         let data = state.users.entry(user.clone()).or_insert_with(|| UserData {

@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::Script;
 use sse_publisher::store::{Connections, Store, StoreError};
@@ -402,11 +401,11 @@ fn event_from_entry(id: EventId, fields: &[(String, String)]) -> Event {
             .unwrap_or_default()
     };
     let event_type = field("type");
-    Event {
+    Event::new(
         id,
-        frame: Bytes::from(wire::render_event_frame(id, event_type, field("data"))),
-        terminal: wire::is_terminal_type(event_type),
-    }
+        wire::render_event_frame(id, event_type, field("data")).as_bytes(),
+        wire::is_terminal_type(event_type),
+    )
 }
 
 impl Broker for RedisBroker {
@@ -674,7 +673,7 @@ impl PubSubTask {
                         continue;
                     }
                     let Some(topic) = self.channels.get(channel) else { continue };
-                    match Event::from_frame(Bytes::copy_from_slice(message.get_payload_bytes())) {
+                    match Event::from_frame(message.get_payload_bytes()) {
                         Some(event) => self.shared.dispatch(topic, &event),
                         None => tracing::warn!(channel, "ignored a malformed pub/sub payload"),
                     }

@@ -24,7 +24,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use redis::cluster_async::ClusterConnection;
 use redis::{PushInfo, PushKind, Value};
 use sse_publisher::store::{ClusterConnections, Connections};
@@ -150,7 +149,7 @@ impl ShardedPubSubTask {
                 if let Some(heard) = self.pings.get_mut(channel) {
                     *heard = Instant::now();
                 } else if let Some(topic) = self.channels.get(channel) {
-                    let Some(event) = Event::from_frame(Bytes::copy_from_slice(payload)) else {
+                    let Some(event) = Event::from_frame(payload) else {
                         tracing::warn!(channel, "ignored a malformed sharded pub/sub payload");
                         return;
                     };

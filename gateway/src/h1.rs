@@ -1,0 +1,434 @@
+//! HTTP/1.1 event streams, written straight to the socket.
+//!
+//! Every connection starts here: its first request head is read into a small buffer and
+//! parsed ([`httparse`]). A `GET` of an event stream over HTTP/1.1 is served by this
+//! module; anything else (other routes, h2c, HTTP/1.0, a malformed or oversized head, a
+//! `GET` with a body or an `Upgrade`) is handed to hyper with the bytes already read, and
+//! hyper serves that connection from then on.
+//!
+//! Why streams do not go through hyper: a stream lives for hours and is idle nearly all
+//! that time. For as long as a connection lives, hyper keeps a read buffer of at least
+//! 8 KiB, a write buffer and its connection state: about 15 KiB per idle stream, measured
+//! (docs/benchmarks.md). Here an idle stream holds its task, its mailbox and its socket;
+//! the head buffer is freed before the first byte is written. And every event arrives
+//! already rendered as one HTTP chunk ([`crate::hub::Event::chunk`], once per node), so a
+//! delivery is one `write` of shared bytes with no framing work per connection.
+//!
+//! What this path writes is what hyper would: the response head (status, headers,
+//! `date`, `transfer-encoding: chunked`), the body as chunks, the last chunk when the
+//! stream ends, and then the connection is kept alive: the next request on it is read
+//! here again. Error answers (401, 404, 429, 503, …) and `204` are written here too, with
+//! `content-length`. While a stream is idle the socket is watched for reading, so a client
+//! that goes away is noticed at once; bytes it sends meanwhile (a pipelined request) are
+//! kept, bounded by [`MAX_HEAD_BYTES`], for after the stream.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::hub::ConnControl;
+use crate::routes::{self, ResponseBody};
+use crate::stream::EventStream;
+
+/// How long a client may take to send a request head (from the first wait for it).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (request line and headers); a larger one goes to hyper, which
+/// answers `431`. Also bounds what a client may send while its stream is open.
+pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+/// Most header fields in a request head (hyper's default too).
+const MAX_HEADERS: usize = 100;
+/// What the first read of a head reserves; a browser's head with a JWT cookie fits.
+const FIRST_READ: usize = 2 * 1024;
+
+/// `: hb\n\n` as one chunk.
+pub const HEARTBEAT_CHUNK: &[u8] = b"6\r\n: hb\n\n\r\n";
+/// The chunk that ends a chunked body.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// `data` as one HTTP/1.1 chunk: `{len:x}\r\n{data}\r\n`.
+pub fn chunk(data: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(data.len() + 20);
+    out.put_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    out.put_slice(data);
+    out.put_slice(b"\r\n");
+    out.freeze()
+}
+
+/// The next request on a connection, as far as this module is concerned.
+// Made once per request and taken apart at once: boxing the request would cost an
+// allocation per stream for nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Head {
+    /// A `GET` of an event stream, and the bytes read past its head.
+    Stream {
+        request: Request<()>,
+        keep_alive: bool,
+        rest: BytesMut,
+    },
+    /// Anything else: every byte read so far, for hyper.
+    Other(Bytes),
+    /// The client left, sent nothing in time, or the node is closing before a request.
+    Closed,
+}
+
+/// Reads the next request head (after `buffered`, bytes already read).
+pub async fn read_head(
+    socket: &TcpStream,
+    mut buffered: BytesMut,
+    closing: &mut watch::Receiver<bool>,
+) -> Head {
+    let deadline = Instant::now() + HEADER_READ_TIMEOUT;
+    loop {
+        if !buffered.is_empty() {
+            match parse(&buffered) {
+                Parsed::Stream {
+                    request,
+                    keep_alive,
+                    head_len,
+                } => {
+                    // Copy what follows (usually nothing) so the head buffer is freed.
+                    let rest = BytesMut::from(&buffered[head_len..]);
+                    return Head::Stream {
+                        request,
+                        keep_alive,
+                        rest,
+                    };
+                }
+                Parsed::Other => return Head::Other(buffered.freeze()),
+                Parsed::Partial if buffered.len() >= MAX_HEAD_BYTES => {
+                    return Head::Other(buffered.freeze())
+                }
+                Parsed::Partial => {}
+            }
+        }
+        let waiting = buffered.is_empty();
+        tokio::select! {
+            ready = socket.readable() => if ready.is_err() { return Head::Closed },
+            _ = tokio::time::sleep_until(deadline) => return Head::Closed,
+            _ = closing.wait_for(|closing| *closing), if waiting => return Head::Closed,
+        }
+        if buffered.capacity() == buffered.len() {
+            buffered.reserve(if waiting { FIRST_READ } else { buffered.len() });
+        }
+        match socket.try_read_buf(&mut buffered) {
+            Ok(0) => return Head::Closed,
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return Head::Closed,
+        }
+    }
+}
+
+#[allow(clippy::large_enum_variant)] // as `Head`
+enum Parsed {
+    Stream {
+        request: Request<()>,
+        keep_alive: bool,
+        head_len: usize,
+    },
+    Other,
+    Partial,
+}
+
+fn parse(buffer: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut head = httparse::Request::new(&mut headers);
+    let head_len = match head.parse(buffer) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    if head.version != Some(1) || head.method != Some("GET") {
+        return Parsed::Other;
+    }
+    let Some(uri) = head.path.and_then(|path| Uri::try_from(path).ok()) else {
+        return Parsed::Other;
+    };
+    if !routes::is_stream_get(&Method::GET, uri.path()) {
+        return Parsed::Other;
+    }
+    let mut request = Request::new(());
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    let mut keep_alive = true;
+    for field in head.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(field.name.as_bytes()),
+            HeaderValue::from_bytes(field.value),
+        ) else {
+            return Parsed::Other;
+        };
+        if name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || (name == header::CONTENT_LENGTH && value != "0")
+        {
+            // A body or a protocol switch: hyper's business.
+            return Parsed::Other;
+        }
+        if name == header::CONNECTION && has_token(&value, "close") {
+            keep_alive = false;
+        }
+        request.headers_mut().append(name, value);
+    }
+    Parsed::Stream {
+        request,
+        keep_alive,
+        head_len,
+    }
+}
+
+fn has_token(value: &HeaderValue, token: &str) -> bool {
+    value.to_str().is_ok_and(|text| {
+        text.split(',')
+            .any(|item| item.trim().eq_ignore_ascii_case(token))
+    })
+}
+
+/// What to do with the connection once a stream request is answered.
+pub enum After {
+    /// Read the next request; these bytes of it arrived already.
+    KeepAlive(BytesMut),
+    Close,
+}
+
+/// Writes the answer to a stream request: a whole one, or a stream until it ends.
+///
+/// A hand-written future rather than an `async fn`: it is the state an idle stream sits
+/// in for hours, and as a plain struct it holds only what it needs (about 100 bytes).
+pub struct Respond<'a> {
+    socket: &'a TcpStream,
+    control: &'a ConnControl,
+    /// What is being written: the head and first chunk, then one chunk at a time, then
+    /// the last chunk.
+    pending: Bytes,
+    /// `None` once the stream ended (or for a whole answer).
+    stream: Option<Box<EventStream>>,
+    keep_alive: bool,
+    /// Bytes the client sent meanwhile (a pipelined request).
+    input: BytesMut,
+}
+
+/// Starts writing what [`routes::handle_stream_get`] answered; `input` is what was read
+/// past the request's head.
+pub fn respond<'a>(
+    socket: &'a TcpStream,
+    control: &'a ConnControl,
+    response: Response<ResponseBody>,
+    keep_alive: bool,
+    input: BytesMut,
+) -> Respond<'a> {
+    let (parts, body) = response.into_parts();
+    let mut out = BytesMut::with_capacity(512);
+    write_head(&mut out, parts.status, &parts.headers, keep_alive);
+    let stream = match body {
+        ResponseBody::Full(bytes) => {
+            let bytes = bytes.unwrap_or_default();
+            if parts.status != StatusCode::NO_CONTENT {
+                out.put_slice(format!("content-length: {}\r\n", bytes.len()).as_bytes());
+            }
+            out.put_slice(b"\r\n");
+            out.put_slice(&bytes);
+            None
+        }
+        ResponseBody::Stream(mut stream) => {
+            out.put_slice(b"transfer-encoding: chunked\r\n\r\n");
+            // The first chunk (retry, then snapshot or replay) goes out with the head.
+            if let Some(first) = stream.take_first_chunk() {
+                out.put_slice(&first);
+            }
+            Some(stream)
+        }
+    };
+    Respond {
+        socket,
+        control,
+        pending: out.freeze(),
+        stream,
+        keep_alive,
+        input,
+    }
+}
+
+impl Future for Respond<'_> {
+    type Output = After;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<After> {
+        let this = self.get_mut();
+        loop {
+            while !this.pending.is_empty() {
+                match this.socket.try_write(&this.pending) {
+                    Ok(written) => this.pending.advance(written),
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                        // Blocked on a full socket: only a cut (slow consumer) or the
+                        // socket becoming writable moves this on.
+                        if this.control.poll_aborted(cx).is_ready() {
+                            return Poll::Ready(After::Close);
+                        }
+                        match this.socket.poll_write_ready(cx) {
+                            Poll::Ready(Ok(())) => {}
+                            Poll::Ready(Err(_)) => return Poll::Ready(After::Close),
+                            Poll::Pending => return Poll::Pending,
+                        }
+                    }
+                    Err(_) => return Poll::Ready(After::Close),
+                }
+            }
+            let Some(stream) = this.stream.as_mut() else {
+                return Poll::Ready(if this.keep_alive {
+                    After::KeepAlive(std::mem::take(&mut this.input))
+                } else {
+                    After::Close
+                });
+            };
+            match stream.poll_chunk(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    this.pending = chunk;
+                    continue;
+                }
+                // Cut (slow consumer): close without the last chunk, so the client sees
+                // the stream broken, not finished.
+                Poll::Ready(Some(Err(_))) => return Poll::Ready(After::Close),
+                Poll::Ready(None) => {
+                    this.stream = None;
+                    this.pending = Bytes::from_static(LAST_CHUNK);
+                    continue;
+                }
+                Poll::Pending => {}
+            }
+            // Idle: the client closing (or sending something) is what else can happen.
+            match this.socket.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) if read_input(this.socket, &mut this.input) => {}
+                Poll::Ready(_) => return Poll::Ready(After::Close),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// The status line and headers, without the blank line that ends them.
+fn write_head(out: &mut BytesMut, status: StatusCode, headers: &http::HeaderMap, keep_alive: bool) {
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+    for (name, value) in headers {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"date: ");
+    out.put_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+    out.put_slice(b"\r\n");
+    if !keep_alive {
+        out.put_slice(b"connection: close\r\n");
+    }
+}
+
+/// Reads what a client sent while its stream is open. `false` when the connection is
+/// over: closed, broken, or more unread input than a request head may be.
+fn read_input(socket: &TcpStream, input: &mut BytesMut) -> bool {
+    loop {
+        if input.len() >= MAX_HEAD_BYTES {
+            return false;
+        }
+        input.reserve(512);
+        match socket.try_read_buf(input) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream_head(text: &str) -> (Request<()>, bool, usize) {
+        match parse(text.as_bytes()) {
+            Parsed::Stream {
+                request,
+                keep_alive,
+                head_len,
+            } => (request, keep_alive, head_len),
+            Parsed::Other => panic!("not a stream request: {text:?}"),
+            Parsed::Partial => panic!("partial: {text:?}"),
+        }
+    }
+
+    fn is_other(text: &str) -> bool {
+        matches!(parse(text.as_bytes()), Parsed::Other)
+    }
+
+    #[test]
+    fn chunks_are_framed_in_hex() {
+        assert_eq!(&chunk(b"hello")[..], b"5\r\nhello\r\n");
+        assert_eq!(&chunk(&[b'x'; 26])[..4], b"1a\r\n");
+        assert_eq!(&chunk(crate::sse::HEARTBEAT)[..], HEARTBEAT_CHUNK);
+    }
+
+    #[test]
+    fn stream_gets_are_taken_with_their_headers() {
+        let text = "GET /v1/jobs/j1/events?token=t HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 5-0\r\nCookie: a=b\r\n\r\nGET /healthz";
+        let (request, keep_alive, head_len) = stream_head(text);
+        assert!(keep_alive);
+        assert_eq!(&text[head_len..], "GET /healthz");
+        assert_eq!(request.uri().path(), "/v1/jobs/j1/events");
+        assert_eq!(request.uri().query(), Some("token=t"));
+        assert_eq!(request.headers()["last-event-id"], "5-0");
+        assert_eq!(request.headers()["cookie"], "a=b");
+        let (_, keep_alive, _) = stream_head(
+            "GET /v1/users/me/events HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n",
+        );
+        assert!(!keep_alive);
+    }
+
+    #[test]
+    fn everything_else_goes_to_hyper() {
+        assert!(is_other("POST /v1/jobs/j1/events HTTP/1.1\r\n\r\n"));
+        assert!(is_other("GET /healthz HTTP/1.1\r\n\r\n"));
+        assert!(is_other("GET /v1/jobs/j1 HTTP/1.1\r\n\r\n"));
+        assert!(is_other("HEAD /v1/users/me/events HTTP/1.1\r\n\r\n"));
+        assert!(is_other("GET /v1/users/me/events HTTP/1.0\r\n\r\n"));
+        assert!(is_other("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+        assert!(is_other(
+            "GET /v1/users/me/events HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
+        ));
+        assert!(is_other(
+            "GET /v1/users/me/events HTTP/1.1\r\nUpgrade: h2c\r\n\r\n"
+        ));
+        assert!(is_other(
+            "GET /v1/users/me/events HTTP/1.1\r\nBad Header: x\r\n\r\n"
+        ));
+        assert!(matches!(
+            parse(b"GET /v1/users/me/events HTTP/1.1\r\nHost:"),
+            Parsed::Partial
+        ));
+    }
+
+    #[test]
+    fn heads_are_what_hyper_would_write() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        let mut out = BytesMut::new();
+        write_head(&mut out, StatusCode::OK, &headers, false);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ndate: "));
+        assert!(text.ends_with(" GMT\r\nconnection: close\r\n"));
+    }
+}

@@ -1,0 +1,224 @@
+//! HTTP/1.1 streams as the gateway writes them itself (`h1`): the exact response head and
+//! first chunk, keep-alive after a stream ends and after an error answer, a request
+//! pipelined behind a stream answered once it ends, a client that leaves an idle stream
+//! noticed at once, and HTTP/1.0 clients (served by hyper) still streamed.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::http::Conn;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Reads raw bytes until `needle` has arrived; returns everything read.
+async fn read_until(socket: &mut tokio::net::TcpStream, needle: &[u8]) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(needle.len()).any(|w| w == needle) {
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buf))
+            .await
+            .expect("bytes in time")
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed before {needle:?}; got {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_head_and_first_chunk_are_exact() {
+    bounded(LIMIT, async {
+        let gw = Gateway::start(Backend::Embedded).await;
+        let first = gw
+            .publish(
+                "j1",
+                json!({"owner": "u1", "type": "progress", "data": {"progress": 5}}),
+            )
+            .await;
+        let mut socket = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let request = format!(
+            "GET /v1/jobs/j1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+            gw.token("u1")
+        );
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let seen = read_until(&mut socket, b"\n\n\r\n").await;
+        let text = String::from_utf8(seen).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.split("\r\n");
+        assert_eq!(lines.next(), Some("HTTP/1.1 200 OK"));
+        let mut fields: Vec<&str> = lines.collect();
+        let date = fields
+            .iter()
+            .position(|f| f.starts_with("date: "))
+            .expect("a date");
+        assert!(fields.remove(date).ends_with(" GMT"));
+        fields.sort();
+        assert_eq!(
+            fields,
+            [
+                "cache-control: no-cache, no-transform",
+                "content-type: text/event-stream",
+                "transfer-encoding: chunked",
+                "x-accel-buffering: no",
+            ]
+        );
+        // One chunk: the retry hint and the status event, with its exact size.
+        let (size, rest) = body.split_once("\r\n").unwrap();
+        let chunk = rest.strip_suffix("\r\n").unwrap();
+        assert_eq!(usize::from_str_radix(size, 16).unwrap(), chunk.len());
+        assert!(chunk.starts_with("retry: "), "{chunk:?}");
+        assert!(
+            chunk.contains(&format!("id: {first}\nevent: status\ndata: ")),
+            "{chunk:?}"
+        );
+
+        // A live event is one chunk of its frame.
+        let live = gw
+            .publish("j1", json!({"type": "progress", "data": {"progress": 6}}))
+            .await;
+        let seen = read_until(&mut socket, b"\n\n\r\n").await;
+        let text = String::from_utf8(seen).unwrap();
+        let (size, rest) = text.split_once("\r\n").unwrap();
+        let frame = rest.strip_suffix("\r\n").unwrap();
+        assert_eq!(usize::from_str_radix(size, 16).unwrap(), frame.len());
+        assert!(
+            frame.starts_with(&format!("id: {live}\nevent: progress\ndata: {{")),
+            "{frame:?}"
+        );
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_is_kept_alive_after_a_stream_ends_and_after_an_error() {
+    bounded(LIMIT, async {
+        let gw = Gateway::start(Backend::Embedded).await;
+        gw.publish("j1", json!({"owner": "u1", "type": "complete", "data": {}}))
+            .await;
+        let token = gw.token("u1");
+        let mut conn = Conn::connect(gw.addr).await;
+        // Three requests in one write: a finished job's stream (status, then the end), an
+        // unknown job (404), and a probe that hyper answers.
+        let pipelined = format!(
+            "GET /v1/jobs/j1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n\
+             GET /v1/jobs/nope/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n\
+             GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
+        conn.write_all(pipelined.as_bytes()).await.unwrap();
+        let head = conn.read_head("GET").await.unwrap();
+        assert_eq!(head.status, 200);
+        let body = String::from_utf8(conn.read_body().await.unwrap()).unwrap();
+        assert!(body.contains("event: status\n"), "{body:?}");
+
+        let head = conn.read_head("GET").await.unwrap();
+        assert_eq!(head.status, 404);
+        assert_eq!(head.headers.get("content-type"), Some("application/json"));
+        let body: serde_json::Value =
+            serde_json::from_slice(&conn.read_body().await.unwrap()).unwrap();
+        assert_eq!(body["error"], "not_found");
+
+        let head = conn.read_head("GET").await.unwrap();
+        assert_eq!(head.status, 200);
+        assert_eq!(conn.read_body().await.unwrap(), br#"{"status":"ok"}"#);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sent_during_a_stream_is_answered_after_it() {
+    bounded(LIMIT, async {
+        let gw = Gateway::start(Backend::Embedded).await;
+        gw.publish("j1", json!({"owner": "u1", "type": "progress", "data": {"progress": 1}}))
+            .await;
+        let mut conn = Conn::connect(gw.addr).await;
+        let request = format!(
+            "GET /v1/jobs/j1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+            gw.token("u1")
+        );
+        conn.write_all(request.as_bytes()).await.unwrap();
+        assert_eq!(conn.read_head("GET").await.unwrap().status, 200);
+        let opening = conn.next_body_piece().await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&opening).contains("event: status"));
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let complete = gw
+            .publish("j1", json!({"type": "complete", "data": {}}))
+            .await;
+        let rest = String::from_utf8(conn.read_body().await.unwrap()).unwrap();
+        assert!(
+            rest.starts_with(&format!("id: {complete}\nevent: complete\n")),
+            "{rest:?}"
+        );
+        let head = conn.read_head("GET").await.unwrap();
+        assert_eq!(head.status, 200);
+        assert_eq!(conn.read_body().await.unwrap(), br#"{"status":"ok"}"#);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_an_idle_stream_is_noticed_at_once() {
+    bounded(LIMIT, async {
+        // A heartbeat far away: the close must be seen by reading, not by a failed write.
+        let gw = Gateway::builder(Backend::Embedded)
+            .flag("--heartbeat", "60s")
+            .start()
+            .await;
+        let mut clients = Vec::new();
+        for user in ["u1", "u2", "u3"] {
+            let mut stream = gw.open_as(user, "/v1/users/me/events").await.stream();
+            expect_opening(&mut stream, "jobs").await;
+            clients.push(stream);
+        }
+        assert_eq!(gw.metric("sse_gateway_open_connections").await, 3.0);
+        drop(clients.pop());
+        wait_until(
+            "the stream of the client that left is closed",
+            Duration::from_secs(5),
+            || async { gw.metric("sse_gateway_open_connections").await == 2.0 },
+        )
+        .await;
+        // The others are untouched and still get their events.
+        gw.publish("j9", json!({"owner": "u1", "type": "progress", "data": {"progress": 1}}))
+            .await;
+        let event = clients[0].next_event().await;
+        assert_eq!(event.event, "progress");
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_clients_are_streamed_too() {
+    bounded(LIMIT, async {
+        let gw = Gateway::start(Backend::Embedded).await;
+        let first = gw
+            .publish("j1", json!({"owner": "u1", "type": "progress", "data": {"progress": 1}}))
+            .await;
+        let mut socket = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let request = format!(
+            "GET /v1/jobs/j1/events HTTP/1.0\r\nAuthorization: Bearer {}\r\n\r\n",
+            gw.token("u1")
+        );
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let seen = String::from_utf8(read_until(&mut socket, b"\n\n").await).unwrap();
+        assert!(seen.starts_with("HTTP/1.0 200 OK\r\n"), "{seen:?}");
+        assert!(
+            !seen.contains("transfer-encoding"),
+            "no chunks for HTTP/1.0: {seen:?}"
+        );
+        assert!(
+            seen.contains(&format!("id: {first}\nevent: status\n")),
+            "{seen:?}"
+        );
+    })
+    .await
+}
