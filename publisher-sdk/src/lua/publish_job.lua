@@ -14,18 +14,27 @@
 -- Returns { job stream id, user stream id }.
 local job_id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'type', ARGV[3], 'data', ARGV[4])
 local user_id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'type', ARGV[3], 'data', ARGV[4])
+-- One HSET for the whole state change (pairs apply in order, later ones win): the
+-- initial fields of a new job, the event's fields, then updatedAt and lastEventId.
+local state = {}
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1],
+  state = {
     'jobId', '"' .. ARGV[1] .. '"', 'owner', '"' .. ARGV[2] .. '"', 'status', '"queued"',
     'progress', '0', 'stage', 'null', 'message', 'null', 'result', 'null', 'error', 'null',
-    'createdAt', ARGV[5])
+    'createdAt', ARGV[5]}
 end
-for i = 14, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+for i = 14, #ARGV do
+  state[#state + 1] = ARGV[i]
 end
-redis.call('HSET', KEYS[1], 'updatedAt', ARGV[5], 'lastEventId', '"' .. job_id .. '"')
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
-redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -1001)
+state[#state + 1] = 'updatedAt'
+state[#state + 1] = ARGV[5]
+state[#state + 1] = 'lastEventId'
+state[#state + 1] = '"' .. job_id .. '"'
+redis.call('HSET', KEYS[1], unpack(state))
+-- The index only grows when the job is new to it; only then can it pass 1000.
+if redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1]) == 1 then
+  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -1001)
+end
 local job_ttl = ARGV[10]
 if ARGV[8] == '1' then job_ttl = ARGV[9] end
 redis.call('PEXPIRE', KEYS[1], job_ttl)
