@@ -452,7 +452,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small counts (smoke test of the bench itself)")
     ap.add_argument("--only", default=",".join(SCENARIOS))
     ap.add_argument("--out", default=os.path.join(ROOT, "docs"))
-    ap.add_argument("--label", default="before", help="results slot in docs/bench/results.json")
+    ap.add_argument("--label", default="current", help="results slot in docs/bench/results.json")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="sse-bench-")
     signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(1)))
@@ -486,8 +486,8 @@ def main():
         json.dump(stored, f, indent=1)
     sys.path.insert(0, os.path.dirname(__file__))
     import report
-    # The document shows the full run of record ("before") with the re-run beside it.
-    report.write(stored, "before" if "before" in stored else a.label, a.out)
+    # The document shows the run of record ("current"), with the "baseline" run beside it.
+    report.write(stored, "current" if "current" in stored else a.label, a.out)
     shutil.rmtree(work, ignore_errors=True)
     log(f"done in {time.time() - t0:.0f}s: {a.out}/benchmarks.md")
 

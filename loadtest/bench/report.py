@@ -233,29 +233,33 @@ def write(stored, label, out):
         L.append(f"- delivery latency p99 per node: {', '.join(ms(x) for x in s['latency_p99_us_per_node'])}")
         L.append(f"- gateway RSS per node after the ramp: {', '.join(f(x, ' KiB') for x in s['gateway_rss_kib'])}\n")
         L.append("Nchan is not run here: one nginx is one node; Nchan's multi-server mode also shares one Redis.\n")
-    L.append("## After-figures\n")
-    after = stored.get("after")
-    if after and label != "after":
-        L.append(f"Scenarios re-run after gateway fixes (same machine and commands, `python3 loadtest/bench/bench.py "
-                 "--only idle --label after`, then `--only storm --label after` on its own: run right after `idle`, the "
-                 "storm's connects are slowed by the ~19,000 client ports still in TIME_WAIT, a bench artifact). Fixes: "
-                 "hyper's read buffer capped at its 8 KiB minimum (it is kept for a stream's whole life); the Redis "
-                 "pub/sub task subscribes queued streams with one `SUBSCRIBE`.\n")
-        L.append("| scenario | server | figure | before | after |\n| --- | --- | --- | --- | --- |")
-        if "idle" in after and "idle" in r:
-            for k in ("gw-emb", "gw-redis"):
-                if k in after["idle"] and k in r["idle"]:
-                    L.append(f"| 1 idle | {NAMES[k]} | RSS per connection | {r['idle'][k]['kib_per_conn']:.2f} KiB | {after['idle'][k]['kib_per_conn']:.2f} KiB |")
-        if "storm" in after and "storm" in r:
-            for k in ("gw-emb", "gw-redis"):
-                if k in after["storm"] and k in r["storm"]:
-                    b, a = r["storm"][k], after["storm"][k]
-                    L.append(f"| 4 storm | {NAMES[k]} | connections per CPU-second | {b['per_core_per_s'] or 0:.0f} | {a['per_core_per_s'] or 0:.0f} |")
-                    L.append(f"| 4 storm | {NAMES[k]} | first byte p99 at 5,000/s | {ms(b['at5k_first_byte_p99_us'])} | {ms(a['at5k_first_byte_p99_us'])} |")
+    base = stored.get("baseline")
+    if base and label != "baseline":
+        L.append("## Before and after\n")
+        L.append(f"`baseline` is the full run of {base['started']}, when hyper served every stream; the figures "
+                 "above are this run, with HTTP/1.1 streams written by the gateway itself (`gateway/src/h1.rs`) "
+                 "and the leaner publish script. Both on this machine with the same commands; compare the "
+                 "ratios to the floor and to Nchan measured in the same run, since absolute figures drift on a "
+                 "shared machine.\n")
+        L.append("| scenario | server | figure | baseline | now |\n| --- | --- | --- | --- | --- |")
+        def row(scen, k, figure, get):
+            if scen in base and scen in r and k in base[scen] and k in r[scen]:
+                L.append(f"| {scen.replace('_', ' ')} | {NAMES[k]} | {figure} | {get(base[scen], k)} | {get(r[scen], k)} |")
+        for k in ("gw-emb", "gw-redis"):
+            row("idle", k, "RSS per idle connection", lambda x, k: f"{x[k]['kib_per_conn']:.2f} KiB")
+        for k in ("gw-emb", "gw-redis"):
+            row("broadcast", k, "CPU per delivery ÷ floor",
+                lambda x, k: ratio(x[k]["cpu_us_per_delivery"], x["floor"]["cpu_us_per_delivery"]))
+            row("broadcast", k, "last subscriber p99 ÷ floor",
+                lambda x, k: ratio(x[k]["last_sub_p99_us"], x["floor"]["last_sub_p99_us"]))
+        for k in ("gw-emb", "gw-redis", "gw-redis-sdk"):
+            row("many_jobs", k, "CPU per delivery ÷ Nchan + Redis",
+                lambda x, k: ratio(x[k]["cpu_us_per_delivery"], x["nchan"]["cpu_us_per_delivery"]))
+            row("many_jobs", k, "latency p50 / p99",
+                lambda x, k: f"{ms(x[k]['latency_p50_us'])} / {ms(x[k]['latency_p99_us'])}")
+        for k in ("gw-emb", "gw-redis"):
+            row("storm", k, "connections per CPU-second", lambda x, k: f"{x[k]['per_core_per_s'] or 0:.0f}")
         L.append("")
-    else:
-        L.append("<!-- AFTER: filled by a re-run with `python3 loadtest/bench/bench.py --label after` once the "
-                 "gateway's hot path is fixed (see the profile notes below). -->\n_Not yet re-run._\n")
     notes = os.path.join(os.path.dirname(__file__), "profile-notes.md")
     if os.path.exists(notes):
         L.append(open(notes).read())
@@ -267,4 +271,4 @@ if __name__ == "__main__":
     root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
     out = os.path.join(root, "docs")
     stored = json.load(open(os.path.join(out, "bench", "results.json")))
-    write(stored, sys.argv[1] if len(sys.argv) > 1 else "before", out)
+    write(stored, sys.argv[1] if len(sys.argv) > 1 else "current", out)
