@@ -63,17 +63,14 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 async fn serve_until_signal(config: Config, open_files: u64) -> anyhow::Result<()> {
     use anyhow::Context;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = sse_gateway::server::bind(config.listen)
         .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
-    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (--metrics-listen)",
-                config.metrics_listen
-            )
-        })?;
+    let metrics_listener = sse_gateway::server::bind(config.metrics_listen).with_context(|| {
+        format!(
+            "cannot listen on {} (--metrics-listen)",
+            config.metrics_listen
+        )
+    })?;
     tracing::info!(
         addr = %listener.local_addr()?,
         metrics_addr = %metrics_listener.local_addr()?,

@@ -42,6 +42,25 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// publishes and refusals (`503`) get through when every stream slot is taken.
 const TCP_HEADROOM: usize = 64;
 
+/// Pending connections the kernel may queue before the accept loop takes them (capped by
+/// `net.core.somaxconn`). The usual 128 is far too few for a reconnect storm: when a node
+/// dies its clients all reconnect at once, and every SYN beyond the queue is dropped and
+/// retried by the client a whole second later (then 3 s, 7 s…).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with [`LISTEN_BACKLOG`].
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // A restarted node can bind while its predecessor's connections are in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves until `shutdown` fires, then drains. What `main` and the tests call.
 pub async fn run(
     listener: TcpListener,
@@ -440,6 +459,20 @@ async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[tokio::test]
+    async fn a_reconnect_storm_fits_in_the_listen_queue() {
+        // Nothing accepts: every connection must wait in the kernel's queue. With the
+        // usual backlog of 128 the rest would have their SYNs dropped and hang for a
+        // second before the client retries.
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connects = (0..1000)
+            .map(|_| tokio::time::timeout(Duration::from_millis(900), TcpStream::connect(addr)));
+        let results = futures_util::future::join_all(connects).await;
+        let connected = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        assert_eq!(connected, 1000, "connections queued without a SYN retry");
+    }
 
     #[tokio::test]
     async fn a_connection_task_stays_small() {
