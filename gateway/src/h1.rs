@@ -39,8 +39,14 @@ use crate::hub::ConnControl;
 use crate::routes::{self, ResponseBody};
 use crate::stream::EventStream;
 
-/// How long a client may take to send a request head (from the first wait for it).
+/// How long a client may take to send a request head: on a new connection from the
+/// start, on a kept-alive one from its first byte.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a kept-alive connection may sit idle before its next request. Longer than the
+/// reverse proxies' upstream keep-alive (nginx 60 s), so that the proxy, not the gateway,
+/// closes an idle connection: a POST sent on a connection the gateway is closing that
+/// very moment would fail, and proxies do not retry POSTs.
+pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(90);
 /// Largest request head (request line and headers); a larger one goes to hyper, which
 /// answers `431`. Also bounds what a client may send while its stream is open.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
@@ -49,13 +55,20 @@ const MAX_HEADERS: usize = 100;
 /// What the first read of a head reserves; a browser's head with a JWT cookie fits.
 const FIRST_READ: usize = 2 * 1024;
 
+/// Chunks one poll of a stream writes before it yields to the other tasks.
+const MAX_CHUNKS_PER_POLL: usize = 32;
+
 /// `: hb\n\n` as one chunk.
 pub const HEARTBEAT_CHUNK: &[u8] = b"6\r\n: hb\n\n\r\n";
 /// The chunk that ends a chunked body.
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
-/// `data` as one HTTP/1.1 chunk: `{len:x}\r\n{data}\r\n`.
+/// `data` as one HTTP/1.1 chunk: `{len:x}\r\n{data}\r\n`; nothing for no data (a chunk
+/// of size 0 would end the body).
 pub fn chunk(data: &[u8]) -> Bytes {
+    if data.is_empty() {
+        return Bytes::new();
+    }
     let mut out = BytesMut::with_capacity(data.len() + 20);
     out.put_slice(format!("{:x}\r\n", data.len()).as_bytes());
     out.put_slice(data);
@@ -80,14 +93,27 @@ pub enum Head {
     Closed,
 }
 
-/// Reads the next request head (after `buffered`, bytes already read).
+/// Reads the next request head (after `buffered`, bytes already read); `kept_alive` when
+/// a request was answered on this connection before.
 pub async fn read_head(
     socket: &TcpStream,
     mut buffered: BytesMut,
+    kept_alive: bool,
     closing: &mut watch::Receiver<bool>,
 ) -> Head {
-    let deadline = Instant::now() + HEADER_READ_TIMEOUT;
+    let started = Instant::now();
+    let mut deadline = started
+        + if kept_alive {
+            KEEP_ALIVE_IDLE
+        } else {
+            HEADER_READ_TIMEOUT
+        };
+    let mut head_started = !kept_alive || !buffered.is_empty();
     loop {
+        if !head_started && !buffered.is_empty() {
+            head_started = true;
+            deadline = Instant::now() + HEADER_READ_TIMEOUT;
+        }
         if !buffered.is_empty() {
             match parse(&buffered) {
                 Parsed::Stream {
@@ -263,9 +289,18 @@ impl Future for Respond<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<After> {
         let this = self.get_mut();
+        // Cut (slow consumer) while not blocked: a cut connection is never reused.
+        if this.control.is_aborted() {
+            return Poll::Ready(After::Close);
+        }
+        let mut written_chunks = 0;
         loop {
             while !this.pending.is_empty() {
                 match this.socket.try_write(&this.pending) {
+                    Ok(written) if written == this.pending.len() => {
+                        // Release the buffer now (a first chunk can be a long replay).
+                        this.pending = Bytes::new();
+                    }
                     Ok(written) => this.pending.advance(written),
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                         // Blocked on a full socket: only a cut (slow consumer) or the
@@ -289,9 +324,15 @@ impl Future for Respond<'_> {
                     After::Close
                 });
             };
+            if written_chunks == MAX_CHUNKS_PER_POLL {
+                // A long backlog: let the worker run other connections, then go on.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             match stream.poll_chunk(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     this.pending = chunk;
+                    written_chunks += 1;
                     continue;
                 }
                 // Cut (slow consumer): close without the last chunk, so the client sees

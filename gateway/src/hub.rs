@@ -151,6 +151,10 @@ impl ConnControl {
         self.waker.wake();
     }
 
+    pub fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::Acquire)
+    }
+
     /// Ready once [`ConnControl::abort`] was called; only the connection's task polls it.
     pub fn poll_aborted(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.aborted.load(Ordering::Acquire) {

@@ -248,11 +248,12 @@ async fn serve_connection<B: Broker>(
     let control = Arc::new(ConnControl::default());
     let mut input = BytesMut::new();
     let mut for_hyper = None;
+    let mut kept_alive = false;
     loop {
         // Boxed, like opening below: large states that a stream's task, which lives for
         // hours, should not carry (see `h1::Respond`).
         let (request, keep_alive, rest) =
-            match Box::pin(h1::read_head(&socket, input, &mut closing)).await {
+            match Box::pin(h1::read_head(&socket, input, kept_alive, &mut closing)).await {
                 Head::Closed => break,
                 Head::Other(read) => {
                     for_hyper = Some(read);
@@ -264,14 +265,27 @@ async fn serve_connection<B: Broker>(
                     rest,
                 } => (request, keep_alive, rest),
             };
+        if kept_alive && app.is_draining() {
+            // A stream request on a connection kept from before the drain: close it
+            // unanswered. The client retries a request that failed on a reused
+            // connection as if it were new, and reaches another node; a `503` would stop
+            // an EventSource for good.
+            break;
+        }
         let response = Box::pin(routes::handle_stream_get(
             app.clone(),
             control.clone(),
             request,
         ))
         .await;
+        // A draining node closes each connection after its answer: the client's reconnect
+        // must reach another node, not this one's `503` on a kept-alive connection.
+        let keep_alive = keep_alive && !app.is_draining();
         match h1::respond(&socket, &control, response, keep_alive, rest).await {
-            After::KeepAlive(rest) if !*closing.borrow() => input = rest,
+            After::KeepAlive(rest) if !app.is_draining() && !control.is_aborted() => {
+                input = rest;
+                kept_alive = true;
+            }
             _ => break,
         }
     }
@@ -345,6 +359,10 @@ impl AsyncRead for Rewind {
             let n = self.read.len().min(buf.remaining());
             buf.put_slice(&self.read[..n]);
             self.read.advance(n);
+            if self.read.is_empty() {
+                // Free the head buffer; the connection may live for hours.
+                self.read = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)

@@ -136,8 +136,11 @@ async fn the_connection_is_kept_alive_after_a_stream_ends_and_after_an_error() {
 async fn a_request_sent_during_a_stream_is_answered_after_it() {
     bounded(LIMIT, async {
         let gw = Gateway::start(Backend::Embedded).await;
-        gw.publish("j1", json!({"owner": "u1", "type": "progress", "data": {"progress": 1}}))
-            .await;
+        gw.publish(
+            "j1",
+            json!({"owner": "u1", "type": "progress", "data": {"progress": 1}}),
+        )
+        .await;
         let mut conn = Conn::connect(gw.addr).await;
         let request = format!(
             "GET /v1/jobs/j1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
@@ -188,8 +191,11 @@ async fn a_client_leaving_an_idle_stream_is_noticed_at_once() {
         )
         .await;
         // The others are untouched and still get their events.
-        gw.publish("j9", json!({"owner": "u1", "type": "progress", "data": {"progress": 1}}))
-            .await;
+        gw.publish(
+            "j9",
+            json!({"owner": "u1", "type": "progress", "data": {"progress": 1}}),
+        )
+        .await;
         let event = clients[0].next_event().await;
         assert_eq!(event.event, "progress");
     })
@@ -201,7 +207,10 @@ async fn http10_clients_are_streamed_too() {
     bounded(LIMIT, async {
         let gw = Gateway::start(Backend::Embedded).await;
         let first = gw
-            .publish("j1", json!({"owner": "u1", "type": "progress", "data": {"progress": 1}}))
+            .publish(
+                "j1",
+                json!({"owner": "u1", "type": "progress", "data": {"progress": 1}}),
+            )
             .await;
         let mut socket = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
         let request = format!(
@@ -219,6 +228,61 @@ async fn http10_clients_are_streamed_too() {
             seen.contains(&format!("id: {first}\nevent: status\n")),
             "{seen:?}"
         );
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_closes_each_connection_after_its_stream_ends() {
+    bounded(LIMIT, async {
+        // Two streams: the drain ends them 1 s apart, so the first one's connection must
+        // be closed by itself, not by the node closing everything at the end.
+        let mut gw = Gateway::builder(Backend::Embedded)
+            .flag("--drain-timeout", "4s")
+            .flag("--heartbeat", "60s")
+            .start()
+            .await;
+        let mut readers = Vec::new();
+        for user in ["u1", "u2"] {
+            let mut socket = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+            let request = format!(
+                "GET /v1/users/me/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+                gw.token(user)
+            );
+            socket.write_all(request.as_bytes()).await.unwrap();
+            read_until(&mut socket, b"event: jobs\n").await;
+            readers.push(tokio::spawn(async move {
+                // The stream ends with `retry:` and the last chunk...
+                read_until(&mut socket, b"\n\n\r\n0\r\n\r\n").await;
+                let ended = tokio::time::Instant::now();
+                // ...and then the node closes the connection instead of keeping it alive.
+                let mut rest = Vec::new();
+                let closed =
+                    tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut rest))
+                        .await;
+                (ended, ended.elapsed(), closed.is_ok(), rest)
+            }));
+        }
+        gw.sigterm();
+        let mut ends = Vec::new();
+        for reader in readers {
+            let (ended, closed_after, closed, rest) = reader.await.unwrap();
+            assert!(
+                closed && rest.is_empty(),
+                "closed with nothing more: {rest:?}"
+            );
+            assert!(
+                closed_after < Duration::from_millis(500),
+                "closed {closed_after:?} after the stream ended"
+            );
+            ends.push(ended);
+        }
+        let spread = ends[0].max(ends[1]) - ends[0].min(ends[1]);
+        assert!(
+            spread >= Duration::from_millis(500),
+            "ends {spread:?} apart"
+        );
+        assert!(gw.wait_exit(Duration::from_secs(6)).await.success());
     })
     .await
 }
