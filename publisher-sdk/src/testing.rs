@@ -136,8 +136,26 @@ impl Drop for RedisServer {
     }
 }
 
-/// A port that was free a moment ago (bind to 0, read it, release it).
+/// A loopback port that was free a moment ago, outside the ephemeral range when it can be.
 pub fn free_port() -> u16 {
+    // Below the kernel's ephemeral range, so that no outgoing connection can be given
+    // this port while a test restarts the server that owns it; `port + 10000` (a cluster
+    // node's bus port) below it too.
+    const LOWEST: u32 = 12_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let top = ephemeral_low.saturating_sub(10_000);
+    if top > LOWEST + 1_000 {
+        for _ in 0..1_000 {
+            let port = (LOWEST + (rand_u64() % u64::from(top - LOWEST)) as u32) as u16;
+            let bindable = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+            if bindable(port) && bindable(port + 10_000) {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
