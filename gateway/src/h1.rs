@@ -101,14 +101,13 @@ pub async fn read_head(
     kept_alive: bool,
     closing: &mut watch::Receiver<bool>,
 ) -> Head {
-    let started = Instant::now();
-    let mut deadline = started
-        + if kept_alive {
-            KEEP_ALIVE_IDLE
-        } else {
-            HEADER_READ_TIMEOUT
-        };
     let mut head_started = !kept_alive || !buffered.is_empty();
+    let idle = if head_started {
+        HEADER_READ_TIMEOUT
+    } else {
+        KEEP_ALIVE_IDLE
+    };
+    let mut deadline = Instant::now() + idle;
     loop {
         if !head_started && !buffered.is_empty() {
             head_started = true;
