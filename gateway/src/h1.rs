@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -178,7 +178,7 @@ fn parse(buffer: &[u8]) -> Parsed {
     let Some(uri) = head.path.and_then(|path| Uri::try_from(path).ok()) else {
         return Parsed::Other;
     };
-    if !routes::is_stream_get(&Method::GET, uri.path()) {
+    if !routes::is_stream_path(uri.path()) {
         return Parsed::Other;
     }
     let mut request = Request::new(());

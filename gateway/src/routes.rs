@@ -160,17 +160,16 @@ pub async fn handle<B: Broker>(
     finish(&app, origin, &method, started, result)
 }
 
-/// Whether a request is a `GET` of an event stream, which the HTTP/1.1 stream path
-/// ([`crate::h1`]) serves itself through [`handle_stream_get`].
-pub fn is_stream_get(method: &Method, path: &str) -> bool {
-    method == Method::GET
-        && matches!(
-            Route::parse(path, false),
-            Some(Route::JobEvents(_) | Route::MyEvents)
-        )
+/// Whether a path is an event stream's: a `GET` of it is served by the HTTP/1.1 stream
+/// path ([`crate::h1`]) through [`handle_stream_get`].
+pub fn is_stream_path(path: &str) -> bool {
+    matches!(
+        Route::parse(path, false),
+        Some(Route::JobEvents(_) | Route::MyEvents)
+    )
 }
 
-/// Answers a request for which [`is_stream_get`] holds; it has no body.
+/// Answers a `GET` of an [`is_stream_path`] path; it has no body.
 pub async fn handle_stream_get<B: Broker>(
     app: Arc<App<B>>,
     conn: Arc<ConnControl>,

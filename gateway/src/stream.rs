@@ -403,14 +403,27 @@ impl EventStream {
     /// The next write as one HTTP/1.1 chunk (see [`crate::h1`]); `None` once the stream
     /// has ended (the caller then writes the last chunk).
     pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StreamCut>>> {
-        self.poll_item(cx).map(|item| {
-            item.map(|item| {
-                item.map(|item| match item {
-                    Item::Event(event) => event.chunk,
-                    Item::Heartbeat => Bytes::from_static(h1::HEARTBEAT_CHUNK),
-                    Item::Bytes(bytes) => h1::chunk(&bytes),
-                })
-            })
+        self.poll_item(cx)
+            .map(|next| next.map(|item| item.map(Item::into_chunk)))
+    }
+}
+
+impl Item {
+    /// As one HTTP/1.1 chunk; a live event's is rendered already.
+    fn into_chunk(self) -> Bytes {
+        match self {
+            Item::Event(event) => event.chunk,
+            Item::Heartbeat => Bytes::from_static(h1::HEARTBEAT_CHUNK),
+            Item::Bytes(bytes) => h1::chunk(&bytes),
+        }
+    }
+
+    /// As a body frame, for hyper (h2c, HTTP/1.0).
+    fn into_frame(self) -> Frame<Bytes> {
+        Frame::data(match self {
+            Item::Event(event) => event.frame,
+            Item::Heartbeat => Bytes::from_static(sse::HEARTBEAT),
+            Item::Bytes(bytes) => bytes,
         })
     }
 }
@@ -423,15 +436,9 @@ impl Body for EventStream {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, StreamCut>>> {
-        self.get_mut().poll_item(cx).map(|item| {
-            item.map(|item| {
-                item.map(|item| match item {
-                    Item::Event(event) => Frame::data(event.frame),
-                    Item::Heartbeat => Frame::data(Bytes::from_static(sse::HEARTBEAT)),
-                    Item::Bytes(bytes) => Frame::data(bytes),
-                })
-            })
-        })
+        self.get_mut()
+            .poll_item(cx)
+            .map(|next| next.map(|item| item.map(Item::into_frame)))
     }
 
     fn is_end_stream(&self) -> bool {
