@@ -25,6 +25,10 @@ pub struct Metrics {
     pub open_connections: IntGauge,
     /// Open TCP connections (any request).
     pub tcp_connections: IntGauge,
+    /// `--max-connections`: the streams this node admits (for capacity alerts).
+    pub max_connections: IntGauge,
+    /// 1 while the broker is ready (what `/readyz` reports, draining aside), else 0.
+    pub broker_ready: IntGauge,
     /// Streams opened, by kind (`job`, `user`).
     pub connections_accepted: IntCounterVec,
     /// Stream requests refused, by reason.
@@ -64,6 +68,16 @@ impl Metrics {
             IntGauge::new("open_connections", "Open SSE streams").expect("valid metric");
         let tcp_connections =
             IntGauge::new("tcp_connections", "Open TCP connections").expect("valid metric");
+        let max_connections = IntGauge::new(
+            "max_connections",
+            "Streams this node admits (--max-connections)",
+        )
+        .expect("valid metric");
+        let broker_ready = IntGauge::new(
+            "broker_ready",
+            "1 while the broker is reachable and serving, else 0",
+        )
+        .expect("valid metric");
         let connections_accepted = IntCounterVec::new(
             Opts::new(
                 "connections_accepted_total",
@@ -131,6 +145,8 @@ impl Metrics {
             registry,
             open_connections,
             tcp_connections,
+            max_connections,
+            broker_ready,
             connections_accepted,
             connections_rejected,
             events_received,
@@ -148,9 +164,11 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
             Box::new(self.open_connections.clone()),
             Box::new(self.tcp_connections.clone()),
+            Box::new(self.max_connections.clone()),
+            Box::new(self.broker_ready.clone()),
             Box::new(self.connections_accepted.clone()),
             Box::new(self.connections_rejected.clone()),
             Box::new(self.events_received.clone()),
