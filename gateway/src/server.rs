@@ -122,7 +122,9 @@ async fn serve<B: Broker>(
     let drain_timeout = config.drain_timeout;
     let tcp_limit = config.max_connections.saturating_add(TCP_HEADROOM);
     let app = App::new(config, broker, metrics.clone());
-    metrics.max_connections.set(app.config.max_connections as i64);
+    metrics
+        .max_connections
+        .set(app.config.max_connections as i64);
     let housekeeping = tokio::spawn(housekeeping(app.clone()));
     let metrics_server = tokio::spawn(serve_metrics(metrics_listener, metrics.clone()));
     let demo = app

@@ -27,12 +27,17 @@ impl RedisServer {
 
     /// Starts a server with extra `redis-server` arguments (e.g. `["--maxmemory", "1mb"]`).
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        RedisServer::start_on(free_port(), extra)
+    }
+
+    /// [`RedisServer::start_with`] on a given port (see [`free_port`]).
+    pub fn start_on(port: u16, extra: &[&str]) -> RedisServer {
         let dir =
             std::env::temp_dir().join(format!("sse-redis-{}-{:x}", std::process::id(), rand_u64()));
         std::fs::create_dir_all(&dir).expect("create the redis data directory");
         let mut server = RedisServer {
             child: None,
-            port: free_port(),
+            port,
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
@@ -174,21 +179,48 @@ fn rand_u64() -> u64 {
 /// every node is stopped when dropped.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    /// The port each node announces to clients (its own unless started announced).
+    announced: Vec<u16>,
 }
 
 impl RedisCluster {
     /// `masters` masters with `replicas` replicas each; fails over after 1 s of silence.
     pub fn start(masters: usize, replicas: usize) -> RedisCluster {
+        RedisCluster::start_announced(masters, replicas, |port| port)
+    }
+
+    /// As [`RedisCluster::start`], but each node tells clients to reach it at the port
+    /// `announce(its own port)` (`cluster-announce-port`), e.g. a proxy in front of it
+    /// that the caller runs; the cluster bus stays on the node's own port + 10000.
+    pub fn start_announced(
+        masters: usize,
+        replicas: usize,
+        mut announce: impl FnMut(u16) -> u16,
+    ) -> RedisCluster {
+        let mut announced = Vec::new();
         let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
             .map(|_| {
-                RedisServer::start_with(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "1000",
-                ])
+                let port = free_port();
+                let public = announce(port);
+                announced.push(public);
+                let (public, bus) = (public.to_string(), (port + 10_000).to_string());
+                RedisServer::start_on(
+                    port,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "1000",
+                        "--cluster-announce-ip",
+                        "127.0.0.1",
+                        "--cluster-announce-port",
+                        &public,
+                        "--cluster-announce-bus-port",
+                        &bus,
+                    ],
+                )
             })
             .collect();
         let mut create = Command::new("redis-cli");
@@ -207,7 +239,7 @@ impl RedisCluster {
             "cluster create failed: {}",
             String::from_utf8_lossy(&output.stdout)
         );
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster { nodes, announced };
         cluster.wait_healthy(Duration::from_secs(20));
         cluster
     }
@@ -237,11 +269,11 @@ impl RedisCluster {
         }
     }
 
-    /// `host:port` of every node, for `--redis-cluster`.
+    /// `host:port` of every node as clients reach it, for `--redis-cluster`.
     pub fn seeds(&self) -> Vec<String> {
-        self.nodes
+        self.announced
             .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .map(|port| format!("127.0.0.1:{port}"))
             .collect()
     }
 
@@ -270,9 +302,9 @@ impl RedisCluster {
                     continue;
                 };
                 return self
-                    .nodes
+                    .announced
                     .iter()
-                    .position(|n| i64::from(n.port()) == *port)
+                    .position(|announced| i64::from(*announced) == *port)
                     .expect("a known node");
             }
         }

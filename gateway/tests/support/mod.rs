@@ -5,6 +5,7 @@
 //! - [`http`]: a small raw HTTP/1.1 client (chunked and `Content-Length` bodies);
 //! - [`sse`]: an incremental Server-Sent Events parser (WHATWG rules), keeping raw bytes;
 //! - [`tokens`]: JWT minting, including deliberately bad tokens, and key generation;
+//! - [`proxy`]: fault injection between a gateway and Redis (hold, watch, cut);
 //! - this file: condition waits, time bounds, error-body assertions, metrics parsing.
 //!
 //! Invariant: nothing here sleeps to synchronise. Every wait polls a condition against a
@@ -15,6 +16,7 @@
 pub mod follow;
 pub mod gateway;
 pub mod http;
+pub mod proxy;
 pub mod sse;
 pub mod tokens;
 
