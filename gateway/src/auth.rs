@@ -301,10 +301,10 @@ impl AuthConfig {
             .exp
             .saturating_mul(1000)
             .saturating_add(self.leeway.as_millis() as u64);
-        if sse_publisher::wire::now_ms() >= expires_at_ms {
+        if sse_wire::now_ms() >= expires_at_ms {
             return Err(AuthError::Expired);
         }
-        if !sse_publisher::wire::is_valid_id(&claims.sub) {
+        if !sse_wire::is_valid_id(&claims.sub) {
             return Err(AuthError::BadClaims);
         }
         let role = match claims.role.as_deref() {
@@ -422,7 +422,7 @@ pub enum MintError {
 
 /// Signs a token (`sse-gateway mint-token`).
 pub fn mint_token(args: &MintTokenArgs) -> Result<String, MintError> {
-    if !sse_publisher::wire::is_valid_id(&args.sub) {
+    if !sse_wire::is_valid_id(&args.sub) {
         return Err(invalid_option("--sub", "must be 1-128 characters of [A-Za-z0-9._:-]").into());
     }
     let now = jsonwebtoken::get_current_timestamp();

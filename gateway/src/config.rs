@@ -29,7 +29,7 @@ pub const DEFAULT_USER_STREAM_MAXLEN: usize = 10_000;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_SEND_QUEUE_EVENTS: usize = 1024;
 pub const DEFAULT_SEND_QUEUE_BYTES: usize = 1024 * 1024;
-pub const DEFAULT_REDIS_PREFIX: &str = sse_publisher::wire::DEFAULT_PREFIX;
+pub const DEFAULT_REDIS_PREFIX: &str = sse_wire::DEFAULT_PREFIX;
 /// Shortest HMAC secret accepted (DESIGN §4).
 pub const MIN_SECRET_BYTES: usize = 32;
 /// Exit status for invalid configuration (`EX_USAGE`).
@@ -239,8 +239,8 @@ pub struct Config {
 impl Config {
     /// Stream lengths and TTLs, as every broker applies them (the embedded one in
     /// memory, the Redis one in its publish scripts).
-    pub fn retention_limits(&self) -> sse_publisher::wire::Retention {
-        sse_publisher::wire::Retention {
+    pub fn retention_limits(&self) -> sse_wire::Retention {
+        sse_wire::Retention {
             job_stream_maxlen: self.job_stream_maxlen,
             user_stream_maxlen: self.user_stream_maxlen,
             retention_ms: self.retention.as_millis() as u64,

@@ -52,7 +52,7 @@ pub async fn login<B: Broker>(
     let body = read_body(request, 1024).await?;
     let login: Login = serde_json::from_slice(&body)
         .map_err(|_| ApiError::bad_request("invalid_body", r#"send {"user":"<name>"}"#))?;
-    if !sse_publisher::wire::is_valid_id(&login.user) {
+    if !sse_wire::is_valid_id(&login.user) {
         return Err(ApiError::bad_request(
             "invalid_id",
             "user names are 1-128 characters of [A-Za-z0-9._:-]",

@@ -416,7 +416,7 @@ mod tests {
     fn chunks_are_framed_in_hex() {
         assert_eq!(&chunk(b"hello")[..], b"5\r\nhello\r\n");
         assert_eq!(&chunk(&[b'x'; 26])[..4], b"1a\r\n");
-        assert_eq!(&chunk(crate::sse::HEARTBEAT)[..], HEARTBEAT_CHUNK);
+        assert_eq!(&chunk(sse_wire::frame::HEARTBEAT)[..], HEARTBEAT_CHUNK);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use sse_publisher::wire::EventId;
+use sse_wire::EventId;
 
 /// One event as delivered to clients: its id in the stream it was read from and its
 /// rendered SSE frame.
@@ -60,21 +60,11 @@ impl Event {
 
     /// Reads id and terminal-ness from a rendered frame (what a pub/sub payload carries).
     pub fn from_frame(frame: &[u8]) -> Option<Event> {
-        let id = crate::sse::frame_id(frame)?.parse().ok()?;
+        let id = sse_wire::frame::frame_id(frame)?.parse().ok()?;
         let terminal =
-            crate::sse::frame_event_name(frame).is_some_and(sse_publisher::wire::is_terminal_type);
+            sse_wire::frame::frame_event_name(frame).is_some_and(sse_wire::is_terminal_type);
         Some(Event::new(id, frame, terminal))
     }
-}
-
-/// The `correlationId` of a rendered frame, for the fan-out log line. The envelope puts it
-/// right after `ts`, so this looks only there.
-fn correlation_id(frame: &[u8]) -> Option<&str> {
-    const KEY: &[u8] = b"\"correlationId\":\"";
-    let start = frame.windows(KEY.len()).take(256).position(|w| w == KEY)? + KEY.len();
-    let rest = &frame[start..];
-    let end = rest.iter().take(256).position(|&b| b == b'"')?;
-    std::str::from_utf8(&rest[..end]).ok()
 }
 
 /// What a stream follows: one job's events or one user's.
@@ -450,7 +440,7 @@ impl Hub {
                 topic = topic.kind(),
                 user = topic.user(),
                 id = %event.id,
-                correlation_id = correlation_id(&event.frame),
+                correlation_id = sse_wire::frame::correlation_id(&event.frame),
                 subscribers = result.delivered,
                 "event fanned out"
             );
@@ -626,17 +616,6 @@ mod tests {
         assert!(hub.unsubscribe(&topic, &b));
         assert!(!hub.has_subscribers(&topic));
         assert_eq!(hub.dispatch(&topic, &event(2, 5)), Dispatched::default());
-    }
-
-    #[test]
-    fn correlation_ids_are_read_from_the_envelope() {
-        let frame = br#"id: 1-0
-event: log
-data: {"jobId":"j","type":"log","ts":1,"correlationId":"req-81","message":"x"}
-
-"#;
-        assert_eq!(correlation_id(frame), Some("req-81"));
-        assert_eq!(correlation_id(b"id: 1-0\nevent: log\ndata: {}\n\n"), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! - [`sse`]: the `text/event-stream` encoding; [`metrics`]; [`shutdown`]; [`demo`].
 //!
 //! The wire contract shared with publishers (ids, keys, envelope, job state) lives in
-//! `sse_publisher::wire`.
+//! `sse_wire`.
 
 #![forbid(unsafe_code)]
 
@@ -31,7 +31,6 @@ pub mod metrics;
 pub mod routes;
 pub mod server;
 pub mod shutdown;
-pub mod sse;
 pub mod stream;
 
 pub use config::Config;

@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use sse_publisher::wire::{self, EventId};
+use sse_wire::EventId;
 
 use crate::auth::{self, Identity, Role};
 use crate::broker::{Broker, JobEvent, UserEvent};
@@ -297,7 +297,7 @@ pub fn authenticate<B, T>(app: &App<B>, request: &Request<T>) -> Result<Identity
 }
 
 fn check_id(id: &str) -> Result<(), ApiError> {
-    if wire::is_valid_id(id) {
+    if sse_wire::is_valid_id(id) {
         Ok(())
     } else {
         Err(ApiError::bad_request(
@@ -522,7 +522,7 @@ struct PublishBody {
 
 impl PublishBody {
     fn validate(&self) -> Result<(), ApiError> {
-        if !wire::is_publishable_type(&self.event_type) {
+        if !sse_wire::is_publishable_type(&self.event_type) {
             return Err(ApiError::bad_request(
                 "invalid_type",
                 "type must match [a-z][a-z0-9_.-]{0,63} and not be status, jobs or error",
@@ -532,7 +532,7 @@ impl PublishBody {
             check_id(owner)?;
         }
         if let Some(correlation_id) = &self.correlation_id {
-            if !wire::is_valid_correlation_id(correlation_id) {
+            if !sse_wire::is_valid_correlation_id(correlation_id) {
                 return Err(ApiError::bad_request(
                     "invalid_body",
                     "correlationId must be 1-128 printable ASCII characters",

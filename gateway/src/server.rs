@@ -434,9 +434,7 @@ async fn housekeeping<B: Broker>(app: Arc<App<B>>) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        app.broker
-            .hub()
-            .tick(sse_publisher::wire::now_ms(), heartbeat_ticks);
+        app.broker.hub().tick(sse_wire::now_ms(), heartbeat_ticks);
         app.metrics
             .broker_ready
             .set(i64::from(app.broker.is_ready()));

@@ -17,14 +17,14 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use serde::Serialize;
-use sse_publisher::wire::{now_ms, EventId, JobState};
+use sse_wire::{now_ms, EventId, JobState};
 
 use crate::broker::{Broker, Replay, Subscription};
 use crate::error::ApiError;
 use crate::h1;
 use crate::hub::{CloseReason, Event, Next, Topic};
 use crate::metrics::Metrics;
-use crate::sse;
+use sse_wire::frame as sse;
 
 /// How often an open re-reads history when the upstream keeps failing under it.
 const MAX_REREADS: usize = 3;

@@ -8,7 +8,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde_json::{json, Value};
+use serde_json::Value;
+use sse_wire::publish::{Created, PublishBody};
 
 use crate::{Attempt, Draft, Error, EventId};
 
@@ -53,7 +54,12 @@ impl HttpTransport {
                 correlation_id,
             } => (
                 format!("/v1/jobs/{job}/events"),
-                json!({"owner": owner, "type": event_type, "data": fields, "correlationId": correlation_id}),
+                PublishBody {
+                    owner: Some(owner.clone()),
+                    event_type: event_type.clone(),
+                    data: Some(fields.clone()),
+                    correlation_id: correlation_id.clone(),
+                },
             ),
             Draft::User {
                 user,
@@ -62,17 +68,20 @@ impl HttpTransport {
                 correlation_id,
             } => (
                 format!("/v1/users/{user}/events"),
-                json!({"type": event_type, "data": fields, "correlationId": correlation_id}),
+                PublishBody {
+                    owner: None,
+                    event_type: event_type.clone(),
+                    data: Some(fields.clone()),
+                    correlation_id: correlation_id.clone(),
+                },
             ),
         };
-        let mut body = body;
-        if let Some(object) = body.as_object_mut() {
-            object.retain(|_, value| !value.is_null());
-        }
+        let body = serde_json::to_string(&body)
+            .map_err(|e| Attempt::Failed(Error::InvalidArgument(e.to_string())))?;
         let request = Request::post(format!("{}{path}", self.base))
             .header(http::header::AUTHORIZATION, &self.authorization)
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
+            .body(Full::new(Bytes::from(body)))
             .map_err(|e| Attempt::Failed(Error::InvalidArgument(e.to_string())))?;
         let response = match self.client.request(request).await {
             Ok(response) => response,
@@ -95,11 +104,13 @@ impl HttpTransport {
                 .to_owned()
         };
         match status {
-            StatusCode::CREATED => text("id").parse().map_err(|_| {
-                Attempt::Failed(Error::Ambiguous(format!(
-                    "the gateway answered 201 without an id: {answer}"
-                )))
-            }),
+            StatusCode::CREATED => serde_json::from_value::<Created>(answer.clone())
+                .map(|created| created.id)
+                .map_err(|_| {
+                    Attempt::Failed(Error::Ambiguous(format!(
+                        "the gateway answered 201 without an id: {answer}"
+                    )))
+                }),
             StatusCode::CONFLICT => Err(Attempt::Failed(Error::OwnerConflict {
                 job: match draft {
                     Draft::Job { job, .. } => job.clone(),

@@ -17,7 +17,7 @@
 //! Transports: Redis ([`Publisher::connect`]: one atomic script per event, straight into
 //! the gateways' Redis), or HTTP to a gateway's publish endpoints ([`Publisher::http`]),
 //! which is what a gateway on the embedded broker offers. Both sit behind the same API.
-//! The wire contract both sides share is [`wire`].
+//! The wire contract both sides share is the `sse-wire` crate, re-exported as [`wire`].
 //!
 //! Retries: an attempt is retried, with exponential backoff, only when it certainly did
 //! not publish (the connection was refused, or the gateway answered `503`). An attempt
@@ -28,10 +28,12 @@
 #![forbid(unsafe_code)]
 
 mod http;
-pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod wire;
+
+/// The wire contract (the `sse-wire` crate): ids, keys, envelope, frames, job state.
+pub use sse_wire as wire;
+use sse_wire::store;
 
 use std::sync::Arc;
 use std::time::Duration;

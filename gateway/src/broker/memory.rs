@@ -16,8 +16,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use sse_publisher::wire::{
-    self, is_terminal_type, now_ms, EventId, JobState, Retention, StatePatch, Subject,
+use sse_wire::{
+    is_terminal_type, now_ms, EventId, JobState, Retention, StatePatch, Subject,
     JOBS_SNAPSHOT_LIMIT,
 };
 
@@ -170,7 +170,7 @@ impl Broker for MemoryBroker {
     async fn publish_job_event(&self, event: JobEvent) -> Result<EventId, BrokerError> {
         let patch = StatePatch::from_event(&event.event_type, &event.fields)?;
         let ts = now_ms();
-        let data = wire::render_event_data(
+        let data = sse_wire::render_event_data(
             Subject::Job(&event.job),
             &event.event_type,
             ts,
@@ -195,7 +195,7 @@ impl Broker for MemoryBroker {
             .or_insert_with(|| owner.clone());
         let rendered = Event::new(
             id,
-            wire::render_event_frame(id, &event.event_type, &data).as_bytes(),
+            sse_wire::render_event_frame(id, &event.event_type, &data).as_bytes(),
             terminal,
         );
         let config = self.config;
@@ -232,7 +232,7 @@ impl Broker for MemoryBroker {
 
     async fn publish_user_event(&self, event: UserEvent) -> Result<EventId, BrokerError> {
         let ts = now_ms();
-        let data = wire::render_event_data(
+        let data = sse_wire::render_event_data(
             Subject::User(&event.user),
             &event.event_type,
             ts,
@@ -244,7 +244,7 @@ impl Broker for MemoryBroker {
         state.last_id = id;
         let rendered = Event::new(
             id,
-            wire::render_event_frame(id, &event.event_type, &data).as_bytes(),
+            sse_wire::render_event_frame(id, &event.event_type, &data).as_bytes(),
             false,
         );
         let user: Arc<str> = Arc::from(event.user.as_str());

@@ -18,7 +18,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use sse_publisher::wire::{EventId, JobState};
+use sse_wire::{EventId, JobState};
 
 use crate::hub::{Event, Hub, Mailbox, Topic};
 
@@ -70,7 +70,7 @@ pub enum BrokerError {
     OwnerRequired { job: String },
     /// The event's fields do not fit its type (`400`).
     #[error(transparent)]
-    InvalidEvent(#[from] sse_publisher::wire::InvalidEvent),
+    InvalidEvent(#[from] sse_wire::InvalidEvent),
     /// The broker cannot be reached now (`503`).
     #[error("broker unavailable: {0}")]
     Unavailable(String),

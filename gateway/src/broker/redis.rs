@@ -1,6 +1,6 @@
 //! The Redis broker: what makes nodes horizontal (DESIGN §1, §6, §7).
 //!
-//! - Publishing runs the shared scripts of `sse_publisher::store` (the same the SDK runs).
+//! - Publishing runs the shared scripts of `sse_wire::store` (the same the SDK runs).
 //! - Reads (history `XRANGE`, state `HGETALL`, the user snapshot script, owner `GET`) go
 //!   through a deadpool-redis pool; owners are cached (an owner never changes).
 //! - One pub/sub connection per node, owned by one task ([`PubSubTask`]). Channel
@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::Script;
-use sse_publisher::store::{Connections, Store, StoreError};
-use sse_publisher::wire::{self, EventId, JobState, Keys, Retention};
+use sse_wire::store::{Connections, Store, StoreError};
+use sse_wire::{EventId, JobState, Keys, Retention};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -267,7 +267,7 @@ impl RedisBroker {
             store,
             requests,
             release,
-            snapshot_script: Script::new(wire::scripts::USER_SNAPSHOT),
+            snapshot_script: Script::new(sse_wire::scripts::USER_SNAPSHOT),
             owners: Mutex::new(HashMap::new()),
         }))
     }
@@ -295,7 +295,7 @@ impl RedisBroker {
         owners.insert(job.to_owned(), (owner, Instant::now()));
     }
 
-    async fn connection(&self) -> Result<sse_publisher::store::Connection, BrokerError> {
+    async fn connection(&self) -> Result<sse_wire::store::Connection, BrokerError> {
         Ok(self.shared.connections.get().await?)
     }
 
@@ -344,7 +344,7 @@ impl From<StoreError> for BrokerError {
 /// be retained — it is an id this stream once sent — or events after it may be gone: a
 /// gap. `0-0` (a stream that was empty) is a gap only if the stream ever trimmed.
 async fn read_after(
-    connection: &mut sse_publisher::store::Connection,
+    connection: &mut sse_wire::store::Connection,
     key: &str,
     after: EventId,
 ) -> redis::RedisResult<Replay> {
@@ -403,8 +403,8 @@ fn event_from_entry(id: EventId, fields: &[(String, String)]) -> Event {
     let event_type = field("type");
     Event::new(
         id,
-        wire::render_event_frame(id, event_type, field("data")).as_bytes(),
-        wire::is_terminal_type(event_type),
+        sse_wire::render_event_frame(id, event_type, field("data")).as_bytes(),
+        sse_wire::is_terminal_type(event_type),
     )
 }
 
@@ -467,13 +467,13 @@ impl Broker for RedisBroker {
             .query_async(&mut connection)
             .await
             .map_err(|e| self.failed(e))?;
-        Ok(wire::job_state_from_hash(
+        Ok(sse_wire::state::job_state_from_hash(
             fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         ))
     }
 
     async fn user_snapshot(&self, user: &str) -> Result<UserSnapshot, BrokerError> {
-        let call = wire::user_snapshot_call(&self.shared.keys, user);
+        let call = sse_wire::scripts::user_snapshot_call(&self.shared.keys, user);
         let mut connection = self.connection().await?;
         let mut invocation = self.snapshot_script.prepare_invoke();
         invocation.key(&call.keys).arg(&call.args);
@@ -484,7 +484,7 @@ impl Broker for RedisBroker {
         let jobs = states
             .iter()
             .filter_map(|flat| {
-                wire::job_state_from_hash(
+                sse_wire::state::job_state_from_hash(
                     flat.chunks_exact(2)
                         .map(|pair| (pair[0].as_str(), pair[1].as_str())),
                 )

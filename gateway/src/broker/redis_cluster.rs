@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use redis::cluster_async::ClusterConnection;
 use redis::{PushInfo, PushKind, Value};
-use sse_publisher::store::{ClusterConnections, Connections};
-use sse_publisher::wire::Keys;
+use sse_wire::store::{ClusterConnections, Connections};
+use sse_wire::Keys;
 use tokio::sync::mpsc;
 
 use super::redis::{unavailable, Request, Shared};
@@ -81,7 +81,7 @@ impl ShardedPubSubTask {
         let (sender, pushes) = mpsc::unbounded_channel();
         // Subscriptions on a connection of their own, whose pushes this task reads;
         // commands on another (rebuilt when stale, see `ClusterConnections`).
-        let client = sse_publisher::store::cluster_client(seeds, sender).map_err(unavailable)?;
+        let client = sse_wire::store::cluster_client(seeds, sender).map_err(unavailable)?;
         let connection = client.get_async_connection().await.map_err(unavailable)?;
         let commands = ClusterConnections::connect(seeds)
             .await

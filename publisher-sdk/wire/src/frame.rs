@@ -1,13 +1,25 @@
-//! SSE encoding (the `text/event-stream` format of the WHATWG HTML standard), pure and
-//! tested on exact bytes.
+//! SSE frames (the `text/event-stream` format of the WHATWG HTML standard): rendering and
+//! reading back, pure and tested on exact bytes.
 //!
-//! Published events arrive already rendered (`sse_publisher::wire::render_event_frame`);
-//! this module renders what the gateway makes itself — `retry:`, heartbeats, `status` and
-//! `jobs` snapshots — and refuses what would corrupt a stream: a line break in `id` or
-//! `event` (it would start a new field), a NUL in `id` (browsers ignore such ids).
-//! Line breaks in data become several `data:` lines, which the client joins with `\n`.
+//! A published event's frame is [`render_event_frame`] (the Redis publish script
+//! concatenates the same parts in the same order); the gateway renders what it makes
+//! itself — `retry:`, heartbeats, `status` and `jobs` snapshots — with [`encode_event`],
+//! which refuses what would corrupt a stream: a line break in `id` or `event` (it would
+//! start a new field), a NUL in `id` (browsers ignore such ids). Line breaks in data become
+//! several `data:` lines, which the client joins with `\n`. A node reads back only what it
+//! needs from a frame it receives: its id, its event name, its correlation id.
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::id::EventId;
+
+/// The SSE frame of a published event, exactly as a gateway writes it to a client:
+/// `id: <id>\nevent: <type>\ndata: <json>\n\n`. `data_json` must be one line (as
+/// [`crate::envelope::render_event_data`] makes it) and `event_type` valid; the Redis
+/// publish script concatenates the same parts in the same order.
+pub fn render_event_frame(id: EventId, event_type: &str, data_json: &str) -> String {
+    format!("id: {id}\nevent: {event_type}\ndata: {data_json}\n\n")
+}
 
 /// The heartbeat comment written to idle streams.
 pub const HEARTBEAT: &[u8] = b": hb\n\n";
@@ -118,6 +130,16 @@ pub fn frame_event_name(frame: &[u8]) -> Option<&str> {
     std::str::from_utf8(&line[..end]).ok()
 }
 
+/// The `correlationId` of a rendered frame, for logging a delivery. The envelope puts it
+/// right after `ts`, so this looks only near the start of the data.
+pub fn correlation_id(frame: &[u8]) -> Option<&str> {
+    const KEY: &[u8] = b"\"correlationId\":\"";
+    let start = frame.windows(KEY.len()).take(256).position(|w| w == KEY)? + KEY.len();
+    let rest = &frame[start..];
+    let end = rest.iter().take(256).position(|&b| b == b'"')?;
+    std::str::from_utf8(&rest[..end]).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +219,17 @@ mod tests {
         assert_eq!(text(retry(3000)), "retry: 3000\n\n");
         assert_eq!(HEARTBEAT, b": hb\n\n");
         assert_eq!(text(comment("hi\nthere")), ": hi\n: there\n\n");
+    }
+
+    #[test]
+    fn correlation_ids_are_read_from_the_envelope() {
+        let frame = br#"id: 1-0
+event: log
+data: {"jobId":"j","type":"log","ts":1,"correlationId":"req-81","message":"x"}
+
+"#;
+        assert_eq!(correlation_id(frame), Some("req-81"));
+        assert_eq!(correlation_id(b"id: 1-0\nevent: log\ndata: {}\n\n"), None);
     }
 
     #[test]

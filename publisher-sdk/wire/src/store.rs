@@ -15,7 +15,11 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, ServerErrorKind, Value};
 use serde_json::{Map, Value as Json};
 
-use crate::wire::{self, EventId, Keys, PublishCommand, Retention, StatePatch, Subject};
+use crate::envelope::{render_event_data, Subject};
+use crate::id::{now_ms, EventId};
+use crate::keys::Keys;
+use crate::scripts::{self, PublishCommand, Retention};
+use crate::state::{InvalidEvent, StatePatch};
 
 /// Owner registrations remembered per store before the memory is reset.
 const OWNER_CACHE_LIMIT: usize = 100_000;
@@ -28,7 +32,7 @@ pub enum StoreError {
     OwnerConflict { job: String, owner: String },
     /// The fields do not fit the event type.
     #[error(transparent)]
-    InvalidEvent(#[from] wire::InvalidEvent),
+    InvalidEvent(#[from] InvalidEvent),
     /// Certainly not executed (no connection, server loading, failover): may be retried.
     #[error("redis refused: {0}")]
     Refused(String),
@@ -265,9 +269,9 @@ impl Store {
             retention,
             command,
             scripts: Scripts {
-                publish_job: Script::new(wire::scripts::PUBLISH_JOB),
-                publish_user: Script::new(wire::scripts::PUBLISH_USER),
-                register_owner: Script::new(wire::scripts::REGISTER_OWNER),
+                publish_job: Script::new(scripts::PUBLISH_JOB),
+                publish_user: Script::new(scripts::PUBLISH_USER),
+                register_owner: Script::new(scripts::REGISTER_OWNER),
             },
             owners: Mutex::new(HashMap::new()),
         }
@@ -309,7 +313,7 @@ impl Store {
         if self.confirmed_owner(job).as_deref() == Some(owner) {
             return Ok(());
         }
-        let call = wire::register_owner_call(&self.keys, job, owner, &self.retention);
+        let call = scripts::register_owner_call(&self.keys, job, owner, &self.retention);
         let mut connection = self.connections.get().await?;
         let mut invocation = self.scripts.register_owner.prepare_invoke();
         invocation.key(&call.keys).arg(&call.args);
@@ -340,10 +344,10 @@ impl Store {
     ) -> Result<EventId, StoreError> {
         let patch = StatePatch::from_event(event_type, fields)?;
         self.register_owner(job, owner).await?;
-        let ts = wire::now_ms();
+        let ts = now_ms();
         let data_json =
-            wire::render_event_data(Subject::Job(job), event_type, ts, correlation_id, fields);
-        let event = wire::JobPublish {
+            render_event_data(Subject::Job(job), event_type, ts, correlation_id, fields);
+        let event = scripts::JobPublish {
             job,
             owner,
             event_type,
@@ -351,7 +355,7 @@ impl Store {
             ts,
             patch: &patch,
         };
-        let call = wire::publish_job_call(&self.keys, &event, &self.retention, self.command);
+        let call = scripts::publish_job_call(&self.keys, &event, &self.retention, self.command);
         let mut connection = self.connections.get().await?;
         let mut invocation = self.scripts.publish_job.prepare_invoke();
         invocation.key(&call.keys).arg(&call.args);
@@ -370,14 +374,14 @@ impl Store {
         fields: &Map<String, Json>,
         correlation_id: Option<&str>,
     ) -> Result<EventId, StoreError> {
-        let data_json = wire::render_event_data(
+        let data_json = render_event_data(
             Subject::User(user),
             event_type,
-            wire::now_ms(),
+            now_ms(),
             correlation_id,
             fields,
         );
-        let call = wire::publish_user_call(
+        let call = scripts::publish_user_call(
             &self.keys,
             user,
             event_type,
