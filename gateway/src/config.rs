@@ -2,6 +2,9 @@
 //! (`--redis-url` ↔ `GATEWAY_REDIS_URL`), parsed once at start into one typed [`Config`],
 //! validated before anything binds. Defaults are the named `DEFAULT_*` constants below.
 //!
+//! Each part of the gateway gets plain settings of its own ([`Settings`]: auth, broker,
+//! streams, routes); none of them sees the command line.
+//!
 //! Architecture invariant: nothing else in the crate reads the environment.
 
 use std::net::SocketAddr;
@@ -9,6 +12,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::auth::mint::{MintError, MintKey, MintRequest};
+use crate::auth::{Auth, AuthSettings, KeyError, PublicKeyFile};
+use crate::broker::{Backend, BrokerSettings};
+use crate::hub::QueueLimits;
+use crate::routes::RouteSettings;
+use crate::server::Settings;
+use crate::stream::StreamSettings;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9090";
@@ -30,8 +41,6 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_SEND_QUEUE_EVENTS: usize = 1024;
 pub const DEFAULT_SEND_QUEUE_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_REDIS_PREFIX: &str = sse_wire::DEFAULT_PREFIX;
-/// Shortest HMAC secret accepted (DESIGN §4).
-pub const MIN_SECRET_BYTES: usize = 32;
 /// Exit status for invalid configuration (`EX_USAGE`).
 pub const EXIT_CONFIG: i32 = 64;
 
@@ -202,56 +211,28 @@ pub struct ConfigError {
     pub reason: String,
 }
 
-pub(crate) fn invalid_option(option: &'static str, reason: impl Into<String>) -> ConfigError {
+fn invalid_option(option: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError {
         option,
         reason: reason.into(),
     }
 }
 
-/// The validated server configuration: what `run` is given.
+/// The validated configuration: where to listen, how to log, and the [`Settings`] that
+/// `run` is given.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub metrics_listen: SocketAddr,
-    pub redis_url: Option<String>,
-    /// Seed nodes of a Redis Cluster (empty: not a cluster).
-    pub redis_cluster: Vec<String>,
-    pub redis_prefix: String,
-    pub auth: crate::auth::AuthConfig,
-    pub heartbeat: Duration,
-    pub retry: Duration,
-    pub retention: Duration,
-    pub user_retention: Duration,
-    pub job_stream_maxlen: usize,
-    pub user_stream_maxlen: usize,
-    pub cors_origins: Vec<String>,
-    pub max_connections: usize,
-    pub max_connections_per_user: usize,
-    pub max_body_bytes: usize,
-    pub send_queue_events: usize,
-    pub send_queue_bytes: usize,
-    pub drain_timeout: Duration,
     pub log_format: LogFormat,
-    pub demo: bool,
+    pub settings: Settings,
 }
 
 impl Config {
-    /// Stream lengths and TTLs, as every broker applies them (the embedded one in
-    /// memory, the Redis one in its publish scripts).
-    pub fn retention_limits(&self) -> sse_wire::Retention {
-        sse_wire::Retention {
-            job_stream_maxlen: self.job_stream_maxlen,
-            user_stream_maxlen: self.user_stream_maxlen,
-            retention_ms: self.retention.as_millis() as u64,
-            user_retention_ms: self.user_retention.as_millis() as u64,
-        }
-    }
-
     /// Validates the flags. `open_files_limit` is the process' descriptor limit (after
     /// raising it), from which `--max-connections` takes its default.
     pub fn from_args(args: ServeArgs, open_files_limit: u64) -> Result<Config, ConfigError> {
-        let auth = crate::auth::AuthConfig::from_args(&args)?;
+        let auth = auth_settings(&args)?;
         if args.heartbeat.is_zero() {
             return Err(invalid_option("--heartbeat", "must be more than zero"));
         }
@@ -281,21 +262,6 @@ impl Config {
                 ));
             }
         }
-        for (option, name) in [
-            ("--cookie-name", &args.cookie_name),
-            ("--query-token-param", &args.query_token_param),
-        ] {
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
-                return Err(invalid_option(
-                    option,
-                    "must be letters, digits, '_' or '-'",
-                ));
-            }
-        }
         let max_connections = match args.max_connections {
             Some(0) => return Err(invalid_option("--max-connections", "must be at least 1")),
             Some(n) => n,
@@ -319,54 +285,188 @@ impl Config {
                 "must be at least 4096",
             ));
         }
-        for seed in &args.redis_cluster {
-            let address = seed.strip_prefix("redis://").unwrap_or(seed);
-            let valid = address
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !valid {
-                return Err(invalid_option(
-                    "--redis-cluster",
-                    format!("{seed:?} is not a host:port seed node"),
-                ));
-            }
-        }
-        if let Some(url) = &args.redis_url {
-            if url.starts_with("rediss://") {
-                return Err(invalid_option(
-                    "--redis-url",
-                    "TLS to Redis (rediss://) is not built in; reach Redis over a private network or a TLS tunnel",
-                ));
-            }
-            if !(url.starts_with("redis://") || url.starts_with("redis+unix://")) {
-                return Err(invalid_option(
-                    "--redis-url",
-                    "must start with redis:// or redis+unix://",
-                ));
-            }
-        }
+        let backend = backend(&args)?;
+        let user_retention = args.user_retention.max(args.retention);
+        let settings = Settings {
+            auth,
+            broker: BrokerSettings {
+                backend,
+                prefix: args.redis_prefix,
+                retention: sse_wire::Retention {
+                    job_stream_maxlen: args.job_stream_maxlen,
+                    user_stream_maxlen: args.user_stream_maxlen,
+                    retention_ms: args.retention.as_millis() as u64,
+                    user_retention_ms: user_retention.as_millis() as u64,
+                },
+            },
+            streams: StreamSettings {
+                retry: args.retry,
+                queue: QueueLimits {
+                    max_events: args.send_queue_events,
+                    max_bytes: args.send_queue_bytes,
+                },
+                max_connections,
+                max_connections_per_user: args.max_connections_per_user,
+            },
+            routes: RouteSettings {
+                cors_origins: args.cors_origin,
+                max_body_bytes: args.max_body_bytes,
+                demo: args.demo,
+            },
+            heartbeat: args.heartbeat,
+            drain_timeout: args.drain_timeout,
+        };
         Ok(Config {
             listen: args.listen,
             metrics_listen: args.metrics_listen,
-            redis_url: args.redis_url,
-            redis_cluster: args.redis_cluster,
-            redis_prefix: args.redis_prefix,
-            auth,
-            heartbeat: args.heartbeat,
-            retry: args.retry,
-            retention: args.retention,
-            user_retention: args.user_retention.max(args.retention),
-            job_stream_maxlen: args.job_stream_maxlen,
-            user_stream_maxlen: args.user_stream_maxlen,
-            cors_origins: args.cors_origin,
-            max_connections,
-            max_connections_per_user: args.max_connections_per_user,
-            max_body_bytes: args.max_body_bytes,
-            send_queue_events: args.send_queue_events,
-            send_queue_bytes: args.send_queue_bytes,
-            drain_timeout: args.drain_timeout,
             log_format: args.log_format,
-            demo: args.demo,
+            settings,
         })
     }
+}
+
+/// The auth settings, with the keys checked (loaded once here, so a bad key is a start-up
+/// error naming its option).
+fn auth_settings(args: &ServeArgs) -> Result<AuthSettings, ConfigError> {
+    for (option, name) in [
+        ("--cookie-name", &args.cookie_name),
+        ("--query-token-param", &args.query_token_param),
+    ] {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(invalid_option(
+                option,
+                "must be letters, digits, '_' or '-'",
+            ));
+        }
+    }
+    let settings = AuthSettings {
+        hmac_secret: args.jwt_secret.clone(),
+        public_keys: args
+            .jwt_public_key_file
+            .iter()
+            .map(|spec| public_key_file(spec))
+            .collect(),
+        issuer: args.jwt_issuer.clone(),
+        audience: args.jwt_audience.clone(),
+        leeway: args.jwt_leeway,
+        cookie_name: args.cookie_name.clone(),
+        query_token_param: args.query_token_param.clone(),
+    };
+    if let Err(error) = Auth::new(&settings) {
+        let option = match error {
+            KeyError::SecretTooShort(_) | KeyError::NoKey => "--jwt-secret",
+            KeyError::Unreadable { .. }
+            | KeyError::NotAPublicKey { .. }
+            | KeyError::DuplicateKid(_) => "--jwt-public-key-file",
+        };
+        let reason = match error {
+            KeyError::NoKey => {
+                "no token key configured: give --jwt-secret or --jwt-public-key-file".into()
+            }
+            other => other.to_string(),
+        };
+        return Err(invalid_option(option, reason));
+    }
+    if args.demo && args.jwt_secret.is_none() {
+        return Err(invalid_option(
+            "--jwt-secret",
+            "--demo signs its logins with it: give --jwt-secret",
+        ));
+    }
+    Ok(settings)
+}
+
+/// `kid=path` or `path` (kid = the file stem).
+fn public_key_file(spec: &str) -> PublicKeyFile {
+    match spec.split_once('=') {
+        Some((kid, path)) if !kid.is_empty() && !kid.contains('/') => PublicKeyFile {
+            kid: kid.to_owned(),
+            path: PathBuf::from(path),
+        },
+        _ => {
+            let path = PathBuf::from(spec);
+            let kid = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            PublicKeyFile { kid, path }
+        }
+    }
+}
+
+/// Which broker: `--redis-url`, `--redis-cluster`, or the embedded one.
+fn backend(args: &ServeArgs) -> Result<Backend, ConfigError> {
+    for seed in &args.redis_cluster {
+        let address = seed.strip_prefix("redis://").unwrap_or(seed);
+        let valid = address
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid {
+            return Err(invalid_option(
+                "--redis-cluster",
+                format!("{seed:?} is not a host:port seed node"),
+            ));
+        }
+    }
+    if let Some(url) = &args.redis_url {
+        if url.starts_with("rediss://") {
+            return Err(invalid_option(
+                "--redis-url",
+                "TLS to Redis (rediss://) is not built in; reach Redis over a private network or a TLS tunnel",
+            ));
+        }
+        if !(url.starts_with("redis://") || url.starts_with("redis+unix://")) {
+            return Err(invalid_option(
+                "--redis-url",
+                "must start with redis:// or redis+unix://",
+            ));
+        }
+        return Ok(Backend::Redis(url.clone()));
+    }
+    if !args.redis_cluster.is_empty() {
+        return Ok(Backend::RedisCluster(args.redis_cluster.clone()));
+    }
+    Ok(Backend::Memory)
+}
+
+impl MintTokenArgs {
+    /// The token to sign.
+    pub fn request(&self) -> MintRequest {
+        MintRequest {
+            sub: self.sub.clone(),
+            role: self.role.clone(),
+            jobs: self.jobs.clone(),
+            ttl: self.ttl,
+            key: match (&self.private_key_file, &self.jwt_secret) {
+                (Some(path), _) => MintKey::PrivateKeyFile {
+                    path: path.clone(),
+                    kid: self.kid.clone(),
+                },
+                (None, Some(secret)) => MintKey::Secret(secret.clone()),
+                (None, None) => MintKey::None,
+            },
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+        }
+    }
+}
+
+/// The option a `mint-token` error is about, for its one-line message.
+pub fn mint_error(error: &MintError) -> ConfigError {
+    let option = match error {
+        MintError::InvalidSub => "--sub",
+        MintError::SecretTooShort | MintError::NoKey => "--jwt-secret",
+        MintError::Unreadable { .. } | MintError::NotAPrivateKey | MintError::Sign(_) => {
+            "--private-key-file"
+        }
+    };
+    let reason = match error {
+        MintError::NoKey => "give --jwt-secret or --private-key-file".to_owned(),
+        other => other.to_string(),
+    };
+    invalid_option(option, reason)
 }

@@ -1,98 +1,16 @@
-//! Demo mode (`--demo`, off by default): the dashboard page at `/`, a login route that
-//! sets the token cookie for any user name, and a publisher of fake jobs for the user
-//! `demo` — renders, imports and builds that move through stages, log lines, finish, and
-//! now and then fail. None of these routes exists without `--demo`.
+//! The demo's fake jobs (`--demo`): renders, imports and builds for the user `demo` that
+//! move through stages, log lines, finish, and now and then fail — published through the
+//! node's broker like any publisher's events.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use rand::Rng;
-use serde::Deserialize;
 use serde_json::json;
 
-use crate::broker::{Broker, JobEvent, UserEvent};
-use crate::config::Config;
-use crate::error::ApiError;
-use crate::routes::{json_response, read_body, App, ResponseBody};
+use crate::broker::{Broker, BrokerError, JobEvent, NodeBroker, UserEvent};
 
 /// The user the demo publisher works for.
 pub const DEMO_USER: &str = "demo";
-/// Lifetime of a demo login.
-const DEMO_TOKEN_TTL: Duration = Duration::from_secs(3600);
-const DASHBOARD: &str = include_str!("../assets/dashboard.html");
-
-pub fn dashboard() -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::Full(Some(Bytes::from_static(
-        DASHBOARD.as_bytes(),
-    ))));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    response
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Login {
-    user: String,
-}
-
-/// `POST /demo/login {"user":"demo"}`: sets the cookie the streams authenticate with.
-pub async fn login<B: Broker>(
-    app: &App<B>,
-    request: Request<Incoming>,
-) -> Result<Response<ResponseBody>, ApiError> {
-    let body = read_body(request, 1024).await?;
-    let login: Login = serde_json::from_slice(&body)
-        .map_err(|_| ApiError::bad_request("invalid_body", r#"send {"user":"<name>"}"#))?;
-    if !sse_wire::is_valid_id(&login.user) {
-        return Err(ApiError::bad_request(
-            "invalid_id",
-            "user names are 1-128 characters of [A-Za-z0-9._:-]",
-        ));
-    }
-    let token = app
-        .config
-        .auth
-        .sign_hs256(&login.user, DEMO_TOKEN_TTL)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "cannot sign tokens",
-            )
-        })?;
-    let mut response = json_response(StatusCode::OK, json!({"user": login.user}).to_string());
-    let cookie = format!(
-        "{}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
-        app.config.auth.cookie_name,
-        DEMO_TOKEN_TTL.as_secs()
-    );
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    Ok(response)
-}
-
-/// `POST /demo/logout`: clears the cookie.
-pub fn logout(config: &Config) -> Response<ResponseBody> {
-    let mut response = json_response(StatusCode::OK, "{}".into());
-    let cookie = format!(
-        "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0",
-        config.auth.cookie_name
-    );
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    response
-}
 
 /// What a fake job is.
 struct Kind {
@@ -121,9 +39,9 @@ const KINDS: [Kind; 3] = [
 
 /// Publishes fake jobs for the user `demo`, forever: a new job every few seconds, at most
 /// a handful running at once, every fifth one failing.
-pub async fn publish_demo_jobs<B: Broker>(broker: Arc<B>) {
+pub async fn publish_demo_jobs(broker: NodeBroker) {
     let mut number: u64 = 0;
-    let running = Arc::new(tokio::sync::Semaphore::new(4));
+    let running = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
     loop {
         let Ok(permit) = running.clone().acquire_owned().await else {
             return;
@@ -131,7 +49,7 @@ pub async fn publish_demo_jobs<B: Broker>(broker: Arc<B>) {
         number += 1;
         let job_broker = broker.clone();
         tokio::spawn(async move {
-            if let Err(error) = run_demo_job(&*job_broker, number).await {
+            if let Err(error) = run_demo_job(&job_broker, number).await {
                 tracing::warn!(%error, "demo job failed to publish");
             }
             drop(permit);
@@ -153,10 +71,7 @@ pub async fn publish_demo_jobs<B: Broker>(broker: Arc<B>) {
     }
 }
 
-async fn run_demo_job<B: Broker>(
-    broker: &B,
-    number: u64,
-) -> Result<(), crate::broker::BrokerError> {
+async fn run_demo_job(broker: &NodeBroker, number: u64) -> Result<(), BrokerError> {
     let kind = &KINDS[(number % KINDS.len() as u64) as usize];
     let job = format!("{}-{number}", kind.prefix);
     let fails = number.is_multiple_of(5);

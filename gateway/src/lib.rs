@@ -3,20 +3,19 @@
 //! Browsers open `text/event-stream` connections to any node; workers publish job
 //! progress; every event reaches every subscribed client in order, once, and a client that
 //! reconnects anywhere resumes with `Last-Event-ID`. The contract is DESIGN.md; the
-//! bird's-eye view is `docs/ARCHITECTURE.md`.
+//! bird's-eye view is `docs/ARCHITECTURE.md`; the wire contract shared with publishers
+//! (ids, keys, envelope, frames, job state, scripts) is the `sse-wire` crate.
 //!
-//! The parts, in the order a request meets them:
-//! - [`config`]: flags with environment fallbacks, parsed and validated once.
-//! - [`server`]: accept loop, per-connection serving, metrics listener, drain.
-//! - [`h1`]: HTTP/1.1 event streams written straight to the socket (hyper serves the rest).
-//! - [`routes`]: the HTTP API; [`auth`]: tokens; [`error`]: the JSON error answers.
-//! - [`stream`]: opening a stream in the race-free order, and its response body.
-//! - [`hub`]: this node's fan-out to connections, with bounded per-connection queues.
-//! - [`broker`]: publishing, history and subscriptions (`memory` embedded; Redis).
-//! - [`sse`]: the `text/event-stream` encoding; [`metrics`]; [`shutdown`]; [`demo`].
+//! The parts, in layers; imports point downwards only, and no two modules import each
+//! other (a test in `tests/layers.rs` holds this):
 //!
-//! The wire contract shared with publishers (ids, keys, envelope, job state) lives in
-//! `sse_wire`.
+//! | layer | modules | what |
+//! | --- | --- | --- |
+//! | 4 entry | `main`, [`config`] | the command line, the environment, start-up |
+//! | 3 server | [`server`] | composition root, accept loop, connections, HTTP/1.1 streams, drain |
+//! | 2 http | [`routes`], [`stream`], [`error`], [`demo`] | the HTTP API, opening and writing streams, error answers |
+//! | 1 core | [`auth`], [`hub`], [`broker`] | tokens, this node's fan-out, publishing and subscriptions |
+//! | 0 vocabulary | [`vocab`], [`metrics`], [`shutdown`] | events and topics, chunks, the connection flag, queries, bodies |
 
 #![forbid(unsafe_code)]
 
@@ -25,14 +24,14 @@ pub mod broker;
 pub mod config;
 pub mod demo;
 pub mod error;
-pub mod h1;
 pub mod hub;
 pub mod metrics;
 pub mod routes;
 pub mod server;
 pub mod shutdown;
 pub mod stream;
+pub mod vocab;
 
 pub use config::Config;
-pub use server::run;
+pub use server::{run, Settings};
 pub use shutdown::Shutdown;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use sse_gateway::config::{Cli, Command, Config, LogFormat, ServeArgs, EXIT_CONFIG};
+use sse_gateway::config::{self, Cli, Command, Config, LogFormat, ServeArgs, EXIT_CONFIG};
 use sse_gateway::{auth, shutdown};
 
 fn main() -> ExitCode {
@@ -13,13 +13,13 @@ fn main() -> ExitCode {
     };
     let args = match cli.command {
         Some(Command::MintToken(args)) => {
-            return match auth::mint_token(&args) {
+            return match auth::mint::mint_token(&args.request()) {
                 Ok(token) => {
                     println!("{token}");
                     ExitCode::SUCCESS
                 }
                 Err(error) => {
-                    eprintln!("sse-gateway: {error}");
+                    eprintln!("sse-gateway: {}", config::mint_error(&error));
                     ExitCode::from(EXIT_CONFIG as u8)
                 }
             };
@@ -74,17 +74,13 @@ async fn serve_until_signal(config: Config, open_files: u64) -> anyhow::Result<(
     tracing::info!(
         addr = %listener.local_addr()?,
         metrics_addr = %metrics_listener.local_addr()?,
-        broker = match (&config.redis_url, config.redis_cluster.is_empty()) {
-            (Some(_), _) => "redis",
-            (None, false) => "redis-cluster",
-            (None, true) => "memory",
-        },
-        max_connections = config.max_connections,
+        broker = config.settings.broker.backend.name(),
+        max_connections = config.settings.streams.max_connections,
         open_files,
-        demo = config.demo,
+        demo = config.settings.routes.demo,
         "listening"
     );
-    if config.demo {
+    if config.settings.routes.demo {
         tracing::info!(url = %format!("http://{}/", listener.local_addr()?), "demo dashboard");
     }
     let (trigger, shutdown) = shutdown::channel();
@@ -92,7 +88,7 @@ async fn serve_until_signal(config: Config, open_files: u64) -> anyhow::Result<(
         shutdown::termination_signal().await;
         trigger.trigger();
     });
-    sse_gateway::run(listener, metrics_listener, config, shutdown).await
+    sse_gateway::run(listener, metrics_listener, config.settings, shutdown).await
 }
 
 fn init_logging(format: LogFormat) {

@@ -1,22 +1,13 @@
 //! Prometheus metrics (prefix `sse_gateway_`), as typed handles in one place: the rest of
 //! the crate calls `metrics.events_delivered.inc()`, never a metric by its string name.
-//! Every label has a small fixed set of values (no user ids, no job ids, no paths).
+//! Every label has a small fixed set of values (no user ids, no job ids, no paths), named
+//! by the module that owns it (stream kinds by the event vocabulary, reject reasons by
+//! `error`, auth failure reasons by `auth`) and preset at start by the composition root.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
-
-/// Why a stream request was refused (label of `connections_rejected_total`).
-pub const REJECT_REASONS: [&str; 7] = [
-    "unauthorized",
-    "not_found",
-    "bad_request",
-    "user_limit",
-    "node_limit",
-    "draining",
-    "broker_unavailable",
-];
 
 /// The gateway's metrics.
 pub struct Metrics {
@@ -187,16 +178,13 @@ impl Metrics {
                 .register(collector)
                 .expect("metric registered once");
         }
-        // Label values exist from the start, so dashboards see zeros rather than gaps.
-        for kind in ["job", "user"] {
-            self.connections_accepted.with_label_values(&[kind]);
-            self.events_published.with_label_values(&[kind]);
-        }
-        for reason in REJECT_REASONS {
-            self.connections_rejected.with_label_values(&[reason]);
-        }
-        for error in crate::auth::AuthError::ALL {
-            self.auth_failures.with_label_values(&[error.reason()]);
+    }
+
+    /// Makes each label value of `counter` exist from the start, so dashboards see zeros
+    /// rather than gaps. The modules that own the labels name them (see `server::run`).
+    pub fn preset(counter: &IntCounterVec, values: impl IntoIterator<Item = &'static str>) {
+        for value in values {
+            counter.with_label_values(&[value]);
         }
     }
 

@@ -239,12 +239,9 @@ impl Publisher {
 
     /// [`Publisher::connect`] with options.
     pub async fn connect_with(url: &str, options: RedisOptions) -> Result<Publisher, Error> {
-        let mut config = deadpool_redis::Config::from_url(url);
-        config.pool = Some(deadpool_redis::PoolConfig::new(options.pool_size.max(1)));
-        let pool = config
-            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-            .map_err(|e| Error::InvalidArgument(format!("redis url {url:?}: {e}")))?;
-        let mut connection = pool.get().await.map_err(|e| Error::Unavailable {
+        let connections = store::Connections::pool(url, options.pool_size)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let mut connection = connections.get().await.map_err(|e| Error::Unavailable {
             attempts: 1,
             message: e.to_string(),
         })?;
@@ -257,7 +254,7 @@ impl Publisher {
             })?;
         drop(connection);
         let keys = wire::Keys::new(options.prefix);
-        let store = store::Store::new(store::Connections::Pool(pool), keys, options.retention);
+        let store = store::Store::new(connections, keys, options.retention);
         Ok(Publisher {
             inner: Arc::new(Inner {
                 transport: Transport::Redis(store),

@@ -22,8 +22,9 @@ use sse_wire::{
 };
 
 use super::{Broker, BrokerError, JobEvent, Replay, Subscription, UserEvent, UserSnapshot};
-use crate::hub::{Event, Hub, Mailbox, Topic};
+use crate::hub::{Hub, Mailbox};
 use crate::metrics::Metrics;
+use crate::vocab::event::{Event, Topic};
 
 /// The embedded broker.
 pub struct MemoryBroker {

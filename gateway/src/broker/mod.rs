@@ -1,26 +1,62 @@
-//! The broker boundary: where events are published, kept and read back.
+//! The broker boundary: where events are published, kept and read back, and how a node
+//! hears about new ones.
 //!
 //! Two implementations share one behavioural contract (and one test suite): [`memory`],
-//! the embedded single-node broker, and the Redis broker, which makes nodes horizontal.
-//! Both feed the node's [`Hub`](crate::hub::Hub) and both follow the race-free order of
-//! DESIGN §6: a subscription is confirmed upstream *before* the caller reads history or a
-//! snapshot, so an event is always either in what the caller reads or delivered live
-//! afterwards (and the stream drops what it already wrote, by id).
+//! the embedded single-node broker, and [`redis`] (classic pub/sub or Redis Cluster's
+//! sharded pub/sub), which makes nodes horizontal. [`NodeBroker`] is the one chosen at
+//! start; the rest of the gateway sees only it. Both feed the node's [`Hub`] and both
+//! follow the race-free order of DESIGN §6: a subscription is confirmed upstream *before*
+//! the caller reads history or a snapshot, so an event is always either in what the
+//! caller reads or delivered live afterwards (and the stream drops what it already wrote,
+//! by id).
 //!
-//! Architecture invariant: routes never see Redis or the memory broker's structures; they
-//! see this trait and the wire types.
+//! Architecture invariant: nothing above this module sees Redis or the embedded broker's
+//! structures; they see [`NodeBroker`], the types here and the wire types.
 
 pub mod memory;
 pub mod redis;
-mod redis_cluster;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use sse_wire::{EventId, JobState};
+use sse_wire::{EventId, JobState, Retention};
 
-use crate::hub::{Event, Hub, Mailbox, Topic};
+use crate::hub::{Hub, Mailbox};
+use crate::metrics::Metrics;
+use crate::vocab::event::{Event, Topic};
+
+/// Where a node keeps events (built by `config` from the flags).
+#[derive(Clone, Debug)]
+pub struct BrokerSettings {
+    pub backend: Backend,
+    /// Prefix of every Redis key and channel.
+    pub prefix: String,
+    /// Stream lengths and TTLs, as every broker applies them.
+    pub retention: Retention,
+}
+
+/// Which broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded single-node broker.
+    Memory,
+    /// One Redis (`--redis-url`): classic pub/sub.
+    Redis(String),
+    /// A Redis Cluster, by seed nodes (`--redis-cluster`): sharded pub/sub.
+    RedisCluster(Vec<String>),
+}
+
+impl Backend {
+    /// `memory`, `redis` or `redis-cluster`, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Memory => "memory",
+            Backend::Redis(_) => "redis",
+            Backend::RedisCluster(_) => "redis-cluster",
+        }
+    }
+}
 
 /// A job event to publish (the HTTP publish body, validated).
 #[derive(Clone, Debug)]
@@ -76,7 +112,8 @@ pub enum BrokerError {
     Unavailable(String),
 }
 
-/// Where events are published, retained and subscribed to.
+/// Where events are published, retained and subscribed to: what each implementation
+/// provides.
 pub trait Broker: Send + Sync + 'static {
     /// Publishes a job event to the job's and its owner's streams; returns the id in the
     /// job's stream.
@@ -137,9 +174,95 @@ pub trait Broker: Send + Sync + 'static {
     fn hub(&self) -> &Arc<Hub>;
 }
 
+/// The broker of this node, chosen once from the settings.
+#[derive(Clone)]
+pub enum NodeBroker {
+    Memory(Arc<memory::MemoryBroker>),
+    /// Redis or Redis Cluster (the difference is inside: how channels are subscribed).
+    Redis(Arc<redis::RedisBroker>),
+}
+
+impl NodeBroker {
+    /// Starts the broker the settings name: the embedded one at once; a Redis one once it
+    /// reaches Redis (a cluster is given a while to come up; readiness follows later,
+    /// when pub/sub is proven).
+    pub async fn start(
+        settings: &BrokerSettings,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+    ) -> Result<NodeBroker, BrokerError> {
+        Ok(match &settings.backend {
+            Backend::Memory => {
+                let broker = memory::MemoryBroker::new(settings.retention, hub, metrics);
+                broker.spawn_expiry();
+                NodeBroker::Memory(broker)
+            }
+            Backend::Redis(_) | Backend::RedisCluster(_) => {
+                NodeBroker::Redis(redis::RedisBroker::start(settings, hub, metrics).await?)
+            }
+        })
+    }
+}
+
+/// Calls the same method on whichever broker this is.
+macro_rules! delegate {
+    ($self:ident, $broker:ident => $call:expr) => {
+        match $self {
+            NodeBroker::Memory($broker) => $call,
+            NodeBroker::Redis($broker) => $call,
+        }
+    };
+}
+
+impl Broker for NodeBroker {
+    async fn publish_job_event(&self, event: JobEvent) -> Result<EventId, BrokerError> {
+        delegate!(self, broker => broker.publish_job_event(event).await)
+    }
+
+    async fn publish_user_event(&self, event: UserEvent) -> Result<EventId, BrokerError> {
+        delegate!(self, broker => broker.publish_user_event(event).await)
+    }
+
+    async fn job_owner(&self, job: &str) -> Result<Option<Arc<str>>, BrokerError> {
+        delegate!(self, broker => broker.job_owner(job).await)
+    }
+
+    async fn job_state(&self, owner: &str, job: &str) -> Result<Option<JobState>, BrokerError> {
+        delegate!(self, broker => broker.job_state(owner, job).await)
+    }
+
+    async fn user_snapshot(&self, user: &str) -> Result<UserSnapshot, BrokerError> {
+        delegate!(self, broker => broker.user_snapshot(user).await)
+    }
+
+    async fn replay(&self, topic: &Topic, after: EventId) -> Result<Replay, BrokerError> {
+        delegate!(self, broker => broker.replay(topic, after).await)
+    }
+
+    async fn subscribe(
+        &self,
+        topic: Topic,
+        mailbox: Arc<Mailbox>,
+    ) -> Result<Subscription, BrokerError> {
+        delegate!(self, broker => broker.subscribe(topic, mailbox).await)
+    }
+
+    fn is_ready(&self) -> bool {
+        delegate!(self, broker => broker.is_ready())
+    }
+
+    fn generation(&self) -> u64 {
+        delegate!(self, broker => broker.generation())
+    }
+
+    fn hub(&self) -> &Arc<Hub> {
+        delegate!(self, broker => broker.hub())
+    }
+}
+
 /// Hands one event from the broker to this node's subscribers, counting it (received
 /// once per node) and the slow consumers it cut. Both brokers deliver through this.
-pub(crate) fn fan_out(hub: &Hub, metrics: &crate::metrics::Metrics, topic: &Topic, event: &Event) {
+pub(crate) fn fan_out(hub: &Hub, metrics: &Metrics, topic: &Topic, event: &Event) {
     metrics.events_received.inc();
     let result = hub.dispatch(topic, event);
     metrics

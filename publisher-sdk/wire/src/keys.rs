@@ -52,6 +52,12 @@ impl Keys {
         format!("{}:log", self.job(user, job))
     }
 
+    /// `sse:node:<id>` — a gateway node's own ping channel (on Redis Cluster, one per
+    /// shard: `sse:node:<id>:{p<n>}`, with a hash tag that lands in that shard).
+    pub fn node_channel(&self, node: &str) -> String {
+        format!("{}node:{}", self.prefix, node)
+    }
+
     /// `sse:owner:<job>` — the job's owner.
     pub fn owner(&self, job: &str) -> String {
         format!("{}owner:{}", self.prefix, job)
@@ -71,5 +77,6 @@ mod tests {
         assert_eq!(keys.user_jobs("u1"), "sse:{u:u1}:jobs");
         assert_eq!(keys.user_channel("u1"), "sse:{u:u1}");
         assert_eq!(keys.owner("j1"), "sse:owner:j1");
+        assert_eq!(keys.node_channel("ab12"), "sse:node:ab12");
     }
 }

@@ -21,8 +21,13 @@ use crate::keys::Keys;
 use crate::scripts::{self, PublishCommand, Retention};
 use crate::state::{InvalidEvent, StatePatch};
 
-/// Owner registrations remembered per store before the memory is reset.
+/// Job owners remembered per store before the memory is reset.
 const OWNER_CACHE_LIMIT: usize = 100_000;
+/// How long a remembered owner is trusted: an owner never changes while the job's keys
+/// live, but a job id may be reused after they expired.
+const OWNER_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+/// How long a caller waits for a pooled connection, and for a new one to connect.
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +96,26 @@ pub enum Connections {
 }
 
 impl Connections {
+    /// A pool of up to `size` connections to the Redis at `url` (`redis://…`); nothing is
+    /// connected until the first command. Waiting for a connection, making one and
+    /// recycling one are bounded, so a dead Redis surfaces as an error, not a hang.
+    pub fn pool(url: &str, size: usize) -> Result<Connections, StoreError> {
+        let mut config = deadpool_redis::Config::from_url(url);
+        config.pool = Some(deadpool_redis::PoolConfig {
+            max_size: size.max(1),
+            timeouts: deadpool_redis::Timeouts {
+                wait: Some(POOL_WAIT),
+                create: Some(POOL_WAIT),
+                recycle: Some(std::time::Duration::from_secs(1)),
+            },
+            ..Default::default()
+        });
+        config
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+            .map(Connections::Pool)
+            .map_err(|e| StoreError::Rejected(format!("redis url {url:?}: {e}")))
+    }
+
     /// A connection for one or a few commands.
     pub async fn get(&self) -> Result<Connection, StoreError> {
         match self {
@@ -235,6 +260,33 @@ impl ConnectionLike for Connection {
     }
 }
 
+/// Job owners this process knows (registered or confirmed by a publish, or read back),
+/// each trusted for [`OWNER_CACHE_TTL`]; bounded by [`OWNER_CACHE_LIMIT`]. The one owner
+/// cache of a process: publishing skips the registration script for a known owner, and a
+/// gateway resolves a job's owner from it before asking Redis.
+#[derive(Default)]
+struct OwnerCache {
+    entries: Mutex<HashMap<String, (Arc<str>, std::time::Instant)>>,
+}
+
+impl OwnerCache {
+    fn get(&self, job: &str) -> Option<Arc<str>> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(job)
+            .filter(|(_, at)| at.elapsed() < OWNER_CACHE_TTL)
+            .map(|(owner, _)| owner.clone())
+    }
+
+    fn put(&self, job: &str, owner: Arc<str>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= OWNER_CACHE_LIMIT {
+            entries.clear();
+        }
+        entries.insert(job.to_owned(), (owner, std::time::Instant::now()));
+    }
+}
+
 /// The scripts, hashed once.
 struct Scripts {
     publish_job: Script,
@@ -249,9 +301,7 @@ pub struct Store {
     retention: Retention,
     command: PublishCommand,
     scripts: Scripts,
-    /// Jobs whose owner this store registered or confirmed: job → owner. An owner never
-    /// changes, so a confirmation holds for the life of the job.
-    owners: Mutex<HashMap<String, String>>,
+    owners: OwnerCache,
 }
 
 impl Store {
@@ -273,7 +323,7 @@ impl Store {
                 publish_user: Script::new(scripts::PUBLISH_USER),
                 register_owner: Script::new(scripts::REGISTER_OWNER),
             },
-            owners: Mutex::new(HashMap::new()),
+            owners: OwnerCache::default(),
         }
     }
 
@@ -281,8 +331,9 @@ impl Store {
         &self.connections
     }
 
-    /// Classifies a command's error and lets the connections react to it.
-    fn failed(&self, error: RedisError) -> StoreError {
+    /// Classifies a command's error and lets the connections react to it (a cluster
+    /// rebuilds a stale view).
+    pub fn failed(&self, error: RedisError) -> StoreError {
         let error = StoreError::from(error);
         self.connections.report(&error);
         error
@@ -292,25 +343,27 @@ impl Store {
         &self.keys
     }
 
-    fn confirmed_owner(&self, job: &str) -> Option<String> {
-        self.owners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(job)
-            .cloned()
-    }
-
-    fn remember_owner(&self, job: &str, owner: &str) {
-        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-        if owners.len() >= OWNER_CACHE_LIMIT {
-            owners.clear();
+    /// The owner of a job, if it is known: from the cache, else from Redis.
+    pub async fn job_owner(&self, job: &str) -> Result<Option<Arc<str>>, StoreError> {
+        if let Some(owner) = self.owners.get(job) {
+            return Ok(Some(owner));
         }
-        owners.insert(job.to_owned(), owner.to_owned());
+        let mut connection = self.connections.get().await?;
+        let owner: Option<String> = redis::cmd("GET")
+            .arg(self.keys.owner(job))
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(owner.map(|owner| {
+            let owner: Arc<str> = Arc::from(owner);
+            self.owners.put(job, owner.clone());
+            owner
+        }))
     }
 
     /// Registers `owner` as the job's owner, or confirms it; a conflict if another owns it.
     pub async fn register_owner(&self, job: &str, owner: &str) -> Result<(), StoreError> {
-        if self.confirmed_owner(job).as_deref() == Some(owner) {
+        if self.owners.get(job).as_deref() == Some(owner) {
             return Ok(());
         }
         let call = scripts::register_owner_call(&self.keys, job, owner, &self.retention);
@@ -327,7 +380,7 @@ impl Store {
                 owner: current,
             }),
             None => {
-                self.remember_owner(job, owner);
+                self.owners.put(job, Arc::from(owner));
                 Ok(())
             }
         }

@@ -1,0 +1,329 @@
+//! Checking a token: its algorithm against the family of the key it names (so `none`
+//! and algorithm confusion — an RS256 public key used as an HMAC secret — are refused),
+//! its signature, `exp` and `nbf` with the leeway, `iss` and `aud` when configured, and
+//! the claims the gateway reads.
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::Validation;
+use serde::Deserialize;
+
+use super::{Auth, AuthError, Identity, Role};
+
+/// The claims the gateway reads; others are ignored.
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    #[serde(default)]
+    jobs: Vec<String>,
+    #[serde(default)]
+    role: Option<String>,
+}
+
+impl Auth {
+    /// Verifies a token and returns who it names.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            // An algorithm name outside the supported set, `none` included.
+            ErrorKind::InvalidAlgorithmName
+            | ErrorKind::UnsupportedAlgorithm
+            | ErrorKind::MissingAlgorithm => AuthError::AlgorithmNotAllowed,
+            _ => AuthError::Malformed,
+        })?;
+        let key = self.keys.for_token(header.alg, header.kid.as_deref())?;
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = self.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &self.issuer {
+            Some(issuer) => {
+                validation.set_issuer(&[issuer]);
+                validation.required_spec_claims.insert("iss".into());
+            }
+            None => validation.iss = None,
+        }
+        match &self.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                validation.required_spec_claims.insert("aud".into());
+            }
+            None => validation.validate_aud = false,
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
+            .map_err(|e| classify(e.kind()))?;
+        let claims = data.claims;
+        // The library compares whole seconds, so a token would live up to 1 s past `exp`;
+        // RFC 7519 makes it invalid from `exp` on.
+        let expires_at_ms = claims
+            .exp
+            .saturating_mul(1000)
+            .saturating_add(self.leeway.as_millis() as u64);
+        if sse_wire::now_ms() >= expires_at_ms {
+            return Err(AuthError::Expired);
+        }
+        if !sse_wire::is_valid_id(&claims.sub) {
+            return Err(AuthError::BadClaims);
+        }
+        let role = match claims.role.as_deref() {
+            None => Role::User,
+            Some("publisher") => Role::Publisher,
+            Some("admin") => Role::Admin,
+            // An unknown role grants nothing more than a plain user token.
+            Some(_) => Role::User,
+        };
+        Ok(Identity {
+            user: claims.sub,
+            jobs: claims.jobs.into_boxed_slice(),
+            role,
+            expires_at_ms,
+        })
+    }
+}
+
+fn classify(kind: &ErrorKind) -> AuthError {
+    match kind {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+        ErrorKind::InvalidAudience => AuthError::WrongAudience,
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::MissingAlgorithm => AuthError::AlgorithmNotAllowed,
+        ErrorKind::MissingRequiredClaim(claim) => match claim.as_str() {
+            "iss" => AuthError::WrongIssuer,
+            "aud" => AuthError::WrongAudience,
+            _ => AuthError::BadClaims,
+        },
+        ErrorKind::Json(_) | ErrorKind::InvalidClaimFormat(_) | ErrorKind::InvalidSubject => {
+            AuthError::BadClaims
+        }
+        // Key errors here mean a signature made for another key type.
+        ErrorKind::InvalidEcdsaKey
+        | ErrorKind::InvalidEddsaKey
+        | ErrorKind::InvalidRsaKey(_)
+        | ErrorKind::InvalidKeyFormat => AuthError::BadSignature,
+        _ => AuthError::Malformed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::auth::{AuthSettings, PublicKeyFile};
+
+    const SECRET: &str = "unit-test-secret-0123456789abcdefghij";
+    /// An Ed25519 key pair (PKCS#8 / SPKI PEM), made for these tests only.
+    const ED_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIBFs/qxwwiKeNJLdHKf2nURQheT+ue0J6O2DyADFgJUl\n-----END PRIVATE KEY-----\n";
+    const ED_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAsMsCPnO4D1/nraxxHuhi8c2z3hI8a69y4scJaJ0buxs=\n-----END PUBLIC KEY-----\n";
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    fn settings() -> AuthSettings {
+        AuthSettings {
+            hmac_secret: Some(SECRET.into()),
+            issuer: Some("https://issuer.test".into()),
+            audience: Some("sse".into()),
+            leeway: Duration::from_secs(0),
+            cookie_name: "sse_token".into(),
+            query_token_param: "token".into(),
+            ..AuthSettings::default()
+        }
+    }
+
+    fn claims(extra: Value) -> Value {
+        let mut base =
+            json!({"sub": "alice", "exp": now() + 600, "iss": "https://issuer.test", "aud": "sse"});
+        for (key, value) in extra.as_object().unwrap() {
+            if value.is_null() {
+                base.as_object_mut().unwrap().remove(key);
+            } else {
+                base[key] = value.clone();
+            }
+        }
+        base
+    }
+
+    fn hs256(claims: &Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        use std::fmt::Write;
+        // base64url without padding, by hand: the test needs raw headers jsonwebtoken
+        // refuses to write (`alg: none`).
+        const TABLE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk.iter().fold(0u32, |n, &b| (n << 8) | b as u32) << (8 * (3 - chunk.len()));
+            for i in 0..=chunk.len() {
+                let _ = out.write_char(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    fn with_ed_key(dir: &std::path::Path) -> Auth {
+        let path = dir.join("ed.pem");
+        std::fs::write(&path, ED_PUBLIC).unwrap();
+        let mut settings = settings();
+        settings.public_keys.push(PublicKeyFile {
+            kid: "ed-1".into(),
+            path,
+        });
+        Auth::new(&settings).unwrap()
+    }
+
+    #[test]
+    fn every_auth_error_kind_is_reached() {
+        let dir = std::env::temp_dir().join(format!("sse-auth-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let auth = with_ed_key(&dir);
+        let ed = |claims: &Value, kid: Option<&str>| {
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.kid = kid.map(str::to_owned);
+            jsonwebtoken::encode(
+                &header,
+                claims,
+                &EncodingKey::from_ed_pem(ED_PRIVATE.as_bytes()).unwrap(),
+            )
+            .unwrap()
+        };
+        let good = hs256(&claims(json!({})));
+        let (head, rest) = good.split_once('.').unwrap();
+        let cases: Vec<(String, Result<&str, AuthError>)> = vec![
+            (good.clone(), Ok("alice")),
+            (ed(&claims(json!({})), Some("ed-1")), Ok("alice")),
+            ("not a token".into(), Err(AuthError::Malformed)),
+            (format!("{head}.{rest}x"), Err(AuthError::BadSignature)),
+            // `none` is not an algorithm the library knows: refused as malformed.
+            (
+                format!(
+                    "{}.{}.",
+                    b64(br#"{"alg":"none","typ":"JWT"}"#),
+                    rest.split_once('.').unwrap().0
+                ),
+                Err(AuthError::Malformed),
+            ),
+            // An RSA algorithm with no RSA key configured.
+            (
+                format!("{}.{rest}", b64(br#"{"alg":"RS256","typ":"JWT"}"#)),
+                Err(AuthError::AlgorithmNotAllowed),
+            ),
+            (
+                ed(&claims(json!({})), Some("ed-2")),
+                Err(AuthError::UnknownKey),
+            ),
+            (
+                hs256(&claims(json!({"exp": now() - 10}))),
+                Err(AuthError::Expired),
+            ),
+            (
+                hs256(&claims(json!({"nbf": now() + 600}))),
+                Err(AuthError::NotYetValid),
+            ),
+            (
+                hs256(&claims(json!({"iss": "https://other.test"}))),
+                Err(AuthError::WrongIssuer),
+            ),
+            (
+                hs256(&claims(json!({"iss": null}))),
+                Err(AuthError::WrongIssuer),
+            ),
+            (
+                hs256(&claims(json!({"aud": "other"}))),
+                Err(AuthError::WrongAudience),
+            ),
+            (
+                hs256(&claims(json!({"sub": null}))),
+                Err(AuthError::BadClaims),
+            ),
+            (
+                hs256(&claims(json!({"sub": "a/b"}))),
+                Err(AuthError::BadClaims),
+            ),
+        ];
+        let mut reached = HashSet::new();
+        for (token, expected) in cases {
+            let result = auth.verify(&token).map(|identity| identity.user);
+            assert_eq!(result.as_deref().map_err(|e| *e), expected, "token {token}");
+            if let Err(error) = expected {
+                reached.insert(error);
+            }
+        }
+        // `Missing` comes from extraction, not verification.
+        assert_eq!(
+            auth.authenticate(&http::HeaderMap::new(), None)
+                .unwrap_err(),
+            AuthError::Missing
+        );
+        reached.insert(AuthError::Missing);
+        for error in AuthError::ALL {
+            assert!(reached.contains(&error), "no case reaches {error:?}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_hmac_token_cannot_use_a_public_key_as_its_secret() {
+        let dir = std::env::temp_dir().join(format!("sse-auth-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut settings = settings();
+        settings.hmac_secret = None;
+        let path = dir.join("ed.pem");
+        std::fs::write(&path, ED_PUBLIC).unwrap();
+        settings.public_keys.push(PublicKeyFile {
+            kid: "ed-1".into(),
+            path,
+        });
+        let auth = Auth::new(&settings).unwrap();
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("ed-1".into());
+        let forged = jsonwebtoken::encode(
+            &header,
+            &claims(json!({})),
+            &EncodingKey::from_secret(ED_PUBLIC.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(
+            auth.verify(&forged).unwrap_err(),
+            AuthError::AlgorithmNotAllowed
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn roles_and_jobs_are_read() {
+        let auth = Auth::new(&settings()).unwrap();
+        let identity = auth
+            .verify(&hs256(&claims(
+                json!({"role": "publisher", "jobs": ["j1"]}),
+            )))
+            .unwrap();
+        assert_eq!(identity.role, Role::Publisher);
+        assert!(identity.may_watch("j1", "bob"));
+        assert!(!identity.may_watch("j2", "bob"));
+        assert!(identity.may_watch("j2", "alice"));
+        let unknown = auth
+            .verify(&hs256(&claims(json!({"role": "root"}))))
+            .unwrap();
+        assert_eq!(unknown.role, Role::User, "an unknown role grants nothing");
+        let admin = auth
+            .verify(&hs256(&claims(json!({"role": "admin"}))))
+            .unwrap();
+        assert!(admin.may_watch("anything", "anyone"));
+    }
+}

@@ -1,0 +1,284 @@
+//! The Redis broker: what makes nodes horizontal (DESIGN §1, §6, §7).
+//!
+//! - Publishing runs the contract's scripts through `sse_wire::store` (the same code the
+//!   Rust SDK runs), on the node's one connection pool (or Redis Cluster connection).
+//! - Reads: history ([`history`]), job state (`HGETALL`), the user snapshot script, and
+//!   owners (the store's one owner cache, then `GET`).
+//! - Live events: one subscription task per node keeps the node's channels subscribed —
+//!   [`pubsub`] on one Redis, [`sharded`] on a Redis Cluster — both built on [`upstream`],
+//!   which holds the subscribe / release / renew / backfill rules once.
+//!   [`slots`] computes Redis Cluster hash slots for the per-shard ping channels.
+
+mod history;
+mod pubsub;
+mod sharded;
+mod slots;
+mod upstream;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Script;
+use sse_wire::store::{self, ClusterConnections, Connections, Store};
+use sse_wire::{EventId, JobState, Keys};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    Backend, Broker, BrokerError, BrokerSettings, JobEvent, ReleaseUpstream, Replay, Subscription,
+    UserEvent, UserSnapshot,
+};
+use crate::hub::{Hub, Mailbox};
+use crate::metrics::Metrics;
+use crate::vocab::event::Topic;
+use upstream::{Ensure, Shared, ENSURE_QUEUE, ENSURE_TIMEOUT};
+
+/// Connections in the command pool (one Redis).
+const POOL_SIZE: usize = 32;
+/// How long a starting node keeps trying to reach its Redis Cluster before it gives up.
+const CLUSTER_START_DEADLINE: Duration = Duration::from_secs(30);
+/// Backoff between those attempts.
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// The Redis broker.
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+    /// Streams waiting for a subscription, for the subscription task.
+    requests: mpsc::Sender<Ensure>,
+    /// Given to every subscription: tells the task a topic's last local stream left. One
+    /// for the node, not one per stream.
+    release: ReleaseUpstream,
+    snapshot_script: Script,
+}
+
+impl RedisBroker {
+    /// Connects (pool, or cluster connection) and starts the subscription task; the broker
+    /// is ready once pub/sub delivers (see [`Broker::is_ready`]).
+    pub async fn start(
+        settings: &BrokerSettings,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<RedisBroker>, BrokerError> {
+        let keys = Keys::new(settings.prefix.clone());
+        let node_channel = keys.node_channel(&node_id());
+        let (requests, receiver) = mpsc::channel(ENSURE_QUEUE);
+        let shared = match &settings.backend {
+            Backend::Redis(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
+                let connections = Connections::pool(url, POOL_SIZE)?;
+                let store = Store::new(connections, keys, settings.retention);
+                let shared = Shared::new(hub, metrics, store);
+                let task = pubsub::PubSubTask::new(client, shared.clone(), node_channel);
+                tokio::spawn(task.run(receiver));
+                shared
+            }
+            Backend::RedisCluster(seeds) => {
+                let (connection, pushes, commands) = connect_cluster(seeds).await?;
+                let store = Store::new(Connections::Cluster(commands), keys, settings.retention);
+                let shared = Shared::new(hub, metrics, store);
+                let task =
+                    sharded::ShardedTask::new(shared.clone(), connection, pushes, node_channel);
+                tokio::spawn(task.run(receiver));
+                shared
+            }
+            Backend::Memory => {
+                return Err(BrokerError::Unavailable(
+                    "the Redis broker needs a Redis backend".into(),
+                ))
+            }
+        };
+        let release: ReleaseUpstream = {
+            let shared = shared.clone();
+            Arc::new(move |topic: &Topic| shared.release(topic))
+        };
+        Ok(Arc::new(RedisBroker {
+            shared,
+            requests,
+            release,
+            snapshot_script: Script::new(sse_wire::scripts::USER_SNAPSHOT),
+        }))
+    }
+
+    /// A failed command: classified, and reported to the connections (a cluster rebuilds
+    /// a stale view).
+    fn failed(&self, error: redis::RedisError) -> BrokerError {
+        BrokerError::from(self.shared.store.failed(error))
+    }
+
+    async fn connection(&self) -> Result<store::Connection, BrokerError> {
+        Ok(self.shared.store.connections().get().await?)
+    }
+}
+
+/// Connects to a Redis Cluster: a subscription connection whose pushes come back on the
+/// returned channel, and the command connections. The cluster may come up after this node
+/// (a deployment rolling out with its Redis): it is tried for a while before giving up.
+async fn connect_cluster(
+    seeds: &[String],
+) -> Result<
+    (
+        redis::cluster_async::ClusterConnection,
+        mpsc::UnboundedReceiver<redis::PushInfo>,
+        Arc<ClusterConnections>,
+    ),
+    BrokerError,
+> {
+    let deadline = tokio::time::Instant::now() + CLUSTER_START_DEADLINE;
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let attempt = async {
+            let (sender, pushes) = mpsc::unbounded_channel();
+            let client = store::cluster_client(seeds, sender)?;
+            let connection = client.get_async_connection().await?;
+            let commands = ClusterConnections::connect(seeds).await?;
+            Ok::<_, redis::RedisError>((connection, pushes, commands))
+        };
+        match attempt.await {
+            Ok(connected) => return Ok(connected),
+            Err(error) if tokio::time::Instant::now() + backoff < deadline => {
+                tracing::warn!(%error, "redis cluster unreachable; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(error) => return Err(unavailable(error)),
+        }
+    }
+}
+
+/// A random id for this node's ping channels.
+fn node_id() -> String {
+    use rand::Rng;
+    format!("{:016x}", rand::rng().random::<u64>())
+}
+
+fn unavailable(error: redis::RedisError) -> BrokerError {
+    BrokerError::Unavailable(error.to_string())
+}
+
+impl Broker for RedisBroker {
+    async fn publish_job_event(&self, event: JobEvent) -> Result<EventId, BrokerError> {
+        let owner = match event.owner {
+            Some(owner) => owner,
+            None => match self.job_owner(&event.job).await? {
+                Some(owner) => owner.to_string(),
+                None => return Err(BrokerError::OwnerRequired { job: event.job }),
+            },
+        };
+        Ok(self
+            .shared
+            .store
+            .publish_job(
+                &event.job,
+                &owner,
+                &event.event_type,
+                &event.fields,
+                event.correlation_id.as_deref(),
+            )
+            .await?)
+    }
+
+    async fn publish_user_event(&self, event: UserEvent) -> Result<EventId, BrokerError> {
+        Ok(self
+            .shared
+            .store
+            .publish_user(
+                &event.user,
+                &event.event_type,
+                &event.fields,
+                event.correlation_id.as_deref(),
+            )
+            .await?)
+    }
+
+    async fn job_owner(&self, job: &str) -> Result<Option<Arc<str>>, BrokerError> {
+        Ok(self.shared.store.job_owner(job).await?)
+    }
+
+    async fn job_state(&self, owner: &str, job: &str) -> Result<Option<JobState>, BrokerError> {
+        let mut connection = self.connection().await?;
+        let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(self.shared.store.keys().job(owner, job))
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(sse_wire::state::job_state_from_hash(
+            fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        ))
+    }
+
+    async fn user_snapshot(&self, user: &str) -> Result<UserSnapshot, BrokerError> {
+        let call = sse_wire::scripts::user_snapshot_call(self.shared.store.keys(), user);
+        let mut connection = self.connection().await?;
+        let mut invocation = self.snapshot_script.prepare_invoke();
+        invocation.key(&call.keys).arg(&call.args);
+        let (latest, states): (String, Vec<Vec<String>>) = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| self.failed(e))?;
+        let jobs = states
+            .iter()
+            .filter_map(|flat| {
+                sse_wire::state::job_state_from_hash(
+                    flat.chunks_exact(2)
+                        .map(|pair| (pair[0].as_str(), pair[1].as_str())),
+                )
+            })
+            .collect();
+        Ok(UserSnapshot {
+            latest_id: latest.parse().unwrap_or_default(),
+            jobs,
+        })
+    }
+
+    async fn replay(&self, topic: &Topic, after: EventId) -> Result<Replay, BrokerError> {
+        self.shared.read_stream(topic, after).await
+    }
+
+    async fn subscribe(
+        &self,
+        topic: Topic,
+        mailbox: Arc<Mailbox>,
+    ) -> Result<Subscription, BrokerError> {
+        let channel = self.shared.channel(&topic);
+        // Registered in the hub first: from the confirmation on, every message of the
+        // channel finds this stream (and a release racing with it keeps the channel).
+        self.shared.hub.subscribe(&topic, mailbox.clone());
+        let subscription = Subscription::new(
+            self.shared.hub.clone(),
+            topic.clone(),
+            mailbox,
+            Some(self.release.clone()),
+        );
+        let (reply, confirmed) = oneshot::channel();
+        let stopped = || BrokerError::Unavailable("the subscription task has stopped".into());
+        let request = Ensure {
+            channel,
+            topic,
+            reply,
+        };
+        let wait = async {
+            self.requests.send(request).await.map_err(|_| stopped())?;
+            confirmed.await.map_err(|_| stopped())?
+        };
+        match tokio::time::timeout(ENSURE_TIMEOUT, wait).await {
+            Ok(Ok(())) => Ok(subscription),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(BrokerError::Unavailable(
+                "no subscription confirmation in time".into(),
+            )),
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::Acquire)
+    }
+
+    fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::Acquire)
+    }
+
+    fn hub(&self) -> &Arc<Hub> {
+        &self.shared.hub
+    }
+}

@@ -1,0 +1,221 @@
+//! Local fan-out: which of this node's connections watch which topic, each through its
+//! bounded [`Mailbox`](mailbox::Mailbox).
+//!
+//! An event arrives here once per node, already rendered to SSE bytes
+//! ([`Event::frame`](crate::vocab::event::Event)); delivering it to N subscribers clones
+//! that handle N times (a reference count increment, no copy, no allocation per subscriber
+//! unless a queue has to grow).
+//!
+//! Heartbeats and token expiry cost no timer per connection: one housekeeping task
+//! ([`Hub::tick`]) walks every mailbox a few times per heartbeat interval, queues `: hb`
+//! where nothing was written since the last heartbeat, and closes streams whose token has
+//! expired.
+//!
+//! Locks: `std::sync::Mutex`, never held across an `.await`; the topic map lock is held
+//! only to find or change a topic, a topic's lock only to walk its subscribers, a
+//! mailbox's lock only to push or pop one item. Lock order is topic map → topic →
+//! mailbox, never the reverse.
+
+pub mod mailbox;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sse_wire::EventId;
+
+use crate::vocab::event::{Event, Topic};
+pub use mailbox::{CloseReason, Mailbox, Next, QueueLimits};
+
+/// Subscribers of one topic.
+#[derive(Default)]
+struct Subscribers {
+    mailboxes: Mutex<Vec<Arc<Mailbox>>>,
+}
+
+impl Subscribers {
+    fn lock(&self) -> MutexGuard<'_, Vec<Arc<Mailbox>>> {
+        // Each critical section is one push, remove or walk: poisoning leaves it consistent.
+        self.mailboxes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The mailboxes right now, to walk without holding the lock.
+    fn snapshot(&self) -> Vec<Arc<Mailbox>> {
+        self.lock().clone()
+    }
+}
+
+/// This node's topics and their subscribers.
+#[derive(Default)]
+pub struct Hub {
+    topics: Mutex<HashMap<Topic, Arc<Subscribers>>>,
+}
+
+/// Result of [`Hub::dispatch`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Dispatched {
+    pub delivered: usize,
+    pub slow_consumers: usize,
+}
+
+impl Hub {
+    pub fn new() -> Hub {
+        Hub::default()
+    }
+
+    fn topics(&self) -> MutexGuard<'_, HashMap<Topic, Arc<Subscribers>>> {
+        // Each critical section leaves the map consistent, so poisoning carries no risk.
+        self.topics
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds a subscriber. Returns `true` when it is the topic's first on this node (the
+    /// broker then subscribes upstream).
+    pub fn subscribe(&self, topic: &Topic, mailbox: Arc<Mailbox>) -> bool {
+        let mut topics = self.topics();
+        let subscribers = topics.entry(topic.clone()).or_default();
+        let mut mailboxes = subscribers.lock();
+        mailboxes.push(mailbox);
+        mailboxes.len() == 1
+    }
+
+    /// Removes a subscriber. Returns `true` when it was the topic's last on this node
+    /// (the broker then unsubscribes upstream).
+    pub fn unsubscribe(&self, topic: &Topic, mailbox: &Arc<Mailbox>) -> bool {
+        let mut topics = self.topics();
+        let Some(subscribers) = topics.get(topic) else {
+            return false;
+        };
+        let now_empty = {
+            let mut mailboxes = subscribers.lock();
+            if let Some(at) = mailboxes.iter().position(|m| Arc::ptr_eq(m, mailbox)) {
+                mailboxes.swap_remove(at);
+            }
+            mailboxes.is_empty()
+        };
+        if now_empty {
+            topics.remove(topic);
+        }
+        now_empty
+    }
+
+    /// Delivers an event to every local subscriber of a topic.
+    pub fn dispatch(&self, topic: &Topic, event: &Event) -> Dispatched {
+        let Some(subscribers) = self.topics().get(topic).cloned() else {
+            return Dispatched::default();
+        };
+        let mailboxes = subscribers.lock();
+        let mut result = Dispatched {
+            delivered: mailboxes.len(),
+            slow_consumers: 0,
+        };
+        for mailbox in mailboxes.iter() {
+            if !mailbox.deliver(event) {
+                result.slow_consumers += 1;
+            }
+        }
+        drop(mailboxes);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(
+                topic = topic.kind(),
+                user = topic.user(),
+                id = %event.id,
+                correlation_id = sse_wire::frame::correlation_id(&event.frame),
+                subscribers = result.delivered,
+                "event fanned out"
+            );
+        }
+        result
+    }
+
+    /// Where a backfill of this topic must start: the lowest position among its
+    /// subscribers that have one.
+    pub fn backfill_position(&self, topic: &Topic) -> Option<EventId> {
+        let mailboxes = self.topics().get(topic).cloned()?.snapshot();
+        mailboxes.iter().filter_map(|m| m.position()).min()
+    }
+
+    /// Ends every stream of a topic (see [`CloseReason`]).
+    pub fn close_topic(&self, topic: &Topic, reason: CloseReason) {
+        let Some(subscribers) = self.topics().get(topic).cloned() else {
+            return;
+        };
+        for mailbox in subscribers.snapshot() {
+            mailbox.close(reason);
+        }
+    }
+
+    /// Whether this node has subscribers for the topic.
+    pub fn has_subscribers(&self, topic: &Topic) -> bool {
+        self.topics().contains_key(topic)
+    }
+
+    /// Every subscribed mailbox right now.
+    pub fn mailboxes(&self) -> Vec<Arc<Mailbox>> {
+        let topics: Vec<Arc<Subscribers>> = self.topics().values().cloned().collect();
+        let mut all = Vec::new();
+        for subscribers in topics {
+            all.extend(subscribers.snapshot());
+        }
+        all
+    }
+
+    /// One housekeeping pass over every mailbox (see the module doc).
+    pub fn tick(&self, now_ms: u64, heartbeat_ticks: u32) {
+        let topics: Vec<Arc<Subscribers>> = self.topics().values().cloned().collect();
+        for subscribers in topics {
+            for mailbox in subscribers.snapshot() {
+                mailbox.tick(now_ms, heartbeat_ticks);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mailbox::tests::{event, mailbox, poll};
+    use super::*;
+    use std::task::Poll;
+
+    #[test]
+    fn hub_counts_first_and_last_subscribers() {
+        let hub = Hub::new();
+        let topic = Topic::User("u1".into());
+        let (a, _) = mailbox(10, 1 << 20);
+        let (b, _) = mailbox(10, 1 << 20);
+        assert!(hub.subscribe(&topic, a.clone()));
+        assert!(!hub.subscribe(&topic, b.clone()));
+        assert_eq!(hub.dispatch(&topic, &event(1, 5)).delivered, 2);
+        assert!(!hub.unsubscribe(&topic, &a));
+        assert!(hub.unsubscribe(&topic, &b));
+        assert!(!hub.has_subscribers(&topic));
+        assert_eq!(hub.dispatch(&topic, &event(2, 5)), Dispatched::default());
+    }
+
+    #[test]
+    fn backfill_starts_at_the_lowest_known_position() {
+        let hub = Hub::new();
+        let topic = Topic::User("u1".into());
+        let (a, _) = mailbox(10, 1 << 20);
+        let (b, _) = mailbox(10, 1 << 20);
+        let (c, _) = mailbox(10, 1 << 20);
+        hub.subscribe(&topic, a.clone());
+        hub.subscribe(&topic, b.clone());
+        hub.subscribe(&topic, c);
+        assert_eq!(
+            hub.backfill_position(&topic),
+            None,
+            "no stream has a position yet"
+        );
+        a.set_position(EventId::new(5, 0));
+        b.set_position(EventId::new(3, 0));
+        assert_eq!(hub.backfill_position(&topic), Some(EventId::new(3, 0)));
+        assert!(b.deliver(&event(9, 1)));
+        assert!(matches!(poll(&b).0, Poll::Ready(Next::Event(_))));
+        assert_eq!(
+            hub.backfill_position(&topic),
+            Some(EventId::new(5, 0)),
+            "b took event 9"
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! One TCP connection's task: HTTP/1.1 event streams through [`super::h1`], everything
+//! else (other routes, h2c, HTTP/1.0, a bad head) through hyper with the bytes already
+//! read put back in front ([`super::rewind::Rewind`]). A connection can be cut from
+//! outside (slow consumer) through its [`ConnControl`], which works even when hyper is
+//! blocked writing to a full socket.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::h1::{self, After, Head};
+use super::rewind::Rewind;
+use crate::routes::{self, App};
+use crate::vocab::control::ConnControl;
+
+/// One connection's task: what an idle stream costs in task memory, beside its socket and
+/// mailbox (kept small; a test holds it under [`TASK_BYTES_BOUND`]).
+pub(super) async fn connection_task(
+    socket: TcpStream,
+    app: Arc<App>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    closing: watch::Receiver<bool>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    serve_connection(socket, app, &builder, closing).await;
+    drop(permit);
+}
+
+/// Upper bound of a connection task's future, in bytes (measured 376).
+#[cfg(test)]
+const TASK_BYTES_BOUND: usize = 512;
+
+async fn serve_connection(
+    socket: TcpStream,
+    app: Arc<App>,
+    builder: &auto::Builder<TokioExecutor>,
+    mut closing: watch::Receiver<bool>,
+) {
+    // Events are small and must leave at once: no Nagle delay.
+    let _ = socket.set_nodelay(true);
+    let metrics = app.metrics.clone();
+    metrics.tcp_connections.inc();
+    let control = Arc::new(ConnControl::default());
+    let mut input = BytesMut::new();
+    let mut for_hyper = None;
+    let mut kept_alive = false;
+    loop {
+        // Boxed, like opening below: large states that a stream's task, which lives for
+        // hours, should not carry (see `h1::Respond`).
+        let (request, keep_alive, rest) =
+            match Box::pin(h1::read_head(&socket, input, kept_alive, &mut closing)).await {
+                Head::Closed => break,
+                Head::Other(read) => {
+                    for_hyper = Some(read);
+                    break;
+                }
+                Head::Stream {
+                    request,
+                    keep_alive,
+                    rest,
+                } => (request, keep_alive, rest),
+            };
+        if kept_alive && app.is_draining() {
+            // A stream request on a connection kept from before the drain: close it
+            // unanswered. The client retries a request that failed on a reused
+            // connection as if it were new, and reaches another node; a `503` would stop
+            // an EventSource for good.
+            break;
+        }
+        let response = Box::pin(routes::handle_stream_get(
+            app.clone(),
+            control.clone(),
+            request,
+        ))
+        .await;
+        // A draining node closes each connection after its answer: the client's reconnect
+        // must reach another node, not this one's `503` on a kept-alive connection.
+        let keep_alive = keep_alive && !app.is_draining();
+        match h1::respond(&socket, &control, response, keep_alive, rest).await {
+            After::KeepAlive(rest) if !app.is_draining() && !control.is_aborted() => {
+                input = rest;
+                kept_alive = true;
+            }
+            _ => break,
+        }
+    }
+    if let Some(read) = for_hyper {
+        Box::pin(serve_with_hyper(
+            socket, read, app, control, builder, closing,
+        ))
+        .await;
+    }
+    metrics.tcp_connections.dec();
+}
+
+/// Serves the rest of a connection with hyper (HTTP/1.1 or h2c); `read` is what was read
+/// of it already.
+async fn serve_with_hyper(
+    socket: TcpStream,
+    read: Bytes,
+    app: Arc<App>,
+    control: Arc<ConnControl>,
+    builder: &auto::Builder<TokioExecutor>,
+    mut closing: watch::Receiver<bool>,
+) {
+    let service_control = control.clone();
+    let service = service_fn(move |request| {
+        let (app, control) = (app.clone(), service_control.clone());
+        async move { Ok::<_, Infallible>(routes::handle(app, control, request).await) }
+    });
+    let io = TokioIo::new(Rewind {
+        read,
+        inner: socket,
+    });
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let mut closing_seen = *closing.borrow();
+    if closing_seen {
+        connection.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                break;
+            }
+            _ = control.aborted() => {
+                tracing::debug!("connection cut");
+                break;
+            }
+            _ = closed(&mut closing), if !closing_seen => {
+                closing_seen = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Resolves once the node stops accepting (or the sender is gone).
+pub(super) async fn closed(closing: &mut watch::Receiver<bool>) {
+    let _ = closing.wait_for(|closing| *closing).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::net::TcpListener;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::auth::{Auth, AuthSettings};
+    use crate::broker::{Backend, BrokerSettings, NodeBroker};
+    use crate::hub::{Hub, QueueLimits};
+    use crate::metrics::Metrics;
+    use crate::routes::RouteSettings;
+    use crate::stream::{StreamSettings, Streams};
+
+    #[tokio::test]
+    async fn a_connection_task_stays_small() {
+        let auth = Auth::new(&AuthSettings {
+            hmac_secret: Some("0123456789abcdef0123456789abcdef".into()),
+            ..AuthSettings::default()
+        })
+        .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let broker = NodeBroker::start(
+            &BrokerSettings {
+                backend: Backend::Memory,
+                prefix: "sse:".into(),
+                retention: sse_wire::Retention::default(),
+            },
+            Arc::new(Hub::new()),
+            metrics.clone(),
+        )
+        .await
+        .unwrap();
+        let settings = StreamSettings {
+            retry: Duration::from_secs(3),
+            queue: QueueLimits {
+                max_events: 16,
+                max_bytes: 1 << 20,
+            },
+            max_connections: 10,
+            max_connections_per_user: 10,
+        };
+        let app = App::new(
+            RouteSettings::default(),
+            auth,
+            Streams::new(broker, settings, metrics),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
+        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        let (_closing_tx, closing) = watch::channel(false);
+        let task = connection_task(socket, app, builder, closing, permit);
+        let size = std::mem::size_of_val(&task);
+        assert!(
+            size <= TASK_BYTES_BOUND,
+            "a connection's task is {size} bytes: box the large states (see h1::Respond)"
+        );
+    }
+}

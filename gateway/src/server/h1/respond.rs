@@ -1,0 +1,215 @@
+//! Writing the answer to a stream request: the response head, then either a whole body
+//! or the event stream chunk by chunk until it ends — with the client's own bytes (a
+//! pipelined request) kept for after it.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{Response, StatusCode};
+use tokio::net::TcpStream;
+
+use super::MAX_HEAD_BYTES;
+use crate::stream::{EventStream, ResponseBody};
+use crate::vocab::chunk::LAST_CHUNK;
+use crate::vocab::control::ConnControl;
+
+/// Chunks one poll of a stream writes before it yields to the other tasks.
+const MAX_CHUNKS_PER_POLL: usize = 32;
+
+/// What to do with the connection once a stream request is answered.
+pub enum After {
+    /// Read the next request; these bytes of it arrived already.
+    KeepAlive(BytesMut),
+    Close,
+}
+
+/// Writes the answer to a stream request: a whole one, or a stream until it ends.
+///
+/// A hand-written future rather than an `async fn`: it is the state an idle stream sits
+/// in for hours, and as a plain struct it holds only what it needs (about 100 bytes).
+pub struct Respond<'a> {
+    socket: &'a TcpStream,
+    control: &'a ConnControl,
+    /// What is being written: the head and first chunk, then one chunk at a time, then
+    /// the last chunk.
+    pending: Bytes,
+    /// `None` once the stream ended (or for a whole answer).
+    stream: Option<Box<EventStream>>,
+    keep_alive: bool,
+    /// Bytes the client sent meanwhile (a pipelined request).
+    input: BytesMut,
+}
+
+/// Starts writing what `routes::handle_stream_get` answered; `input` is what was read
+/// past the request's head.
+pub fn respond<'a>(
+    socket: &'a TcpStream,
+    control: &'a ConnControl,
+    response: Response<ResponseBody>,
+    keep_alive: bool,
+    input: BytesMut,
+) -> Respond<'a> {
+    let (parts, body) = response.into_parts();
+    let mut out = BytesMut::with_capacity(512);
+    write_head(&mut out, parts.status, &parts.headers, keep_alive);
+    let stream = match body {
+        ResponseBody::Full(bytes) => {
+            let bytes = bytes.unwrap_or_default();
+            if parts.status != StatusCode::NO_CONTENT {
+                out.put_slice(format!("content-length: {}\r\n", bytes.len()).as_bytes());
+            }
+            out.put_slice(b"\r\n");
+            out.put_slice(&bytes);
+            None
+        }
+        ResponseBody::Stream(mut stream) => {
+            out.put_slice(b"transfer-encoding: chunked\r\n\r\n");
+            // The first chunk (retry, then snapshot or replay) goes out with the head.
+            if let Some(first) = stream.take_first_chunk() {
+                out.put_slice(&first);
+            }
+            Some(stream)
+        }
+    };
+    Respond {
+        socket,
+        control,
+        pending: out.freeze(),
+        stream,
+        keep_alive,
+        input,
+    }
+}
+
+impl Future for Respond<'_> {
+    type Output = After;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<After> {
+        let this = self.get_mut();
+        // Cut (slow consumer) while not blocked: a cut connection is never reused.
+        if this.control.is_aborted() {
+            return Poll::Ready(After::Close);
+        }
+        let mut written_chunks = 0;
+        loop {
+            while !this.pending.is_empty() {
+                match this.socket.try_write(&this.pending) {
+                    Ok(written) if written == this.pending.len() => {
+                        // Release the buffer now (a first chunk can be a long replay).
+                        this.pending = Bytes::new();
+                    }
+                    Ok(written) => this.pending.advance(written),
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                        // Blocked on a full socket: only a cut (slow consumer) or the
+                        // socket becoming writable moves this on.
+                        if this.control.poll_aborted(cx).is_ready() {
+                            return Poll::Ready(After::Close);
+                        }
+                        match this.socket.poll_write_ready(cx) {
+                            Poll::Ready(Ok(())) => {}
+                            Poll::Ready(Err(_)) => return Poll::Ready(After::Close),
+                            Poll::Pending => return Poll::Pending,
+                        }
+                    }
+                    Err(_) => return Poll::Ready(After::Close),
+                }
+            }
+            let Some(stream) = this.stream.as_mut() else {
+                return Poll::Ready(if this.keep_alive {
+                    After::KeepAlive(std::mem::take(&mut this.input))
+                } else {
+                    After::Close
+                });
+            };
+            if written_chunks == MAX_CHUNKS_PER_POLL {
+                // A long backlog: let the worker run other connections, then go on.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            match stream.poll_chunk(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    this.pending = chunk;
+                    written_chunks += 1;
+                    continue;
+                }
+                // Cut (slow consumer): close without the last chunk, so the client sees
+                // the stream broken, not finished.
+                Poll::Ready(Some(Err(_))) => return Poll::Ready(After::Close),
+                Poll::Ready(None) => {
+                    this.stream = None;
+                    this.pending = Bytes::from_static(LAST_CHUNK);
+                    continue;
+                }
+                Poll::Pending => {}
+            }
+            // Idle: the client closing (or sending something) is what else can happen.
+            match this.socket.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) if read_input(this.socket, &mut this.input) => {}
+                Poll::Ready(_) => return Poll::Ready(After::Close),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// The status line and headers, without the blank line that ends them.
+fn write_head(out: &mut BytesMut, status: StatusCode, headers: &http::HeaderMap, keep_alive: bool) {
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+    for (name, value) in headers {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"date: ");
+    out.put_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+    out.put_slice(b"\r\n");
+    if !keep_alive {
+        out.put_slice(b"connection: close\r\n");
+    }
+}
+
+/// Reads what a client sent while its stream is open. `false` when the connection is
+/// over: closed, broken, or more unread input than a request head may be.
+fn read_input(socket: &TcpStream, input: &mut BytesMut) -> bool {
+    loop {
+        if input.len() >= MAX_HEAD_BYTES {
+            return false;
+        }
+        input.reserve(512);
+        match socket.try_read_buf(input) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::{self, HeaderValue};
+
+    #[test]
+    fn heads_are_what_hyper_would_write() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        let mut out = BytesMut::new();
+        write_head(&mut out, StatusCode::OK, &headers, false);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ndate: "));
+        assert!(text.ends_with(" GMT\r\nconnection: close\r\n"));
+    }
+}

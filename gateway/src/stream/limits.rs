@@ -1,0 +1,144 @@
+//! Which streams a node admits: none while draining or while its broker is down, and at
+//! most `--max-connections` in all and `--max-connections-per-user` per user.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::broker::Broker;
+use crate::error::{ApiError, ErrorKind};
+
+/// Open-stream counters for `--max-connections` (node) and `--max-connections-per-user`.
+pub struct StreamLimits {
+    max_node: usize,
+    max_per_user: usize,
+    node: AtomicUsize,
+    per_user: Mutex<HashMap<Arc<str>, usize>>,
+    /// Signalled whenever a stream closes (drain waits on it).
+    closed: tokio::sync::Notify,
+    /// Set on SIGTERM: readiness fails, new streams are refused.
+    draining: AtomicBool,
+}
+
+impl StreamLimits {
+    pub fn new(max_node: usize, max_per_user: usize) -> Arc<StreamLimits> {
+        Arc::new(StreamLimits {
+            max_node,
+            max_per_user,
+            node: AtomicUsize::new(0),
+            per_user: Mutex::new(HashMap::new()),
+            closed: tokio::sync::Notify::new(),
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// Refuses new streams while draining or while the broker is down; what `/readyz`
+    /// reports too (ready exactly when a new stream would be admitted).
+    pub fn admit(&self, broker: &impl Broker) -> Result<(), ApiError> {
+        if self.is_draining() {
+            return Err(ErrorKind::Draining.into());
+        }
+        if !broker.is_ready() {
+            return Err(ErrorKind::BrokerUnavailable.into());
+        }
+        Ok(())
+    }
+
+    /// From now on, new streams are refused and readiness fails.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Takes one node slot and one of the user's (`503` / `429` when a limit is reached).
+    pub fn acquire(self: &Arc<Self>, user: &str) -> Result<StreamSlot, ApiError> {
+        if self.node.fetch_add(1, Ordering::AcqRel) >= self.max_node {
+            self.node.fetch_sub(1, Ordering::AcqRel);
+            return Err(ErrorKind::NodeAtCapacity.into());
+        }
+        let user: Arc<str> = Arc::from(user);
+        let mut per_user = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        let count = per_user.entry(user.clone()).or_insert(0);
+        if *count >= self.max_per_user {
+            drop(per_user);
+            self.node.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::with(
+                ErrorKind::TooManyConnections,
+                format!("at most {} open streams per user", self.max_per_user),
+            ));
+        }
+        *count += 1;
+        Ok(StreamSlot {
+            limits: self.clone(),
+            user,
+        })
+    }
+
+    pub fn open(&self) -> usize {
+        self.node.load(Ordering::Acquire)
+    }
+
+    /// Waits until no stream is open.
+    pub async fn all_closed(&self) {
+        loop {
+            let notified = self.closed.notified();
+            if self.open() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A held stream slot; dropping it frees it.
+pub struct StreamSlot {
+    limits: Arc<StreamLimits>,
+    user: Arc<str>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        {
+            let mut per_user = self
+                .limits
+                .per_user
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(count) = per_user.get_mut(&self.user) {
+                *count -= 1;
+                if *count == 0 {
+                    per_user.remove(&self.user);
+                }
+            }
+        }
+        self.limits.node.fetch_sub(1, Ordering::AcqRel);
+        self.limits.closed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_counted_per_node_and_per_user_and_given_back() {
+        let limits = StreamLimits::new(3, 2);
+        let a1 = limits.acquire("a").unwrap();
+        let _a2 = limits.acquire("a").unwrap();
+        let refused = limits.acquire("a").map(|_| ()).unwrap_err();
+        assert_eq!(refused.kind, ErrorKind::TooManyConnections);
+        let _b1 = limits.acquire("b").unwrap();
+        let refused = limits.acquire("c").map(|_| ()).unwrap_err();
+        assert_eq!(refused.kind, ErrorKind::NodeAtCapacity);
+        assert_eq!(limits.open(), 3);
+        drop(a1);
+        assert_eq!(limits.open(), 2);
+        assert!(
+            limits.acquire("a").is_ok(),
+            "a slot given back is taken again"
+        );
+    }
+}

@@ -1,0 +1,65 @@
+//! Query-string parameters (`?token=…&lastEventId=…`), percent-decoded.
+
+use std::borrow::Cow;
+
+/// A query parameter's value, percent-decoded; `None` when absent or empty.
+pub fn query_param<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name && !value.is_empty()).then(|| percent_decode(value))
+    })
+}
+
+/// Decodes `%XX` and `+`; a malformed escape is kept as it is.
+fn percent_decode(text: &str) -> Cow<'_, str> {
+    if !text.contains(['%', '+']) {
+        return Cow::Borrowed(text);
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' => {
+                match (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                ) {
+                    (Some(high), Some(low)) => {
+                        out.push((high * 16 + low) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params_are_found_and_decoded() {
+        assert_eq!(
+            query_param("a=1&token=x.y.z", "token").as_deref(),
+            Some("x.y.z")
+        );
+        assert_eq!(
+            query_param("lastEventId=5-0", "lastEventId").as_deref(),
+            Some("5-0")
+        );
+        assert_eq!(query_param("x=%41%2d+b", "x").as_deref(), Some("A- b"));
+        assert_eq!(query_param("x=%4", "x").as_deref(), Some("%4"));
+        assert_eq!(query_param("x=%zz", "x").as_deref(), Some("%zz"));
+        assert_eq!(query_param("token=", "token"), None);
+        assert_eq!(query_param("tokens=1", "token"), None);
+    }
+}
