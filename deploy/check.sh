@@ -113,6 +113,7 @@ unpack_prometheus() {
     mkdir -p "$prometheus_dir/deb"
     (cd "$prometheus_dir/deb" && timeout 300 apt-get download -qq prometheus) &&
         dpkg-deb -x "$prometheus_dir"/deb/prometheus_*.deb "$prometheus_dir" &&
+        rm -rf "$prometheus_dir/deb" &&
         "$prometheus_dir/usr/bin/prometheus" --version >/dev/null
 }
 

@@ -365,6 +365,12 @@ def run_load(bin_dir: Path, work: Path, name: str, args: list[str]) -> None:
         raise CheckFailed(f"sse-load {name} failed ({code}): {log.read_text()[-1500:]}")
 
 
+def wait_idle(node: Node) -> None:
+    """Until the node has closed every stream of the previous step (B's limit is small)."""
+    wait_until(f"{node.name} to close the previous streams",
+               lambda: node.metric("sse_gateway_open_connections") == 0)
+
+
 def slow_consumer(a: Node, b: Node) -> None:
     """A client on B that stops reading while 32 KiB events arrive, until B cuts it."""
     publisher = token("check-worker", role="publisher")
@@ -463,7 +469,8 @@ def main() -> int:
                          "--save", "", "--appendonly", "no"], work / "redis.log")
         wait_until("redis-server", lambda: _redis_up(redis_port))
         common = ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--jwt-secret", SECRET,
-                  "--redis-url", f"redis://127.0.0.1:{redis_port}", "--log-format", "json"]
+                  "--redis-url", f"redis://127.0.0.1:{redis_port}", "--log-format", "json",
+                  "--drain-timeout", "2s"]
         a = Node("A", processes.start([str(bin_dir / "sse-gateway"), *common], work / "a.log"), work / "a.log")
         b = Node("B", processes.start([str(bin_dir / "sse-gateway"), *common,
                                        "--max-connections", str(B_MAX_CONNECTIONS),
@@ -505,11 +512,14 @@ def main() -> int:
                                             "--connections", "16", "--publish", "sdk-redis",
                                             "--redis-url", f"redis://127.0.0.1:{redis_port}",
                                             "--events", "200", "--rate", "100", "--topic-prefix", "pb"])
+        wait_idle(b)
         run_load(bin_dir, work, "b-resume", ["--url", f"http://{b.addr}", "--topics", "1", "--connections", "10",
                                              "--publish", "http", "--resume-history", "30", "--topic-prefix", "pr"])
+        wait_idle(b)
         slow_consumer(a, b)
         refused_tokens([a, b])
         broker_reconnects(redis_port, [a, b])
+        wait_idle(b)
         held = fill_node(b)
         note(f"{time.time() - began:.1f}s: traffic done; B holds {len(held)} streams")
 
