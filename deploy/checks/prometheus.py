@@ -540,8 +540,8 @@ def main() -> int:
             wait_until("the provoked alerts", lambda: not alerts_active(prom, nodes))
         except CheckFailed:
             fail(f"not pending or firing on real metrics: {', '.join(alerts_active(prom, nodes))}")
-        note("alerts: " + ", ".join(sorted(f"{a['labels']['alertname']}({a['state']})"
-                                           for a in prom.get("/api/v1/alerts")["data"]["alerts"])))
+        note("alerts: " + ", ".join(sorted(f"{alert['labels']['alertname']}({alert['state']})"
+                                           for alert in prom.get("/api/v1/alerts")["data"]["alerts"])))
         for sock in held:
             sock.close()
         held = []
