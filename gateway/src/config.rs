@@ -470,3 +470,218 @@ pub fn mint_error(error: &MintError) -> ConfigError {
     };
     invalid_option(option, reason)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut all = vec!["sse-gateway"];
+        all.extend_from_slice(args);
+        let cli = Cli::try_parse_from(all).map_err(|e| e.to_string())?;
+        Config::from_args(cli.serve, 20_000).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_make_an_embedded_node() {
+        let config = parse(&["--jwt-secret", SECRET]).unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.settings.broker.backend, Backend::Memory);
+        assert_eq!(
+            config.settings.streams.max_connections,
+            (20_000 - FD_RESERVE) as usize
+        );
+        assert_eq!(config.settings.heartbeat, DEFAULT_HEARTBEAT);
+        assert_eq!(
+            config.settings.broker.retention,
+            sse_wire::Retention::default()
+        );
+    }
+
+    #[test]
+    fn every_invalid_option_is_refused_naming_it() {
+        let key_dir = std::env::temp_dir().join(format!("sse-config-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&key_dir).unwrap();
+        let not_a_key = key_dir.join("k.pem");
+        std::fs::write(&not_a_key, "not a key").unwrap();
+        let not_a_key = not_a_key.to_string_lossy().into_owned();
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (vec![], "--jwt-secret"),
+            (vec!["--jwt-secret", "short"], "--jwt-secret"),
+            (
+                vec!["--jwt-public-key-file", "/nonexistent.pem"],
+                "--jwt-public-key-file",
+            ),
+            (
+                vec!["--jwt-public-key-file", &not_a_key],
+                "--jwt-public-key-file",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--heartbeat", "0s"],
+                "--heartbeat",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--heartbeat", "soon"],
+                "--heartbeat",
+            ),
+            (vec!["--jwt-secret", SECRET, "--retry", "0s"], "--retry"),
+            (vec!["--jwt-secret", SECRET, "--retry", "2h"], "--retry"),
+            (
+                vec!["--jwt-secret", SECRET, "--job-stream-maxlen", "0"],
+                "--job-stream-maxlen",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--user-stream-maxlen", "0"],
+                "--user-stream-maxlen",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--redis-prefix", "a{b}"],
+                "--redis-prefix",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--cors-origin", "example.com"],
+                "--cors-origin",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--cors-origin", "https://a.com/"],
+                "--cors-origin",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--cookie-name", "a b"],
+                "--cookie-name",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--query-token-param", ""],
+                "--query-token-param",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--max-connections", "0"],
+                "--max-connections",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--max-connections", "lots"],
+                "--max-connections",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--max-connections-per-user", "0"],
+                "--max-connections-per-user",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--max-body-bytes", "10"],
+                "--max-body-bytes",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--send-queue-events", "0"],
+                "--send-queue-events",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--send-queue-bytes", "100"],
+                "--send-queue-bytes",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--redis-cluster", "no-port"],
+                "--redis-cluster",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--redis-url", "http://x"],
+                "--redis-url",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--redis-url", "rediss://x:1"],
+                "--redis-url",
+            ),
+            (
+                vec![
+                    "--jwt-secret",
+                    SECRET,
+                    "--redis-url",
+                    "redis://a:1",
+                    "--redis-cluster",
+                    "b:2",
+                ],
+                "--redis-url",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--drain-timeout", "forever"],
+                "--drain-timeout",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--log-format", "xml"],
+                "--log-format",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--listen", "nonsense"],
+                "--listen",
+            ),
+            (
+                vec!["--jwt-public-key-file", "/nonexistent.pem", "--demo"],
+                "--jwt-public-key-file",
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (args, option) in cases {
+            match parse(&args) {
+                Ok(_) => failures.push(format!("{args:?} was accepted")),
+                Err(message) => {
+                    let first = message.lines().next().unwrap_or("");
+                    if !first.contains(option) {
+                        failures.push(format!("{args:?}: {first:?} does not name {option}"));
+                    }
+                }
+            }
+        }
+        std::fs::remove_dir_all(key_dir).unwrap();
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn the_demo_needs_a_secret_to_sign_logins() {
+        let path = std::env::temp_dir().join(format!("sse-demo-key-{}.pem", rand::random::<u64>()));
+        // An Ed25519 public key made for this test.
+        std::fs::write(
+            &path,
+            "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAsMsCPnO4D1/nraxxHuhi8c2z3hI8a69y4scJaJ0buxs=\n-----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
+        let key = path.to_string_lossy().into_owned();
+        assert!(
+            parse(&["--jwt-public-key-file", &key]).is_ok(),
+            "a public key alone serves"
+        );
+        let error = parse(&["--demo", "--jwt-public-key-file", &key]).unwrap_err();
+        assert!(
+            error.contains("--jwt-secret") && error.contains("--demo"),
+            "{error}"
+        );
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn key_files_take_their_kid_from_the_spec_or_the_file_stem() {
+        assert_eq!(
+            public_key_file("k1=/keys/a.pem"),
+            PublicKeyFile {
+                kid: "k1".into(),
+                path: "/keys/a.pem".into()
+            }
+        );
+        assert_eq!(public_key_file("/keys/rot-2.pem").kid, "rot-2");
+        assert_eq!(
+            public_key_file("/dir=x/a.pem").kid,
+            "a",
+            "a path with '=' is a path"
+        );
+    }
+
+    #[test]
+    fn mint_errors_name_their_option() {
+        assert_eq!(mint_error(&MintError::InvalidSub).option, "--sub");
+        assert_eq!(mint_error(&MintError::NoKey).option, "--jwt-secret");
+        assert_eq!(
+            mint_error(&MintError::NotAPrivateKey).option,
+            "--private-key-file"
+        );
+    }
+}

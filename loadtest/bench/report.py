@@ -247,7 +247,7 @@ def write(stored, label, out):
     if base and label != "baseline":
         L.append("## Before and after\n")
         L.append(f"`baseline` is the full run of {base['started']}, when hyper served every stream; the figures "
-                 "above are this run, with HTTP/1.1 streams written by the gateway itself (`gateway/src/h1.rs`) "
+                 "above are this run, with HTTP/1.1 streams written by the gateway itself (`gateway/src/server/h1/`) "
                  "and the leaner publish script. Both on this machine with the same commands; compare the "
                  "ratios to the floor and to Nchan measured in the same run, since absolute figures drift on a "
                  "shared machine.\n")

@@ -175,3 +175,58 @@ async fn end_streams(hub: &Hub, spread: Duration, retry: Duration) {
         mailbox.close(CloseReason::Draining { retry_ms: jittered });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{Mailbox, Next, QueueLimits};
+    use crate::vocab::control::ConnControl;
+    use crate::vocab::event::Topic;
+    use std::task::{Context, Poll, Waker};
+
+    fn closed(mailbox: &Mailbox) -> Option<CloseReason> {
+        match mailbox.poll_next(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Next::Closed(reason)) => Some(reason),
+            _ => None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_spreads_the_ends_of_streams_and_jitters_their_retry() {
+        let hub = Arc::new(Hub::new());
+        let limits = QueueLimits {
+            max_events: 8,
+            max_bytes: 1 << 16,
+        };
+        let mailboxes: Vec<_> = (0..4)
+            .map(|i| {
+                let mailbox = Mailbox::new(limits, u64::MAX, Arc::new(ConnControl::default()));
+                hub.subscribe(&Topic::User(format!("u{i}").into()), mailbox.clone());
+                mailbox
+            })
+            .collect();
+        let start = Instant::now();
+        let ending = tokio::spawn({
+            let hub = hub.clone();
+            async move { end_streams(&hub, Duration::from_secs(8), Duration::from_secs(3)).await }
+        });
+        let mut ended_at = Vec::new();
+        while ended_at.len() < 4 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            for mailbox in &mailboxes {
+                if let Some(CloseReason::Draining { retry_ms }) = closed(mailbox) {
+                    if !ended_at.iter().any(|(m, _)| Arc::ptr_eq(m, mailbox)) {
+                        assert!(
+                            (1500..=3000).contains(&retry_ms),
+                            "jittered retry {retry_ms}"
+                        );
+                        ended_at.push((mailbox.clone(), start.elapsed()));
+                    }
+                }
+            }
+        }
+        ending.await.unwrap();
+        let seconds: Vec<u64> = ended_at.iter().map(|(_, at)| at.as_secs()).collect();
+        assert_eq!(seconds, [0, 2, 4, 6], "one stream every 8 s / 4");
+    }
+}

@@ -232,3 +232,193 @@ impl Streams {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Poll, Waker};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use serde_json::json;
+
+    use super::*;
+    use crate::broker::{Backend, BrokerSettings, JobEvent, NodeBroker};
+    use crate::hub::{Hub, QueueLimits};
+    use crate::metrics::Metrics;
+    use crate::stream::StreamSettings;
+
+    async fn streams(max_per_user: usize) -> Streams {
+        let metrics = Arc::new(Metrics::new());
+        let broker = NodeBroker::start(
+            &BrokerSettings {
+                backend: Backend::Memory,
+                prefix: "sse:".into(),
+                retention: sse_wire::Retention::default(),
+            },
+            Arc::new(Hub::new()),
+            metrics.clone(),
+        )
+        .await
+        .unwrap();
+        let settings = StreamSettings {
+            retry: Duration::from_millis(3000),
+            queue: QueueLimits {
+                max_events: 64,
+                max_bytes: 1 << 20,
+            },
+            max_connections: 100,
+            max_connections_per_user: max_per_user,
+        };
+        Streams::new(broker, settings, metrics)
+    }
+
+    async fn publish(streams: &Streams, job: &str, event_type: &str, progress: u64) -> EventId {
+        streams
+            .broker
+            .publish_job_event(JobEvent {
+                job: job.into(),
+                owner: Some("alice".into()),
+                event_type: event_type.into(),
+                fields: json!({"progress": progress}).as_object().cloned().unwrap(),
+                correlation_id: None,
+            })
+            .await
+            .unwrap()
+    }
+
+    fn request(job: &str, last_event_id: Option<EventId>) -> OpenRequest {
+        OpenRequest {
+            topic: Topic::Job {
+                owner: "alice".into(),
+                job: job.into(),
+            },
+            user: "alice".into(),
+            last_event_id,
+            expires_at_ms: u64::MAX,
+            conn: Arc::new(ConnControl::default()),
+        }
+    }
+
+    async fn open_stream(streams: &Streams, request: OpenRequest) -> EventStream {
+        match streams.open(request).await {
+            Ok(Opened::Stream(stream)) => stream,
+            Ok(Opened::NoContent) => panic!("204 where a stream was expected"),
+            Err(error) => panic!("refused: {}", error.body()),
+        }
+    }
+
+    /// The frames written so far (without HTTP chunk framing), and whether it ended.
+    fn drain(stream: &mut EventStream) -> (Vec<String>, bool) {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut frames = Vec::new();
+        if let Some(first) = stream.prelude.take() {
+            frames.push(String::from_utf8(first.to_vec()).unwrap());
+        }
+        loop {
+            match http_body::Body::poll_frame(std::pin::Pin::new(&mut *stream), &mut cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let data: Bytes = frame.into_data().unwrap();
+                    frames.push(String::from_utf8(data.to_vec()).unwrap());
+                }
+                Poll::Ready(Some(Err(cut))) => panic!("cut: {cut}"),
+                Poll::Ready(None) => return (frames, true),
+                Poll::Pending => return (frames, false),
+            }
+        }
+    }
+
+    fn ids(frames: &[String]) -> Vec<String> {
+        frames
+            .iter()
+            .flat_map(|frame| frame.lines().filter_map(|l| l.strip_prefix("id: ")))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_fresh_stream_writes_its_snapshot_then_only_newer_events() {
+        let streams = streams(8).await;
+        let first = publish(&streams, "j", "progress", 10).await;
+        let mut stream = open_stream(&streams, request("j", None)).await;
+        let (frames, ended) = drain(&mut stream);
+        assert!(!ended);
+        assert!(frames[0].starts_with("retry: 3000\n\nid: "), "{frames:?}");
+        assert!(frames[0].contains("event: status\n"));
+        assert_eq!(ids(&frames), [first.to_string()]);
+        // An event the snapshot already holds, arriving live (the overlap of step 5 and
+        // 6): not written again; a newer one is.
+        let mailbox = stream.subscription.mailbox().clone();
+        mailbox.deliver(&Event::new(first, b"id: x\n\n", false));
+        let second = publish(&streams, "j", "progress", 20).await;
+        let (frames, _) = drain(&mut stream);
+        assert_eq!(ids(&frames), [second.to_string()]);
+        assert_eq!(streams.limits.open(), 1);
+        drop(stream);
+        assert_eq!(streams.limits.open(), 0, "the slot is given back");
+        assert!(!streams
+            .broker
+            .hub()
+            .has_subscribers(&request("j", None).topic));
+    }
+
+    #[tokio::test]
+    async fn a_resume_replays_after_its_id_and_ends_after_the_terminal_event() {
+        let streams = streams(8).await;
+        let first = publish(&streams, "j", "progress", 10).await;
+        let second = publish(&streams, "j", "progress", 20).await;
+        let mut stream = open_stream(&streams, request("j", Some(first))).await;
+        let (frames, ended) = drain(&mut stream);
+        assert_eq!(frames[0].lines().next(), Some("retry: 3000"));
+        assert_eq!(ids(&frames), [second.to_string()], "only what came after");
+        assert!(!ended);
+        let done = publish(&streams, "j", "complete", 100).await;
+        let (frames, ended) = drain(&mut stream);
+        assert_eq!(ids(&frames), [done.to_string()]);
+        assert!(ended, "a job stream ends after its terminal event");
+        // Resuming at the terminal event: nothing more to say.
+        assert!(matches!(
+            streams.open(request("j", Some(done))).await,
+            Ok(Opened::NoContent)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_drain_that_begins_during_the_subscription_refuses_the_stream() {
+        let streams = streams(8).await;
+        publish(&streams, "j", "progress", 10).await;
+        streams.limits.start_draining();
+        let refused = streams.open(request("j", None)).await.err().unwrap();
+        assert_eq!(refused.kind, ErrorKind::Draining);
+        assert_eq!(
+            streams.limits.open(),
+            0,
+            "the slot taken before is given back"
+        );
+        assert!(
+            !streams
+                .broker
+                .hub()
+                .has_subscribers(&request("j", None).topic),
+            "the subscription made before is dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_user_limit_refuses_before_anything_is_subscribed() {
+        let streams = streams(1).await;
+        publish(&streams, "j", "progress", 10).await;
+        let _held = open_stream(&streams, request("j", None)).await;
+        let refused = streams.open(request("j", None)).await.err().unwrap();
+        assert_eq!(refused.kind, ErrorKind::TooManyConnections);
+        assert_eq!(streams.broker.hub().mailboxes().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_job_is_a_404_and_leaves_nothing_behind() {
+        let streams = streams(8).await;
+        let refused = streams.open(request("nope", None)).await.err().unwrap();
+        assert_eq!(refused.kind, ErrorKind::UnknownJob);
+        assert_eq!(streams.limits.open(), 0);
+        assert!(streams.broker.hub().mailboxes().is_empty());
+    }
+}
