@@ -79,7 +79,7 @@ export const options = {
     // here a subscriber whose stream ends before its hold time also counts as failed.
     ...connectThresholds(),
     // Publish → receipt of every progress event, 95th percentile.
-    sse_delivery_latency: [threshold("DELIVERY_P95", "p(95)<250")],
+    sse_delivery_latency: [threshold("DELIVERY_P95", "p(95)<100")],
     // Subscribers that got every event of their job since they connected, exactly once.
     sse_delivery_complete: [threshold("DELIVERY_COMPLETE", "rate==1")],
     // Publishes that failed (anything but 201).

@@ -144,8 +144,8 @@ export class VuIo {
           this.streams.delete(m.id);
           this.send({ t: "sse-fail", id: m.id, error: `${verb} "${m.url}": context deadline exceeded (Client.Timeout exceeded while awaiting headers)` });
         } else {
-          stream.res.destroy();
           readError("context deadline exceeded (Client.Timeout or context cancellation while reading body)");
+          stream.res.destroy();
         }
       }, m.timeoutMs);
     }
