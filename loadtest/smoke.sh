@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Smoke test of the load generator and the k6 scripts, for `make test` (about 1½ minutes
+# Smoke test of the load generator and the k6 scripts, for `make test` (about a minute
 # once built): a gateway on the embedded broker and the floor server on ephemeral loopback
 # ports, a few short bounded sse-load runs that must be clean (every connection, every
 # event once and in order), then every k6 script run through the stand-in against the

@@ -129,9 +129,9 @@ export function streamHeaders(token, lastEventId) {
 
 // Event ids are `<ms>-<seq>`; compares two of them (negative, zero, positive).
 export function compareIds(a, b) {
-  const [am, as] = a.split("-").map(Number);
-  const [bm, bs] = b.split("-").map(Number);
-  return am !== bm ? am - bm : as - bs;
+  const [aMs, aSeq] = a.split("-").map(Number);
+  const [bMs, bSeq] = b.split("-").map(Number);
+  return aMs !== bMs ? aMs - bMs : aSeq - bSeq;
 }
 
 // ---- publishing -----------------------------------------------------------------------------

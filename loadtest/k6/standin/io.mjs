@@ -138,7 +138,15 @@ export class VuIo {
       this.send({ t: "sse-err", id: m.id, error: text });
     };
     if (m.timeoutMs > 0) {
-      stream.timer = setTimeout(() => {
+      // Go's client timeout never fires early; a Node timer may by a few ms (it counts from
+      // the event loop's cached time), so it is re-armed until the deadline has passed.
+      const deadline = performance.now() + m.timeoutMs;
+      const onTimeout = () => {
+        const left = deadline - performance.now();
+        if (left > 0) {
+          stream.timer = setTimeout(onTimeout, Math.ceil(left));
+          return;
+        }
         if (!stream.res) {
           req.destroy();
           this.streams.delete(m.id);
@@ -147,7 +155,8 @@ export class VuIo {
           readError("context deadline exceeded (Client.Timeout or context cancellation while reading body)");
           stream.res.destroy();
         }
-      }, m.timeoutMs);
+      };
+      stream.timer = setTimeout(onTimeout, m.timeoutMs);
     }
     req.on("error", (err) => {
       if (stream.res || !this.streams.has(m.id)) return;
