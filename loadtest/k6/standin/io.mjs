@@ -129,7 +129,10 @@ export class VuIo {
     for (const [k, v] of Object.entries(m.headers)) setHeader(headers, k, v);
     const stream = { id: m.id, req: null, res: null, inflight: 0, paused: false, done: false, timer: null };
     this.streams.set(m.id, stream);
-    const req = lib.request(url, { method: m.method, headers, agent: false });
+    // A keep-alive agent of its own, destroyed with the stream: xk6-sse's Transport per
+    // `open` (so no `Connection: close` is sent, as Go sends none).
+    stream.agent = new lib.Agent({ keepAlive: true });
+    const req = lib.request(url, { method: m.method, headers, agent: stream.agent });
     stream.req = req;
     const verb = m.method.charAt(0) + m.method.slice(1).toLowerCase();
     const readError = (text) => {
@@ -148,8 +151,7 @@ export class VuIo {
           return;
         }
         if (!stream.res) {
-          req.destroy();
-          this.streams.delete(m.id);
+          this.sseClose(m.id);
           this.send({ t: "sse-fail", id: m.id, error: `${verb} "${m.url}": context deadline exceeded (Client.Timeout exceeded while awaiting headers)` });
         } else {
           readError("context deadline exceeded (Client.Timeout or context cancellation while reading body)");
@@ -160,8 +162,7 @@ export class VuIo {
     }
     req.on("error", (err) => {
       if (stream.res || !this.streams.has(m.id)) return;
-      clearTimeout(stream.timer);
-      this.streams.delete(m.id);
+      this.sseClose(m.id);
       this.send({ t: "sse-fail", id: m.id, error: dialError(m.method, m.url, err).text });
     });
     req.on("response", (res) => {
@@ -186,8 +187,7 @@ export class VuIo {
       });
       body.on("end", () => {
         if (stream.done) return;
-        stream.done = true;
-        clearTimeout(stream.timer);
+        this.sseClose(m.id); // sse.go: EOF → closeResponseBody, no event
         this.send({ t: "sse-eof", id: m.id });
       });
       // A body cut before its end (no last chunk) is Go's io.ErrUnexpectedEOF.
@@ -224,6 +224,7 @@ export class VuIo {
     clearTimeout(stream.timer);
     if (stream.res) stream.res.destroy();
     stream.req.destroy();
+    stream.agent.destroy();
   }
 
   close() {

@@ -10,7 +10,8 @@
 //   evaluateThresholds: `continue`). Older k6 (v0.38–v0.4x) computed 0/0 = NaN there, which
 //   fails every comparison. The scripts here never rely on either: each thresholded Rate
 //   gets a sample on every path that can fail. `--require-samples` makes the stand-in fail
-//   such a threshold instead, to catch a script that leaves one empty.
+//   a Rate or Trend threshold without samples instead, to catch a script that leaves one
+//   empty.
 // - Trend: `min`, `max`, `avg`, `med`, `p(N)`; a percentile sorts the values and
 //   interpolates linearly between the two nearest ranks (`TrendSink.P`: i = pct·(n−1)),
 //   one value gives that value, none gives 0 (so a Trend threshold passes on no data:
@@ -243,6 +244,10 @@ export class Thresholds {
       const pcts = entry.target.type === "trend" && entry.parsed.method === "p" ? [entry.parsed.pct] : [];
       const values = sink.values(durationMs, pcts);
       const value = values[entry.parsed.key];
+      if (requireSamples && sink.isEmpty() && (entry.target.type === "rate" || entry.target.type === "trend")) {
+        results.push({ entry, ok: false, value: null, error: "no samples (required by --require-samples)" });
+        continue;
+      }
       if (value === undefined) {
         results.push({
           entry, ok: !requireSamples, value: null,

@@ -7,6 +7,10 @@
 //   node loadtest/k6/standin/run.mjs [-e KEY=VALUE]... [--summary-json FILE]
 //        [--require-samples] script.js
 //
+// --require-samples: a threshold on a Rate or a Trend that got no sample fails. k6 lets
+// it pass (an empty Rate logs a threshold error, an empty Trend's percentiles are 0), which
+// would hide a script that never records; an empty Counter counts 0, as in k6.
+//
 // Lifecycle, as `k6 run`: the init context runs once to read `options` (VU 0), every
 // planned VU runs it too (one worker thread per VU), then `setup()` (VU 0), the scenarios,
 // `teardown(data)` (VU 0), the end-of-test summary. Exit status as k6's
@@ -268,6 +272,10 @@ class Engine {
   }
 
   async iterate(vu, sc) {
+    if (vu.dead) {
+      await new Promise((r) => setTimeout(r, 100)); // its worker died: no busy loop on it
+      return;
+    }
     const state = vu.scenarioState.get(sc.name) || { iterationInScenario: 0 };
     vu.scenarioState.set(sc.name, state);
     const iterInTest = sc.iterations_started++;

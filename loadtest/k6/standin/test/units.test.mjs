@@ -94,6 +94,10 @@ test("thresholds evaluate per type and sub-metric; an empty Rate errors without 
   assert.equal(results.lat.value, 84);
   assert.equal(results["http_req_failed{name:publish}"].ok, true);
   assert.equal(th.evaluate(1000, { requireSamples: true }).find((x) => x.entry.metricText === "ok").ok, false);
+  r.define("empty_trend", "trend", true);
+  const trendOnly = new Thresholds(r, { empty_trend: ["p(95)<1"], errors: ["count>=0"] });
+  assert.deepEqual(trendOnly.evaluate(1000).map((x) => x.ok), [true, true]); // p(95) of nothing is 0
+  assert.deepEqual(trendOnly.evaluate(1000, { requireSamples: true }).map((x) => x.ok), [false, true]);
   assert.equal(th.evaluate(1000, { ignoreEmpty: true }).some((x) => x.entry.metricText === "ok"), false);
   assert.equal(r.metrics.get("errors").byTag.get("reason").get("http_401").sum, 2);
   assert.throws(() => new Thresholds(r, { ok: ["p(95)<1"] }), /unsupported aggregation method/);
