@@ -71,6 +71,9 @@ export function flushSamples() {
 // it is returned to the caller, which unwinds with InterruptError.
 export function waitFor(pred, timeoutMs = Infinity) {
   flushSamples();
+  if (vu.interrupted) {
+    return { t: "interrupt" }; // the context is done: nothing blocks any more
+  }
   for (let i = 0; i < pending.length; i++) {
     if (pred(pending[i])) {
       return pending.splice(i, 1)[0];

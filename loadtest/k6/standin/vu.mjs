@@ -134,6 +134,8 @@ async function main() {
   let data;
   let dataJson;
   for (;;) {
+    vu.run = null;
+    vu.interrupted = false;
     const cmd = waitFor((m) => ["run", "setup", "teardown", "configure", "exit"].includes(m.t));
     if (cmd.t === "exit") {
       flushSamples();
@@ -143,7 +145,6 @@ async function main() {
       vu.options = cmd.options;
       continue;
     }
-    vu.interrupted = false;
     vu.run = cmd.run;
     vu.tags = { ...(cmd.run.scenario ? { scenario: cmd.run.scenario.name } : {}) };
     if (cmd.t === "setup" || cmd.t === "teardown") {

@@ -141,6 +141,25 @@ test("a failed threshold exits 99, an init error 107, an unknown metric in a thr
     assert.equal(r4.code, 99, r4.stdout);
     assert.match(r4.stdout, /abortOnFail enabled, stopping test prematurely/);
     assert.ok(r4.json.iterations.complete < 40, "aborted within seconds, not after 30 s");
+
+    // An iteration past maxDuration + gracefulStop is interrupted, even one that catches the
+    // interruption: its next blocking call returns at once, and its samples are dropped.
+    const started = Date.now();
+    const r5 = await run(write("interrupt.js", `
+      import { sleep } from "k6";
+      import { Counter } from "k6/metrics";
+      const after = new Counter("after_interrupt");
+      export const options = {
+        scenarios: { s: { executor: "per-vu-iterations", vus: 1, iterations: 1, maxDuration: "300ms", gracefulStop: "200ms" } },
+      };
+      export default function () {
+        try { sleep(20); } catch (e) { sleep(20); after.add(1); }
+      }
+    `), {});
+    assert.equal(r5.code, 0, r5.stdout + r5.stderr);
+    assert.deepEqual(r5.json.iterations, { complete: 0, interrupted: 1 });
+    assert.equal(r5.json.metrics.after_interrupt, undefined);
+    assert.ok(Date.now() - started < 4000, "interrupted after ~0.5 s, not by the 5 s kill timer");
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
