@@ -124,7 +124,9 @@ export default function () {
     timeout: READ_TIMEOUT.text,
     onEvent(event, stream) {
       if (event.name === "status") {
+        // A resync: the gap is no longer in the job's history, so no replay will come.
         snapshot = true;
+        stream.close();
         return;
       }
       if (event.name !== "progress") {

@@ -3,8 +3,9 @@
 # gateways on ephemeral loopback ports, scaled down to hundreds of connections and seconds:
 # every script against the embedded broker (with --jwt-issuer/--jwt-audience, so the tokens'
 # iss/aud claims are exercised) and against Redis. Fails when a threshold fails. Then the
-# negative cases: a gateway refusing the streams (401, wrong secret) and a gateway that is
-# not there must make the connect thresholds fail (exit 99).
+# negative cases, which must fail their threshold (exit 99): a gateway whose history is
+# shorter than the resume gap (sse_resume_exact), a gateway refusing the streams (401,
+# wrong secret) and a gateway that is not there (the connect thresholds).
 #
 # Part of `make test` (through loadtest/smoke.sh); runs alone too: loadtest/k6/smoke.sh.
 # Installs Node and redis-server from Debian when missing. Stops only what it started.
@@ -120,6 +121,27 @@ expect_connect_failure() { # label reason env...
         console.log(`ok: exit 99, ${errors} × ${reason}, thresholds failed: ${[...new Set(failed)].join(", ")}`);
     ' "$WORK/$reason.json" "$code" "$reason" || { cat "$WORK/$reason.out"; exit 1; }
 }
+# The resume check must be able to fail: a gateway keeping 10 events per job cannot replay
+# a 30-event gap, and answers with a resync snapshot instead.
+echo "== k6 resume.js against a gateway whose history is shorter than the gap: sse_resume_exact must fail"
+GW_SHORT=$(gateway short-history --job-stream-maxlen 10)
+code=0
+"${RUN[@]}" --summary-json "$WORK/short.json" -e "BASE_URL=http://$GW_SHORT" -e "JWT_SECRET=$SECRET" \
+    -e VUS=5 -e EVENTS_BEFORE=2 -e EVENTS_MISSED=30 -e PREFIX=res loadtest/k6/resume.js >"$WORK/short.out" 2>&1 || code=$?
+tail -n 1 "$WORK/short.out"
+node -e '
+    const [file, code] = process.argv.slice(1);
+    const s = JSON.parse(require("fs").readFileSync(file, "utf8"));
+    const failed = [...new Set(s.thresholds.filter((t) => !t.ok).map((t) => t.metric))];
+    // (sse_resume_replay_time has no sample then, which --require-samples fails too.)
+    const connectOk = !failed.some((m) => m.startsWith("sse_connect"));
+    if (code !== "99" || !failed.includes("sse_resume_exact") || !connectOk || s.metrics.sse_resume_exact.values.passes !== 0) {
+        console.error(`expected exit 99, sse_resume_exact failed, every resume inexact, connections fine; got exit ${code}, failed [${failed}]`);
+        process.exit(1);
+    }
+    console.log(`ok: exit 99, ${s.metrics.sse_resume_exact.values.fails} inexact resumes, thresholds failed: ${failed}`);
+' "$WORK/short.json" "$code" || { cat "$WORK/short.out"; exit 1; }
+
 expect_connect_failure "a gateway refusing the token (401)" http_401 \
     -e "BASE_URL=http://$GW_MEM" -e JWT_SECRET=another-secret-0123456789abcdefghijkl
 expect_connect_failure "a gateway that is down" connect_error \
