@@ -27,7 +27,10 @@ import { runScenario, scenariosFromOptions } from "./executors.mjs";
 import { DEFAULT_USER_AGENT, VuIo } from "./io.mjs";
 import { Registry, Thresholds } from "./metrics.mjs";
 
-const EXIT = { ok: 0, thresholds: 99, setupTimeout: 100, teardownTimeout: 101, invalidConfig: 104, scriptException: 107, scriptAborted: 108 };
+const EXIT = {
+  ok: 0, thresholds: 99, setupTimeout: 100, teardownTimeout: 101, invalidConfig: 104, scriptException: 107,
+  scriptAborted: 108,
+};
 const VU_URL = new URL("./vu.mjs", import.meta.url);
 const BUILTIN_METRICS = [
   ["checks", "rate", false],
@@ -85,6 +88,8 @@ class VuHandle {
     this.id = id;
     this.current = null;
     this.dead = false;
+    // Per scenario: this VU's iteration count in it (exec.vu.iterationInScenario).
+    this.scenarioState = new Map();
     this.flag = new Int32Array(new SharedArrayBuffer(4));
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
@@ -255,7 +260,6 @@ class Engine {
 
   async spawnVU(sc) {
     const vu = new VuHandle(this, this.nextVuId++, this.options);
-    vu.scenarioState = new Map();
     this.vus.push(vu);
     try {
       await vu.ready;
@@ -278,7 +282,7 @@ class Engine {
     }
     const state = vu.scenarioState.get(sc.name) || { iterationInScenario: 0 };
     vu.scenarioState.set(sc.name, state);
-    const iterInTest = sc.iterations_started++;
+    const iterInTest = sc.iterationsStarted++;
     vu.scenario = sc;
     this.busy.add(vu);
     const done = await vu.command({
@@ -348,10 +352,9 @@ class Engine {
     // 2. Every planned VU runs the init context (concurrently, one worker thread each).
     for (const sc of this.scenarios) {
       sc.vus = [];
-      sc.iterations_started = 0;
+      sc.iterationsStarted = 0;
       for (let i = 0; i < sc.plannedVUs; i++) {
         const vu = new VuHandle(this, this.nextVuId++, this.options);
-        vu.scenarioState = new Map();
         sc.vus.push(vu);
         this.vus.push(vu);
       }
@@ -371,7 +374,6 @@ class Engine {
 
     // 3. setup(), the scenarios, teardown().
     this.testStart = Date.now();
-    vu0.scenarioState = new Map();
     const setupTimeout = setTimeout(() => {
       this.abort("setup() execution timed out", EXIT.setupTimeout);
       vu0.interrupt();
