@@ -54,14 +54,14 @@ wait_for() { # what command...
     echo "$what did not come up" >&2
     return 1
 }
-gateway() { # name extra-args... ; prints the bound address
-    local name=$1
+gateway() { # name extra-args... ; sets ADDR to the bound address. Not for $(…): the PID
+    local name=$1 # must be recorded in this shell for cleanup to stop the gateway.
     shift
     "$BIN/sse-gateway" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --jwt-secret "$SECRET" \
         --log-format json "$@" >"$WORK/$name.log" 2>&1 &
     PIDS+=($!)
     wait_for "gateway $name" grep -q '"addr":"127\.0\.0\.1:[0-9]*"' "$WORK/$name.log"
-    grep -o '"addr":"127\.0\.0\.1:[0-9]*"' "$WORK/$name.log" | head -1 | grep -o '127\.0\.0\.1:[0-9]*'
+    ADDR=$(grep -o '"addr":"127\.0\.0\.1:[0-9]*"' "$WORK/$name.log" | head -1 | grep -o '127\.0\.0\.1:[0-9]*')
 }
 
 REDIS_PORT=$(free_port)
@@ -69,8 +69,10 @@ redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no >"$
 PIDS+=($!)
 wait_for redis redis-cli -p "$REDIS_PORT" ping
 
-GW_MEM=$(gateway memory --jwt-issuer "$ISSUER" --jwt-audience "$AUDIENCE")
-GW_REDIS=$(gateway redis --redis-url "redis://127.0.0.1:$REDIS_PORT")
+gateway memory --jwt-issuer "$ISSUER" --jwt-audience "$AUDIENCE"
+GW_MEM=$ADDR
+gateway redis --redis-url "redis://127.0.0.1:$REDIS_PORT"
+GW_REDIS=$ADDR
 ready() { # address: exits 0 once /readyz answers 200
     node -e 'require("http").get(`http://${process.argv[1]}/readyz`, (r) => process.exit(r.statusCode === 200 ? 0 : 1)).on("error", () => process.exit(1))' "$1"
 }
@@ -124,7 +126,8 @@ expect_connect_failure() { # label reason env...
 # The resume check must be able to fail: a gateway keeping 10 events per job cannot replay
 # a 30-event gap, and answers with a resync snapshot instead.
 echo "== k6 resume.js against a gateway whose history is shorter than the gap: sse_resume_exact must fail"
-GW_SHORT=$(gateway short-history --job-stream-maxlen 10)
+gateway short-history --job-stream-maxlen 10
+GW_SHORT=$ADDR
 code=0
 "${RUN[@]}" --summary-json "$WORK/short.json" -e "BASE_URL=http://$GW_SHORT" -e "JWT_SECRET=$SECRET" \
     -e VUS=5 -e EVENTS_BEFORE=2 -e EVENTS_MISSED=30 -e PREFIX=res loadtest/k6/resume.js >"$WORK/short.out" 2>&1 || code=$?
