@@ -1,7 +1,8 @@
-//! Demo mode (`--demo`, off by default): the dashboard page at `/`, a login route that
-//! sets the token cookie for any user name, and a publisher of fake jobs for the user
-//! `demo` — renders, imports and builds that move through stages, log lines, finish, and
-//! now and then fail. None of these routes exists without `--demo`.
+//! Demo mode (`--demo`, off by default): the dashboard page at `/` and the client bundle
+//! it imports (`/assets/sse-client.js`), a login route that sets the token cookie for any
+//! user name, and a publisher of fake jobs for the user `demo` — renders, imports and
+//! builds that move through stages, log lines, finish, and now and then fail. None of
+//! these routes exists without `--demo`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,16 +25,25 @@ pub const DEMO_USER: &str = "demo";
 /// Lifetime of a demo login.
 const DEMO_TOKEN_TTL: Duration = Duration::from_secs(3600);
 const DASHBOARD: &str = include_str!("../assets/dashboard.html");
+/// The browser client the dashboard imports: the minified bundle built from
+/// `gateway/client/` and committed, so that building the gateway never needs npm.
+const CLIENT_SCRIPT: &str = include_str!("../assets/sse-client.js");
 
 pub fn dashboard() -> Response<ResponseBody> {
+    asset(DASHBOARD, "text/html; charset=utf-8")
+}
+
+/// `GET /assets/sse-client.js`: the client package's browser bundle (an ES module).
+pub fn client_script() -> Response<ResponseBody> {
+    asset(CLIENT_SCRIPT, "text/javascript; charset=utf-8")
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::Full(Some(Bytes::from_static(
-        DASHBOARD.as_bytes(),
+        body.as_bytes(),
     ))));
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }

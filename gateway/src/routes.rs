@@ -108,6 +108,7 @@ impl Body for ResponseBody {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route<'a> {
     Dashboard,
+    ClientScript,
     DemoLogin,
     DemoLogout,
     Healthz,
@@ -124,6 +125,7 @@ impl Route<'_> {
         let segments: Vec<&str> = rest.split('/').collect();
         Some(match segments.as_slice() {
             [""] if demo => Route::Dashboard,
+            ["assets", "sse-client.js"] if demo => Route::ClientScript,
             ["demo", "login"] if demo => Route::DemoLogin,
             ["demo", "logout"] if demo => Route::DemoLogout,
             ["healthz"] => Route::Healthz,
@@ -138,7 +140,11 @@ impl Route<'_> {
 
     fn methods(self) -> &'static [Method] {
         match self {
-            Route::Dashboard | Route::Healthz | Route::Readyz | Route::Job(_) => {
+            Route::Dashboard
+            | Route::ClientScript
+            | Route::Healthz
+            | Route::Readyz
+            | Route::Job(_) => {
                 &[Method::GET, Method::HEAD]
             }
             Route::DemoLogin | Route::DemoLogout | Route::UserEvents(_) => &[Method::POST],
@@ -234,6 +240,7 @@ async fn route<B: Broker>(
         (Route::Healthz, _) => Ok(json_response(StatusCode::OK, r#"{"status":"ok"}"#.into())),
         (Route::Readyz, _) => readyz(app),
         (Route::Dashboard, _) => Ok(crate::demo::dashboard()),
+        (Route::ClientScript, _) => Ok(crate::demo::client_script()),
         (Route::DemoLogin, _) => crate::demo::login(app, request).await,
         (Route::DemoLogout, _) => Ok(crate::demo::logout(&app.config)),
         (Route::Job(job), _) => job_state(app, &request, job).await,
@@ -769,6 +776,11 @@ mod tests {
         assert_eq!(Route::parse("/", false), None, "the dashboard is demo-only");
         assert_eq!(Route::parse("/", true), Some(Route::Dashboard));
         assert_eq!(Route::parse("/demo/login", false), None);
+        assert_eq!(Route::parse("/assets/sse-client.js", false), None);
+        assert_eq!(
+            Route::parse("/assets/sse-client.js", true),
+            Some(Route::ClientScript)
+        );
         assert_eq!(Route::parse("/v1/jobs/j1/events/x", false), None);
         assert_eq!(
             Route::parse("/v1/jobs//events", false),
