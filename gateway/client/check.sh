@@ -24,4 +24,4 @@ fi
 
 npm ci --no-audit --no-fund --loglevel=error
 node scripts/build.mjs --check
-exec node --test test/
+exec node --test --test-timeout=20000 test/
