@@ -16,7 +16,7 @@ build:
 run:
 	$(CARGO) build --release -p sse-gateway --locked
 	@echo
-	@echo "  dashboard:  http://$(LISTEN)/   (log in as 'demo' to watch the demo jobs)"
+	@echo "  dashboard:  http://$(LISTEN)/   (signs you in as 'demo', whose jobs the demo publishes)"
 	@echo "  metrics:    http://$(METRICS_LISTEN)/metrics"
 	@echo "  tokens:     ./target/release/sse-gateway mint-token --jwt-secret $(DEV_JWT_SECRET) --sub demo"
 	@echo
