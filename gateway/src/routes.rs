@@ -144,9 +144,7 @@ impl Route<'_> {
             | Route::ClientScript
             | Route::Healthz
             | Route::Readyz
-            | Route::Job(_) => {
-                &[Method::GET, Method::HEAD]
-            }
+            | Route::Job(_) => &[Method::GET, Method::HEAD],
             Route::DemoLogin | Route::DemoLogout | Route::UserEvents(_) => &[Method::POST],
             Route::JobEvents(_) | Route::MyEvents => &[Method::GET, Method::POST],
         }
