@@ -409,6 +409,7 @@ test('after many jobs the board stays usable: filter, summaries, a cap on finish
     await page.click('#filters button[data-filter="failed"]');
     shown = await layout(page);
     assert.deepEqual([shown.cards, [...new Set(shown.statuses)], shown.more], [5, ['failed'], null]);
+    await h.settled(page);
     await page.screenshot({ path: path.join(h.ARTIFACTS, 'dashboard-failed.png'), fullPage: true });
     await page.click('#filters button[data-filter="active"]');
     shown = await layout(page);
@@ -443,6 +444,7 @@ test('after many jobs the board stays usable: filter, summaries, a cap on finish
     await page.click('#filters button[data-filter="failed"]');
     shown = await layout(page);
     assert.deepEqual([shown.cards, shown.scrollWidth <= PHONE.width], [5, true]);
+    await h.settled(page);
     await page.screenshot({ path: path.join(h.ARTIFACTS, 'dashboard-phone-failed.png'), fullPage: true });
     assert.deepEqual(page.consoleLines, []);
   } finally {
