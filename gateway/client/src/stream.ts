@@ -300,9 +300,10 @@ export function openStream(options: StreamOptions = {}): SseStream {
     }
     const decision = decide(response.status, response.headers.get('content-type'));
     if (decision !== 'stream') {
-      clearTimeout(idleTimer);
       const retryAfterMs = parseRetryAfter(response.headers.get('retry-after'));
-      const body = await response.text().catch(() => '');
+      const body = await response.text().catch(() => '');   // still bounded by the idle timer
+      clearTimeout(idleTimer);
+      if (closed) { return { next: 'closed' }; }
       let code: string | null = null;
       let text = `HTTP ${response.status}`;
       try {
@@ -375,6 +376,7 @@ export function openStream(options: StreamOptions = {}): SseStream {
   async function run(): Promise<void> {
     let failures = 0;          // consecutive attempts that got no stream
     let refreshed = false;     // refreshToken() was called since the last stream opened
+    if (closed) { return; }    // closed before it started
     setState({ state: 'connecting' });
     while (!closed) {
       const outcome = await attempt();

@@ -287,3 +287,15 @@ test('typed listeners get their type only; a throwing listener does not end the 
     await server.close();
   }
 });
+
+test('closed before it started: no request, and the state stays closed', async () => {
+  const server = await scripted([stream('retry: 10\n\n', { open: true })]);
+  const { s, states } = follow({ gateway: server.url });
+  s.close();
+  assert.equal(await s.done, 'closed');
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(s.state, 'closed');
+  assert.deepEqual(states.map((c) => c.state), ['closed']);
+  assert.equal(server.requests.length, 0);
+  await server.close();
+});
