@@ -8,7 +8,7 @@ DEV_JWT_SECRET ?= dev-only-secret-change-me-0123456789
 LISTEN ?= 127.0.0.1:8080
 METRICS_LISTEN ?= 127.0.0.1:9090
 
-.PHONY: run build test deps deploy-check test-browser bench cluster cluster-down lint fmt clean token
+.PHONY: run build test deps deploy-check test-client test-browser bench cluster cluster-down lint fmt clean token
 
 build:
 	$(CARGO) build --release --workspace --locked
@@ -16,7 +16,7 @@ build:
 run:
 	$(CARGO) build --release -p sse-gateway --locked
 	@echo
-	@echo "  dashboard:  http://$(LISTEN)/   (log in as 'demo' to watch the demo jobs)"
+	@echo "  dashboard:  http://$(LISTEN)/   (signs you in as 'demo', whose jobs the demo publishes)"
 	@echo "  metrics:    http://$(METRICS_LISTEN)/metrics"
 	@echo "  tokens:     ./target/release/sse-gateway mint-token --jwt-secret $(DEV_JWT_SECRET) --sub demo"
 	@echo
@@ -43,7 +43,13 @@ test: deps
 	$(CARGO) test --workspace --locked
 	deploy/check.sh
 	loadtest/smoke.sh
+	$(MAKE) test-client
 	$(MAKE) test-browser
+
+# The browser client package (gateway/client): npm ci, a rebuild that must equal the
+# committed gateway/assets/sse-client.js byte for byte, and its unit tests.
+test-client:
+	gateway/client/check.sh
 
 # Real-browser end-to-end tests: headless Debian Chromium against real gateways, Redis and
 # nginx (installs chromium/nginx/redis-server/nodejs if missing, npm ci, debug build).

@@ -1,5 +1,6 @@
-//! Demo mode's routes (`--demo`, off by default): the dashboard page at `/` and a login
-//! route that sets the token cookie for any user name. None of these routes exists
+//! Demo mode's routes (`--demo`, off by default): the dashboard page at `/`, the client
+//! bundle it imports (`/assets/sse-client.js`), and a login route that sets the token
+//! cookie for any user name. None of these routes exists
 //! without `--demo`; the fake jobs the dashboard shows are `crate::demo`'s.
 
 use std::time::Duration;
@@ -19,13 +20,24 @@ use crate::stream::ResponseBody;
 const DEMO_TOKEN_TTL: Duration = Duration::from_secs(3600);
 const DASHBOARD: &str = include_str!("../../assets/dashboard.html");
 
+/// The browser client the dashboard imports: the minified bundle built from
+/// `gateway/client/` and committed, so that building the gateway never needs npm.
+const CLIENT_SCRIPT: &str = include_str!("../../assets/sse-client.js");
+
+/// `GET /`: the dashboard.
 pub fn dashboard() -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::full(DASHBOARD.as_bytes()));
+    asset(DASHBOARD, "text/html; charset=utf-8")
+}
+
+/// `GET /assets/sse-client.js`: the client package's browser bundle (an ES module).
+pub fn client_script() -> Response<ResponseBody> {
+    asset(CLIENT_SCRIPT, "text/javascript; charset=utf-8")
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(body.as_bytes()));
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }

@@ -81,6 +81,7 @@ impl App {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route<'a> {
     Dashboard,
+    ClientScript,
     DemoLogin,
     DemoLogout,
     Healthz,
@@ -97,6 +98,7 @@ impl Route<'_> {
         let segments: Vec<&str> = rest.split('/').collect();
         Some(match segments.as_slice() {
             [""] if demo => Route::Dashboard,
+            ["assets", "sse-client.js"] if demo => Route::ClientScript,
             ["demo", "login"] if demo => Route::DemoLogin,
             ["demo", "logout"] if demo => Route::DemoLogout,
             ["healthz"] => Route::Healthz,
@@ -111,9 +113,11 @@ impl Route<'_> {
 
     fn methods(self) -> &'static [Method] {
         match self {
-            Route::Dashboard | Route::Healthz | Route::Readyz | Route::Job(_) => {
-                &[Method::GET, Method::HEAD]
-            }
+            Route::Dashboard
+            | Route::ClientScript
+            | Route::Healthz
+            | Route::Readyz
+            | Route::Job(_) => &[Method::GET, Method::HEAD],
             Route::DemoLogin | Route::DemoLogout | Route::UserEvents(_) => &[Method::POST],
             Route::JobEvents(_) | Route::MyEvents => &[Method::GET, Method::POST],
         }
@@ -206,6 +210,7 @@ async fn route(
         (Route::Healthz, _) => Ok(jobs::healthz()),
         (Route::Readyz, _) => jobs::readyz(app),
         (Route::Dashboard, _) => Ok(demo::dashboard()),
+        (Route::ClientScript, _) => Ok(demo::client_script()),
         (Route::DemoLogin, _) => demo::login(app, request).await,
         (Route::DemoLogout, _) => Ok(demo::logout(&app.auth)),
         (Route::Job(job), _) => jobs::job_state(app, &request, job).await,
@@ -280,6 +285,11 @@ mod tests {
         assert_eq!(Route::parse("/", false), None, "the dashboard is demo-only");
         assert_eq!(Route::parse("/", true), Some(Route::Dashboard));
         assert_eq!(Route::parse("/demo/login", false), None);
+        assert_eq!(Route::parse("/assets/sse-client.js", false), None);
+        assert_eq!(
+            Route::parse("/assets/sse-client.js", true),
+            Some(Route::ClientScript)
+        );
         assert_eq!(Route::parse("/v1/jobs/j1/events/x", false), None);
         assert_eq!(
             Route::parse("/v1/jobs//events", false),

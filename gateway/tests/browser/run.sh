@@ -1,7 +1,7 @@
 #!/bin/sh
-# Real-browser end-to-end tests of the dashboard: headless Debian Chromium (through
-# playwright-core) against real gateway processes, Redis and nginx. One command does
-# everything, on a fresh Debian machine as root:
+# Real-browser end-to-end tests of the dashboard and of the client package's bundle:
+# headless Debian Chromium (through playwright-core) against real gateway processes, Redis
+# and nginx. One command does everything, on a fresh Debian machine as root:
 #
 #   gateway/tests/browser/run.sh [node --test arguments, e.g. --test-name-pattern=cookie]
 #
@@ -53,4 +53,4 @@ npm ci --no-audit --no-fund --loglevel=error
 
 # ---- 4. the tests ---------------------------------------------------------------------------
 mkdir -p "$repo/artifacts"
-exec node --test "$@" cluster.test.js cors.test.js dashboard.test.js
+exec node --test "$@" client.test.js cluster.test.js cors.test.js dashboard.test.js

@@ -18,6 +18,8 @@ const BIN_DIR = process.env.SSE_BIN_DIR || path.join(REPO, 'target', 'debug');
 const ARTIFACTS = path.join(REPO, 'artifacts');
 const LOG_DIR = path.join(ARTIFACTS, 'browser-tests');
 const DASHBOARD = path.join(REPO, 'gateway', 'assets', 'dashboard.html');
+// The client package's browser bundle, as committed (what the gateway serves in demo mode).
+const CLIENT_BUNDLE = path.join(REPO, 'gateway', 'assets', 'sse-client.js');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SECRET = 'browser-tests-secret-0123456789-0123456789';
 
@@ -139,6 +141,11 @@ class Processes {
     child.stderr.destroy();
   }
 
+  /** Sends `signal` to the child's process group and returns at once (a drain is watched by the test). */
+  signal(child, signal) {
+    signalGroup(child, signal);
+  }
+
   async stopAll() {
     for (const browser of this.browsers.splice(0)) {
       // A browser that hangs on close is killed by PID like the rest.
@@ -256,19 +263,70 @@ async function startNginx(procs, gateways) {
   return { child, port, url, dir };
 }
 
-/** A static server for the dashboard file, as a page on an origin of its own. */
-async function startStaticServer(procs) {
+/**
+ * A static server for the dashboard and the client bundle it imports, as pages on an origin
+ * of their own; `extra` maps more paths to files (a test page).
+ */
+async function startStaticServer(procs, extra = {}) {
+  const files = {
+    '/dashboard.html': DASHBOARD,
+    '/assets/sse-client.js': CLIENT_BUNDLE,
+    ...extra,
+  };
+  const types = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8' };
   const server = http.createServer((request, response) => {
-    if (new URL(request.url, 'http://x').pathname !== '/dashboard.html') {
+    const file = files[new URL(request.url, 'http://x').pathname];
+    if (!file) {
       response.writeHead(404).end();
       return;
     }
-    response.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
-    fs.createReadStream(DASHBOARD).pipe(response);
+    response.writeHead(200, { 'content-type': types[path.extname(file)] || 'application/octet-stream', 'cache-control': 'no-store' });
+    fs.createReadStream(file).pipe(response);
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   procs.servers.push(server);
   return { server, origin: `http://127.0.0.1:${server.address().port}` };
+}
+
+/**
+ * A TCP proxy on a free loopback port, as a layer-4 load balancer (a Kubernetes Service)
+ * is: each new connection goes to `proxy.target` (a port, changeable at any time), bytes
+ * are passed on as they are, and nothing is retried. `proxy.cut()` drops every connection
+ * it carries, as a network failure would.
+ */
+async function startTcpProxy(procs, targetPort) {
+  const pairs = new Set();
+  const proxy = {
+    target: targetPort,
+    connections: 0,
+    cut() {
+      for (const pair of pairs) { for (const socket of pair) { socket.destroy(); } }
+      pairs.clear();
+    },
+  };
+  const server = net.createServer((client) => {
+    proxy.connections++;
+    const upstream = net.connect(proxy.target, '127.0.0.1');
+    const pair = [client, upstream];
+    pairs.add(pair);
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+      pairs.delete(pair);
+    };
+    for (const socket of pair) {
+      socket.on('error', end);
+      socket.on('close', end);
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  proxy.port = server.address().port;
+  proxy.url = `http://127.0.0.1:${proxy.port}`;
+  // Stopped like the HTTP servers: connections first, then the listener.
+  procs.servers.push({ closeAllConnections: () => proxy.cut(), close: (callback) => server.close(callback) });
+  return proxy;
 }
 
 /** POST one job event through a gateway's HTTP API; resolves to its id. */
@@ -333,6 +391,20 @@ async function setTokenCookie(context, gatewayUrl, token) {
   await context.addCookies([{ name: 'sse_token', value: token, url: gatewayUrl, httpOnly: true, sameSite: 'Lax' }]);
 }
 
+/**
+ * Switches the dashboard's user through its form (the demo sign-in), and waits for the
+ * user's stream to be live.
+ */
+async function signIn(page, user) {
+  await waitInPage(page, 'the page to be signed in or stopped', () => window.dashboard && ['connected', 'stopped'].includes(window.dashboard.state));
+  const before = await page.evaluate(() => window.dashboard.streams);
+  if (await page.isHidden('#login')) { await page.click('#switch-user'); }
+  await page.fill('#user', user);
+  await page.click('#login button[type=submit]');
+  await waitInPage(page, `the stream of ${user} to open`, ([u, n]) => window.dashboard.streams > n
+    && window.dashboard.user === u && window.dashboard.state === 'connected', [user, before]);
+}
+
 /** Waits on a condition evaluated in the page, with a deadline. */
 function waitInPage(page, what, fn, arg, timeout = 10_000) {
   return page.waitForFunction(fn, arg, { timeout, polling: 50 }).catch((error) => {
@@ -351,26 +423,30 @@ function readCard(page, jobId) {
   return page.evaluate((id) => {
     const card = document.querySelector(`#jobs article.job[data-job-id="${CSS.escape(id)}"]`);
     if (!card) { return null; }
+    const shown = (node) => node && !node.hidden && node.getClientRects().length > 0;
     const text = (selector) => {
       const node = card.querySelector(selector);
-      return node && !node.hidden ? node.textContent : null;
+      return shown(node) ? node.textContent : null;
     };
+    const summary = card.querySelector('dl.summary');
     return {
       status: card.dataset.status,
       statusText: text('.status'),
+      compact: card.classList.contains('done'),
       progress: Number(card.querySelector('.progress-bar').dataset.progress),
       stage: text('.stage'),
-      log: Array.from(card.querySelectorAll('ol.log > li')).map((li) => li.textContent),
-      logHtml: Array.from(card.querySelectorAll('ol.log > li')).map((li) => li.innerHTML),
-      result: text('.result'),
+      log: Array.from(card.querySelectorAll('ol.log > li')).filter(shown).map((li) => li.textContent),
+      logHtml: Array.from(card.querySelectorAll('ol.log > li')).filter(shown).map((li) => li.innerHTML),
+      // The result's summary: [label, value] rows.
+      result: shown(summary) ? Array.from(summary.querySelectorAll('dt')).map((dt) => [dt.textContent, dt.nextElementSibling.textContent]) : null,
       error: text('.error'),
     };
   }, jobId);
 }
 
 module.exports = {
-  REPO, ARTIFACTS, DASHBOARD, SECRET,
+  REPO, ARTIFACTS, DASHBOARD, CLIENT_BUNDLE, SECRET,
   waitFor, mintToken, userToken, unique, freePort, Processes,
-  startGateway, startRedis, startNginx, startStaticServer,
-  publish, notify, metric, launchBrowser, newPage, setTokenCookie, waitInPage, settled, readCard,
+  startGateway, startRedis, startNginx, startStaticServer, startTcpProxy,
+  publish, notify, metric, launchBrowser, newPage, setTokenCookie, signIn, waitInPage, settled, readCard,
 };
