@@ -37,6 +37,8 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 32;
 pub const FD_RESERVE: u64 = 128;
 pub const DEFAULT_JOB_STREAM_MAXLEN: usize = 1000;
 pub const DEFAULT_USER_STREAM_MAXLEN: usize = 10_000;
+pub const DEFAULT_TOPIC_STREAM_MAXLEN: usize = 1000;
+pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(600);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_SEND_QUEUE_EVENTS: usize = 1024;
 pub const DEFAULT_SEND_QUEUE_BYTES: usize = 1024 * 1024;
@@ -137,6 +139,12 @@ pub struct ServeArgs {
     /// Events kept per user stream (`MAXLEN ~`).
     #[arg(long, env = "GATEWAY_USER_STREAM_MAXLEN", default_value_t = DEFAULT_USER_STREAM_MAXLEN)]
     pub user_stream_maxlen: usize,
+    /// Events kept per topic stream (`MAXLEN ~`).
+    #[arg(long, env = "GATEWAY_TOPIC_STREAM_MAXLEN", default_value_t = DEFAULT_TOPIC_STREAM_MAXLEN)]
+    pub topic_stream_maxlen: usize,
+    /// How long a publish's Idempotency-Key is remembered (a repeat within it publishes nothing).
+    #[arg(long, env = "GATEWAY_IDEMPOTENCY_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    pub idempotency_window: Duration,
     /// Origin allowed to read streams and publish cross-origin, with credentials; repeatable.
     #[arg(long, env = "GATEWAY_CORS_ORIGIN", value_delimiter = ',')]
     pub cors_origin: Vec<String>,
@@ -245,6 +253,18 @@ impl Config {
         if args.user_stream_maxlen == 0 {
             return Err(invalid_option("--user-stream-maxlen", "must be at least 1"));
         }
+        if args.topic_stream_maxlen == 0 {
+            return Err(invalid_option(
+                "--topic-stream-maxlen",
+                "must be at least 1",
+            ));
+        }
+        if args.idempotency_window.is_zero() {
+            return Err(invalid_option(
+                "--idempotency-window",
+                "must be more than zero",
+            ));
+        }
         if args.redis_prefix.is_empty() || args.redis_prefix.contains(['{', '}', ' ']) {
             return Err(invalid_option(
                 "--redis-prefix",
@@ -295,8 +315,10 @@ impl Config {
                 retention: sse_wire::Retention {
                     job_stream_maxlen: args.job_stream_maxlen,
                     user_stream_maxlen: args.user_stream_maxlen,
+                    topic_stream_maxlen: args.topic_stream_maxlen,
                     retention_ms: args.retention.as_millis() as u64,
                     user_retention_ms: user_retention.as_millis() as u64,
+                    idempotency_window_ms: args.idempotency_window.as_millis() as u64,
                 },
             },
             streams: StreamSettings {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rand::Rng;
 use serde_json::json;
 
-use crate::broker::{Broker, BrokerError, JobEvent, NodeBroker, UserEvent};
+use crate::broker::{Broker, BrokerError, JobEvent, NodeBroker, PublishMeta, UserEvent};
 
 /// The user the demo publisher works for.
 pub const DEMO_USER: &str = "demo";
@@ -64,7 +64,7 @@ pub async fn publish_demo_jobs(broker: NodeBroker) {
                     .as_object()
                     .cloned()
                     .unwrap_or_default(),
-                correlation_id: None,
+                meta: PublishMeta::default(),
             };
             let _ = broker.publish_user_event(notice).await;
         }
@@ -80,7 +80,11 @@ async fn run_demo_job(broker: &NodeBroker, number: u64) -> Result<(), BrokerErro
         owner: Some(DEMO_USER.into()),
         event_type: event_type.into(),
         fields: fields.as_object().cloned().unwrap_or_default(),
-        correlation_id: Some(format!("demo-{number}")),
+        meta: PublishMeta {
+            correlation_id: Some(format!("demo-{number}")),
+            ..PublishMeta::default()
+        },
+        reopen: false,
     };
     broker
         .publish_job_event(publish("stage", json!({"stage": "Queued"})))

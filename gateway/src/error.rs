@@ -29,6 +29,8 @@ pub enum ErrorKind {
     InvalidEvent,
     /// A job's first event without an owner.
     OwnerRequired,
+    /// An `Idempotency-Key` outside 1–128 visible ASCII characters.
+    InvalidIdempotencyKey,
     MissingToken,
     TokenExpired,
     /// Any other refused token (the reason is in the message and the metrics).
@@ -40,6 +42,8 @@ pub enum ErrorKind {
     UnknownJob,
     MethodNotAllowed,
     OwnerConflict,
+    /// An event for a job that has ended, without `reopen`.
+    JobFinished,
     PayloadTooLarge,
     /// `--max-connections-per-user` reached.
     TooManyConnections,
@@ -66,13 +70,14 @@ pub struct Described {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 20] = [
+    pub const ALL: [ErrorKind; 22] = [
         ErrorKind::InvalidId,
         ErrorKind::InvalidLastEventId,
         ErrorKind::InvalidBody,
         ErrorKind::InvalidType,
         ErrorKind::InvalidEvent,
         ErrorKind::OwnerRequired,
+        ErrorKind::InvalidIdempotencyKey,
         ErrorKind::MissingToken,
         ErrorKind::TokenExpired,
         ErrorKind::InvalidToken,
@@ -81,6 +86,7 @@ impl ErrorKind {
         ErrorKind::UnknownJob,
         ErrorKind::MethodNotAllowed,
         ErrorKind::OwnerConflict,
+        ErrorKind::JobFinished,
         ErrorKind::PayloadTooLarge,
         ErrorKind::TooManyConnections,
         ErrorKind::NodeAtCapacity,
@@ -117,7 +123,7 @@ impl ErrorKind {
             InvalidType => (
                 StatusCode::BAD_REQUEST,
                 "invalid_type",
-                "type must match [a-z][a-z0-9_.-]{0,63} and not be status, jobs or error",
+                "type must match [a-z][a-z0-9_.-]{0,63} and not be status, jobs, resync or error",
                 None,
                 "bad_request",
             ),
@@ -132,6 +138,13 @@ impl ErrorKind {
                 StatusCode::BAD_REQUEST,
                 "owner_required",
                 "a job's first event must name its owner",
+                None,
+                "bad_request",
+            ),
+            InvalidIdempotencyKey => (
+                StatusCode::BAD_REQUEST,
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1-128 visible ASCII characters",
                 None,
                 "bad_request",
             ),
@@ -188,6 +201,13 @@ impl ErrorKind {
                 StatusCode::CONFLICT,
                 "owner_conflict",
                 "the job belongs to another owner",
+                None,
+                "bad_request",
+            ),
+            JobFinished => (
+                StatusCode::CONFLICT,
+                "job_finished",
+                "the job has finished; publish with \"reopen\": true to start it again",
                 None,
                 "bad_request",
             ),
@@ -324,11 +344,14 @@ impl From<BrokerError> for ApiError {
                 ApiError::with(ErrorKind::OwnerRequired, error.to_string())
             }
             BrokerError::InvalidEvent(e) => ApiError::with(ErrorKind::InvalidEvent, e.to_string()),
+            BrokerError::JobFinished { .. } => ApiError::new(ErrorKind::JobFinished),
             BrokerError::Unavailable(detail) => {
                 // The detail is for the log, not the client.
                 tracing::warn!(%detail, "broker unavailable");
                 ApiError::new(ErrorKind::BrokerUnavailable)
             }
+            // Logged with its detail where it was counted (`NodeBroker`).
+            BrokerError::Internal(_) => ApiError::new(ErrorKind::Internal),
         }
     }
 }

@@ -38,6 +38,9 @@ pub struct Metrics {
     pub upstream_subscriptions: IntGauge,
     /// Times the broker connection was re-established.
     pub broker_reconnects: IntCounter,
+    /// Failures of the broker itself, by kind (`unavailable`: unreachable or timed out;
+    /// `internal`: a script or data error).
+    pub broker_errors: IntCounterVec,
     /// Refused tokens, by reason.
     pub auth_failures: IntCounterVec,
     /// Events published through this node's HTTP API, by kind (`job`, `user`).
@@ -119,6 +122,14 @@ impl Metrics {
             "Broker connections re-established",
         )
         .expect("valid metric");
+        let broker_errors = IntCounterVec::new(
+            Opts::new(
+                "broker_errors_total",
+                "Failures of the broker itself, by kind (unavailable, internal)",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
         let auth_failures = IntCounterVec::new(
             Opts::new("auth_failures_total", "Refused tokens, by reason"),
             &["reason"],
@@ -147,6 +158,7 @@ impl Metrics {
             slow_consumer_disconnects,
             upstream_subscriptions,
             broker_reconnects,
+            broker_errors,
             auth_failures,
             events_published,
         };
@@ -155,7 +167,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
             Box::new(self.open_connections.clone()),
             Box::new(self.tcp_connections.clone()),
             Box::new(self.max_connections.clone()),
@@ -169,6 +181,7 @@ impl Metrics {
             Box::new(self.slow_consumer_disconnects.clone()),
             Box::new(self.upstream_subscriptions.clone()),
             Box::new(self.broker_reconnects.clone()),
+            Box::new(self.broker_errors.clone()),
             Box::new(self.auth_failures.clone()),
             Box::new(self.events_published.clone()),
         ];

@@ -512,7 +512,7 @@ async fn http_publishing_runs_the_same_script_with_retention() {
         );
         node.publish("j1", json!({"type": "complete", "data": {"result": 1}}))
             .await;
-        for key in ["{u:u1}:job:j1", "{u:u1}:job:j1:log"] {
+        for key in ["{u:u1}:job:j1", "{u:u1}:joblog:j1"] {
             let ttl: i64 = cluster.redis.cmd(&["PTTL", &cluster.key(key)]);
             assert!(
                 ttl > 0 && ttl <= 3_600_000,
@@ -563,8 +563,10 @@ async fn the_documented_redis_cli_example_publishes_an_event() {
             .expect("run bash");
         assert!(output.status.success(), "the example failed: {}", String::from_utf8_lossy(&output.stderr));
         let printed = String::from_utf8_lossy(&output.stdout);
-        let ids: Vec<&str> = printed.split_whitespace().collect();
-        assert_eq!(ids.len(), 2, "it prints the two new ids: {printed:?}");
+        let words: Vec<&str> = printed.split_whitespace().collect();
+        assert_eq!(words.len(), 3, "it prints the outcome and the two new ids: {printed:?}");
+        assert_eq!(words[0], "published", "{printed:?}");
+        let ids = &words[1..];
         let request = Request::get("/v1/jobs/render-7/events").bearer(&node.token("alice")).last_event_id("0-0");
         let mut stream = node.open(request).await.stream();
         support::expect_retry(&mut stream, 3000).await;

@@ -83,7 +83,7 @@ async fn shards_carry_their_users_and_a_master_failover_loses_nothing() {
             for node in &nodes {
                 let token = node.token(owner);
                 let follower = follow(node.addr, token, format!("/v1/jobs/{job}/events"), |e| e.event == "complete");
-                followers.push((format!("{}{{u:{owner}}}:job:{job}:log", prefix), tokio::spawn(follower)));
+                followers.push((format!("{}{{u:{owner}}}:joblog:{job}", prefix), tokio::spawn(follower)));
             }
             let _ = i;
         }
@@ -164,7 +164,7 @@ async fn shards_carry_their_users_and_a_master_failover_loses_nothing() {
 
         // After the failover, resuming on the other node replays from the new master.
         let (job, owner) = &jobs[0];
-        let key = format!("{prefix}{{u:{owner}}}:job:{job}:log");
+        let key = format!("{prefix}{{u:{owner}}}:joblog:{job}");
         let all = ids_after(&client, &key, "0-0");
         let mut resumed = nodes[1]
             .open(Request::get(format!("/v1/jobs/{job}/events")).bearer(&nodes[1].token(owner)).last_event_id(&all[0]))
@@ -257,7 +257,7 @@ async fn a_slot_moved_to_another_shard_keeps_its_streams_whole() {
         )
         .expect("cluster client");
         for (key, follower) in [
-            (format!("{prefix}{{u:{user}}}:job:moving:log"), job_follower),
+            (format!("{prefix}{{u:{user}}}:joblog:moving"), job_follower),
             (format!("{prefix}{{u:{user}}}:log"), user_follower),
         ] {
             let followed: Followed = follower.await.expect("follower");

@@ -11,7 +11,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use sse_wire::publish::{Created, PublishBody};
 
-use crate::{Attempt, Draft, Error, EventId};
+use crate::{Attempt, Draft, Error, EventId, Target};
 
 /// Largest answer read from a gateway.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -45,42 +45,30 @@ impl HttpTransport {
     }
 
     pub(crate) async fn publish(&self, draft: &Draft) -> Result<EventId, Attempt> {
-        let (path, body) = match draft {
-            Draft::Job {
-                job,
-                owner,
-                event_type,
-                fields,
-                correlation_id,
-            } => (
-                format!("/v1/jobs/{job}/events"),
-                PublishBody {
-                    owner: Some(owner.clone()),
-                    event_type: event_type.clone(),
-                    data: Some(fields.clone()),
-                    correlation_id: correlation_id.clone(),
-                },
-            ),
-            Draft::User {
-                user,
-                event_type,
-                fields,
-                correlation_id,
-            } => (
-                format!("/v1/users/{user}/events"),
-                PublishBody {
-                    owner: None,
-                    event_type: event_type.clone(),
-                    data: Some(fields.clone()),
-                    correlation_id: correlation_id.clone(),
-                },
-            ),
+        let (path, owner) = match &draft.target {
+            Target::Job { job, owner } => (format!("/v1/jobs/{job}/events"), Some(owner.clone())),
+            Target::User { user } => (format!("/v1/users/{user}/events"), None),
+            Target::Topic { topic } => (format!("/v1/topics/{topic}/events"), None),
+        };
+        let body = PublishBody {
+            owner,
+            event_type: draft.event_type.clone(),
+            data: Some(draft.fields.clone()),
+            correlation_id: draft.options.correlation_id.clone(),
+            reopen: draft.options.reopen,
         };
         let body = serde_json::to_string(&body)
             .map_err(|e| Attempt::Failed(Error::InvalidArgument(e.to_string())))?;
-        let request = Request::post(format!("{}{path}", self.base))
+        let mut request = Request::post(format!("{}{path}", self.base))
             .header(http::header::AUTHORIZATION, &self.authorization)
-            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::CONTENT_TYPE, "application/json");
+        if let Some(key) = &draft.options.idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        if let Some(traceparent) = &draft.options.traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        let request = request
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| Attempt::Failed(Error::InvalidArgument(e.to_string())))?;
         let response = match self.client.request(request).await {
@@ -104,19 +92,28 @@ impl HttpTransport {
                 .to_owned()
         };
         match status {
-            StatusCode::CREATED => serde_json::from_value::<Created>(answer.clone())
-                .map(|created| created.id)
-                .map_err(|_| {
-                    Attempt::Failed(Error::Ambiguous(format!(
-                        "the gateway answered 201 without an id: {answer}"
-                    )))
-                }),
-            StatusCode::CONFLICT => Err(Attempt::Failed(Error::OwnerConflict {
-                job: match draft {
-                    Draft::Job { job, .. } => job.clone(),
-                    Draft::User { user, .. } => user.clone(),
-                },
-            })),
+            // 201: published; 200: a repeat of an idempotency key, the first event's id.
+            StatusCode::CREATED | StatusCode::OK => {
+                serde_json::from_value::<Created>(answer.clone())
+                    .map(|created| created.id)
+                    .map_err(|_| {
+                        Attempt::Failed(Error::Ambiguous(format!(
+                            "the gateway answered 201 without an id: {answer}"
+                        )))
+                    })
+            }
+            StatusCode::CONFLICT => {
+                let job = match &draft.target {
+                    Target::Job { job, .. } => job.clone(),
+                    Target::User { user } => user.clone(),
+                    Target::Topic { topic } => topic.clone(),
+                };
+                Err(Attempt::Failed(if text("error") == "job_finished" {
+                    Error::JobFinished { job }
+                } else {
+                    Error::OwnerConflict { job }
+                }))
+            }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 Err(Attempt::Failed(Error::Unauthorized(text("message"))))
             }
@@ -130,6 +127,10 @@ impl HttpTransport {
                 code: text("error"),
                 message: text("message"),
             })),
+            // The gateway failed on its side, knowing it did (a script or data error).
+            StatusCode::INTERNAL_SERVER_ERROR if text("error") == "internal" => {
+                Err(Attempt::Failed(Error::Internal(text("message"))))
+            }
             status => Err(Attempt::Failed(Error::Ambiguous(format!(
                 "the gateway answered {status}"
             )))),

@@ -52,6 +52,10 @@ pub enum Error {
     /// The job is registered to another owner.
     #[error("job {job} belongs to another owner")]
     OwnerConflict { job: String },
+    /// The job has ended (a terminal event was published); only a publish that reopens
+    /// it ([`EventOptions::reopen`]) may follow.
+    #[error("job {job} has finished; publish with reopen to start it again")]
+    JobFinished { job: String },
     /// The credentials were refused (`401`/`403`).
     #[error("not allowed to publish: {0}")]
     Unauthorized(String),
@@ -62,8 +66,13 @@ pub enum Error {
     #[error("unavailable after {attempts} attempt(s): {message}")]
     Unavailable { attempts: u32, message: String },
     /// The request may or may not have been published (the connection broke mid-way).
+    /// With an idempotency key such attempts are retried, since a repeat cannot publish
+    /// twice; without one this is returned.
     #[error("outcome unknown: {0}")]
     Ambiguous(String),
+    /// The broker or gateway failed on its side (a script or data error): not retried.
+    #[error("server error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -73,8 +82,10 @@ impl Error {
             Error::Unavailable { .. } | Error::Ambiguous(_) => true,
             Error::InvalidArgument(_)
             | Error::OwnerConflict { .. }
+            | Error::JobFinished { .. }
             | Error::Unauthorized(_)
-            | Error::Rejected { .. } => false,
+            | Error::Rejected { .. }
+            | Error::Internal(_) => false,
         }
     }
 }
@@ -107,12 +118,76 @@ pub struct EventOptions {
     /// Carried in the event (`correlationId`) and logged by gateways, to trace an event
     /// from worker to browser.
     pub correlation_id: Option<String>,
+    /// W3C trace context (`traceparent`) carried in the event, so the gateways continue the
+    /// publisher's trace.
+    pub traceparent: Option<String>,
+    /// A repeat of a publish with the same key (per user or topic) within the idempotency
+    /// window publishes nothing and returns the first event's id — so an attempt whose
+    /// outcome is unknown can be retried safely.
+    pub idempotency_key: Option<String>,
+    /// Publish to a finished job, reopening it (back to `queued`, result and error
+    /// cleared). Without it, a finished job refuses every event ([`Error::JobFinished`]).
+    pub reopen: bool,
 }
 
 impl EventOptions {
     pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
         self.correlation_id = Some(id.into());
         self
+    }
+
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
+        self
+    }
+
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    pub fn reopen(mut self) -> Self {
+        self.reopen = true;
+        self
+    }
+
+    fn check(self) -> Result<EventOptions, Error> {
+        if let Some(id) = &self.correlation_id {
+            if !wire::is_valid_correlation_id(id) {
+                return Err(Error::InvalidArgument(
+                    "correlation id must be 1-128 printable ASCII characters".into(),
+                ));
+            }
+        }
+        if let Some(traceparent) = &self.traceparent {
+            if !wire::is_valid_traceparent(traceparent) {
+                return Err(Error::InvalidArgument(format!(
+                    "traceparent {traceparent:?} is not a W3C trace context (00-<32 hex>-<16 hex>-<2 hex>)"
+                )));
+            }
+        }
+        if let Some(key) = &self.idempotency_key {
+            if !wire::is_valid_idempotency_key(key) {
+                return Err(Error::InvalidArgument(
+                    "idempotency key must be 1-128 visible ASCII characters".into(),
+                ));
+            }
+        }
+        Ok(self)
+    }
+
+    pub(crate) fn meta(&self) -> wire::Meta<'_> {
+        wire::Meta {
+            correlation_id: self.correlation_id.as_deref(),
+            traceparent: self.traceparent.as_deref(),
+        }
+    }
+
+    pub(crate) fn publish_options(&self) -> wire::PublishOptions<'_> {
+        wire::PublishOptions {
+            idempotency_key: self.idempotency_key.as_deref(),
+            reopen: self.reopen,
+        }
     }
 }
 
@@ -150,22 +225,21 @@ impl RetryPolicy {
     }
 }
 
+/// Where an event goes.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    Job { job: String, owner: String },
+    User { user: String },
+    Topic { topic: String },
+}
+
 /// One event, validated, ready for a transport.
 #[derive(Debug, Clone)]
-pub(crate) enum Draft {
-    Job {
-        job: String,
-        owner: String,
-        event_type: String,
-        fields: Map<String, Value>,
-        correlation_id: Option<String>,
-    },
-    User {
-        user: String,
-        event_type: String,
-        fields: Map<String, Value>,
-        correlation_id: Option<String>,
-    },
+pub(crate) struct Draft {
+    pub(crate) target: Target,
+    pub(crate) event_type: String,
+    pub(crate) fields: Map<String, Value>,
+    pub(crate) options: EventOptions,
 }
 
 enum Transport {
@@ -341,13 +415,26 @@ impl Publisher {
         options: EventOptions,
     ) -> Result<EventId, Error> {
         check_id("user", user)?;
-        let draft = Draft::User {
-            user: user.into(),
+        if options.reopen {
+            return Err(Error::InvalidArgument(
+                "reopen applies to job events only".into(),
+            ));
+        }
+        let draft = Draft {
+            target: Target::User { user: user.into() },
             event_type: check_type(event_type)?,
             fields: fields(data)?,
-            correlation_id: check_correlation(options.correlation_id)?,
+            options: options.check()?,
         };
         self.publish(draft).await
+    }
+
+    /// A handle on one topic (a broadcast feed).
+    pub fn topic(&self, topic: impl Into<String>) -> Topic {
+        Topic {
+            publisher: self.clone(),
+            topic: topic.into(),
+        }
     }
 
     async fn publish(&self, draft: Draft) -> Result<EventId, Error> {
@@ -359,9 +446,16 @@ impl Publisher {
                 Transport::Http(http) => http.publish(&draft).await,
                 Transport::Redis(store) => publish_to_store(store, &draft).await,
             };
+            // With an idempotency key a repeat cannot publish twice, so an attempt whose
+            // outcome is unknown is retried too.
+            let retryable = |attempt_error: &Attempt| match attempt_error {
+                Attempt::Refused(_) => true,
+                Attempt::Failed(Error::Ambiguous(_)) => draft.options.idempotency_key.is_some(),
+                Attempt::Failed(_) => false,
+            };
             match result {
-                Err(Attempt::Refused(message)) if attempt < retry.attempts => {
-                    tracing::debug!(attempt, %message, "publish refused; retrying");
+                Err(error) if retryable(&error) && attempt < retry.attempts => {
+                    tracing::debug!(attempt, "publish not certainly done; retrying");
                     tokio::time::sleep(retry.backoff(attempt - 1)).await;
                 }
                 Err(Attempt::Refused(message)) => {
@@ -378,43 +472,46 @@ impl Publisher {
 }
 
 async fn publish_to_store(store: &store::Store, draft: &Draft) -> Result<EventId, Attempt> {
-    let result = match draft {
-        Draft::Job {
-            job,
-            owner,
-            event_type,
-            fields,
-            correlation_id,
-        } => {
+    let (meta, options) = (draft.options.meta(), draft.options.publish_options());
+    let (event_type, fields) = (&draft.event_type, &draft.fields);
+    let result = match &draft.target {
+        Target::Job { job, owner } => {
             store
-                .publish_job(job, owner, event_type, fields, correlation_id.as_deref())
+                .publish_job(job, owner, event_type, fields, meta, options)
                 .await
         }
-        Draft::User {
-            user,
-            event_type,
-            fields,
-            correlation_id,
-        } => {
+        Target::User { user } => {
             store
-                .publish_user(user, event_type, fields, correlation_id.as_deref())
+                .publish_user(user, event_type, fields, meta, options)
+                .await
+        }
+        Target::Topic { topic } => {
+            store
+                .publish_topic(topic, event_type, fields, meta, options)
                 .await
         }
     };
-    result.map_err(|error| match error {
-        store::StoreError::Refused(message) => Attempt::Refused(message),
-        store::StoreError::OwnerConflict { job, .. } => {
-            Attempt::Failed(Error::OwnerConflict { job })
-        }
-        store::StoreError::InvalidEvent(e) => {
-            Attempt::Failed(Error::InvalidArgument(e.to_string()))
-        }
-        store::StoreError::Ambiguous(message) => Attempt::Failed(Error::Ambiguous(message)),
-        store::StoreError::Rejected(message) => Attempt::Failed(Error::Rejected {
-            code: "redis".into(),
-            message,
+    match result {
+        Ok(wire::Outcome::Published(id) | wire::Outcome::Duplicate(id)) => Ok(id),
+        Ok(wire::Outcome::Finished) => Err(Attempt::Failed(Error::JobFinished {
+            job: match &draft.target {
+                Target::Job { job, .. } => job.clone(),
+                Target::User { user } => user.clone(),
+                Target::Topic { topic } => topic.clone(),
+            },
+        })),
+        Err(error) => Err(match error {
+            store::StoreError::Refused(message) => Attempt::Refused(message),
+            store::StoreError::OwnerConflict { job, .. } => {
+                Attempt::Failed(Error::OwnerConflict { job })
+            }
+            store::StoreError::InvalidEvent(e) => {
+                Attempt::Failed(Error::InvalidArgument(e.to_string()))
+            }
+            store::StoreError::Ambiguous(message) => Attempt::Failed(Error::Ambiguous(message)),
+            store::StoreError::Rejected(message) => Attempt::Failed(Error::Internal(message)),
         }),
-    })
+    }
 }
 
 /// The outcome of one transport attempt that did not publish.
@@ -507,12 +604,58 @@ impl Job {
         let fields = fields(data)?;
         wire::StatePatch::from_event(&event_type, &fields)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        let draft = Draft::Job {
-            job: self.job_id.clone(),
-            owner: self.owner.clone(),
+        let draft = Draft {
+            target: Target::Job {
+                job: self.job_id.clone(),
+                owner: self.owner.clone(),
+            },
             event_type,
             fields,
-            correlation_id: check_correlation(options.correlation_id)?,
+            options: options.check()?,
+        };
+        self.publisher.publish(draft).await
+    }
+}
+
+/// A topic's events (a broadcast feed: every watcher of the topic gets them).
+#[derive(Debug, Clone)]
+pub struct Topic {
+    publisher: Publisher,
+    topic: String,
+}
+
+impl Topic {
+    pub fn name(&self) -> &str {
+        &self.topic
+    }
+
+    /// Publishes an event of `event_type` with a JSON object of fields; returns its id in
+    /// the topic's stream.
+    pub async fn publish(&self, event_type: &str, data: Value) -> Result<EventId, Error> {
+        self.publish_with(event_type, data, EventOptions::default())
+            .await
+    }
+
+    /// [`Topic::publish`] with options.
+    pub async fn publish_with(
+        &self,
+        event_type: &str,
+        data: Value,
+        options: EventOptions,
+    ) -> Result<EventId, Error> {
+        check_id("topic", &self.topic)?;
+        if options.reopen {
+            return Err(Error::InvalidArgument(
+                "reopen applies to job events only".into(),
+            ));
+        }
+        let draft = Draft {
+            target: Target::Topic {
+                topic: self.topic.clone(),
+            },
+            event_type: check_type(event_type)?,
+            fields: fields(data)?,
+            options: options.check()?,
         };
         self.publisher.publish(draft).await
     }
@@ -533,17 +676,8 @@ fn check_type(event_type: &str) -> Result<String, Error> {
         Ok(event_type.to_owned())
     } else {
         Err(Error::InvalidArgument(format!(
-            "event type {event_type:?} must match [a-z][a-z0-9_.-]{{0,63}} and not be status, jobs or error"
+            "event type {event_type:?} must match [a-z][a-z0-9_.-]{{0,63}} and not be status, jobs, resync or error"
         )))
-    }
-}
-
-fn check_correlation(id: Option<String>) -> Result<Option<String>, Error> {
-    match id {
-        Some(id) if !wire::is_valid_correlation_id(&id) => Err(Error::InvalidArgument(
-            "correlation id must be 1-128 printable ASCII characters".into(),
-        )),
-        other => Ok(other),
     }
 }
 

@@ -49,7 +49,7 @@ async fn every_method_writes_the_contract_keys_and_channel_payloads() {
         ];
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
 
-        let job_log = entries(&redis, "sse:{u:u1}:job:j1:log");
+        let job_log = entries(&redis, "sse:{u:u1}:joblog:j1");
         let types: Vec<&str> = job_log.iter().map(|(_, f)| f["type"].as_str()).collect();
         assert_eq!(types, ["progress", "stage", "log", "thumbnail", "complete"]);
         assert_eq!(
@@ -153,9 +153,9 @@ async fn another_owner_is_a_typed_conflict_and_writes_nothing() {
             "{error:?}"
         );
         assert!(!error.is_transient());
-        let exists: bool = redis.cmd(&["EXISTS", "sse:{u:u2}:job:shared:log"]);
+        let exists: bool = redis.cmd(&["EXISTS", "sse:{u:u2}:joblog:shared"]);
         assert!(!exists, "nothing was written under the wrong owner");
-        assert_eq!(entries(&redis, "sse:{u:u1}:job:shared:log").len(), 1);
+        assert_eq!(entries(&redis, "sse:{u:u1}:joblog:shared").len(), 1);
     })
     .await
 }
@@ -170,7 +170,7 @@ async fn scripts_are_reloaded_after_script_flush() {
         let _: () = redis.cmd(&["SCRIPT", "FLUSH"]);
         job.stage("two").await.unwrap();
         publisher.notify("u1", "notice", json!({})).await.unwrap();
-        let types: Vec<String> = entries(&redis, "sse:{u:u1}:job:j1:log")
+        let types: Vec<String> = entries(&redis, "sse:{u:u1}:joblog:j1")
             .into_iter()
             .map(|(_, f)| f["type"].clone())
             .collect();
@@ -193,6 +193,7 @@ async fn retention_sets_lengths_and_ttls() {
             user_stream_maxlen: 6,
             retention_ms: 60_000,
             user_retention_ms: 600_000,
+            ..Retention::default()
         };
         let options = RedisOptions::default().retention(retention);
         let publisher = Publisher::connect_with(&redis.url(), options)
@@ -202,7 +203,7 @@ async fn retention_sets_lengths_and_ttls() {
         for n in 0..20 {
             job.event("tick", json!({"n": n})).await.unwrap();
         }
-        let length: usize = redis.cmd(&["XLEN", "sse:{u:u1}:job:j1:log"]);
+        let length: usize = redis.cmd(&["XLEN", "sse:{u:u1}:joblog:j1"]);
         assert!(
             (4..=6).contains(&length),
             "job stream trimmed to about 4, got {length}"
@@ -218,7 +219,7 @@ async fn retention_sets_lengths_and_ttls() {
             "a running job lives as long as its user: {ttl}"
         );
         job.complete(json!(null)).await.unwrap();
-        for key in ["sse:{u:u1}:job:j1", "sse:{u:u1}:job:j1:log"] {
+        for key in ["sse:{u:u1}:job:j1", "sse:{u:u1}:joblog:j1"] {
             let ttl: i64 = redis.cmd(&["PTTL", key]);
             assert!(
                 ttl > 0 && ttl <= 60_000,
@@ -263,7 +264,7 @@ async fn an_outage_is_retried_then_reported_and_publishing_resumes() {
             }
         }
         assert!(published.is_some(), "publishing resumed after the restart");
-        let stages: Vec<String> = entries(&redis, "sse:{u:u1}:job:j1:log")
+        let stages: Vec<String> = entries(&redis, "sse:{u:u1}:joblog:j1")
             .into_iter()
             .map(|(_, f)| {
                 serde_json::from_str::<Value>(&f["data"]).unwrap()["stage"]

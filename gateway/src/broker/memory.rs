@@ -21,7 +21,10 @@ use sse_wire::{
     JOBS_SNAPSHOT_LIMIT,
 };
 
-use super::{Broker, BrokerError, JobEvent, Replay, Subscription, UserEvent, UserSnapshot};
+use super::{
+    Broker, BrokerError, JobEvent, Published, Replay, Subscription, TopicEvent, UserEvent,
+    UserSnapshot,
+};
 use crate::hub::{Hub, Mailbox};
 use crate::metrics::Metrics;
 use crate::vocab::event::{Event, Topic};
@@ -41,12 +44,39 @@ struct State {
     last_id: EventId,
     owners: HashMap<String, Arc<str>>,
     users: HashMap<Arc<str>, UserData>,
+    /// Topics (feeds): name → retained events and ms of the latest.
+    feeds: HashMap<Arc<str>, FeedData>,
+    /// Idempotency keys seen within the window: (user, key) → (first event's id, when the
+    /// record expires, ms). Swept by [`MemoryBroker::expire`].
+    idempotency: HashMap<(Arc<str>, String), (EventId, u64)>,
+}
+
+impl State {
+    /// The first event's id when `key` was used for `user` within the window.
+    fn seen(&self, user: &str, key: Option<&str>, now: u64) -> Option<EventId> {
+        let key = key?;
+        let (id, until) = self.idempotency.get(&(Arc::from(user), key.to_owned()))?;
+        (now < *until).then_some(*id)
+    }
+
+    fn remember(&mut self, user: &Arc<str>, key: Option<&str>, id: EventId, until: u64) {
+        if let Some(key) = key {
+            self.idempotency
+                .insert((user.clone(), key.to_owned()), (id, until));
+        }
+    }
 }
 
 struct UserData {
     log: Ring,
     jobs: HashMap<String, JobData>,
     /// ms of the user's latest event.
+    last_active: u64,
+}
+
+struct FeedData {
+    log: Ring,
+    /// ms of the topic's latest event.
     last_active: u64,
 }
 
@@ -123,7 +153,16 @@ impl MemoryBroker {
     pub fn expire(&self, now: u64) -> (usize, usize) {
         let (retention, user_retention) = (self.config.retention_ms, self.config.user_retention_ms);
         let mut state = self.state();
-        let State { owners, users, .. } = &mut *state;
+        let State {
+            owners,
+            users,
+            feeds,
+            idempotency,
+            ..
+        } = &mut *state;
+        idempotency.retain(|_, (_, until)| now < *until);
+        // A topic's stream expires after the user retention without events, as in Redis.
+        feeds.retain(|_, feed| now.saturating_sub(feed.last_active) < user_retention);
         let (mut jobs_removed, mut users_removed) = (0, 0);
         users.retain(|_, user| {
             if now.saturating_sub(user.last_active) >= user_retention {
@@ -168,17 +207,18 @@ impl MemoryBroker {
 }
 
 impl Broker for MemoryBroker {
-    async fn publish_job_event(&self, event: JobEvent) -> Result<EventId, BrokerError> {
+    async fn publish_job_event(&self, event: JobEvent) -> Result<Published, BrokerError> {
         let patch = StatePatch::from_event(&event.event_type, &event.fields)?;
         let ts = now_ms();
         let data = sse_wire::render_event_data(
             Subject::Job(&event.job),
             &event.event_type,
             ts,
-            event.correlation_id.as_deref(),
+            event.meta.envelope(),
             &event.fields,
         );
         let terminal = is_terminal_type(&event.event_type);
+        let idempotency_key = event.meta.idempotency_key.as_deref();
         let mut state = self.state();
         let owner = match (state.owners.get(&event.job), &event.owner) {
             (Some(owner), Some(claimed)) if **owner != **claimed => {
@@ -188,12 +228,29 @@ impl Broker for MemoryBroker {
             (None, Some(claimed)) => Arc::<str>::from(claimed.as_str()),
             (None, None) => return Err(BrokerError::OwnerRequired { job: event.job }),
         };
+        // The same order as the publish script: a repeat first, then a finished job.
+        if let Some(first) = state.seen(&owner, idempotency_key, ts) {
+            return Ok(Published {
+                id: first,
+                duplicate: true,
+            });
+        }
+        let finished = state
+            .users
+            .get(&owner)
+            .and_then(|user| user.jobs.get(&event.job))
+            .is_some_and(|job| job.state.status.is_finished());
+        if finished && !event.reopen {
+            return Err(BrokerError::JobFinished { job: event.job });
+        }
         let id = state.last_id.successor_at(ts);
         state.last_id = id;
         state
             .owners
             .entry(event.job.clone())
             .or_insert_with(|| owner.clone());
+        let window = self.config.idempotency_window_ms;
+        state.remember(&owner, idempotency_key, id, ts.saturating_add(window));
         let rendered = Event::new(
             id,
             sse_wire::render_event_frame(id, &event.event_type, &data).as_bytes(),
@@ -218,6 +275,9 @@ impl Broker for MemoryBroker {
                 log: Ring::new(config.job_stream_maxlen),
                 finished_at: None,
             });
+        if event.reopen {
+            job.state.reopen();
+        }
         job.state.apply(&patch, ts, id);
         job.finished_at = job.state.status.is_finished().then_some(ts);
         job.log.push(rendered.clone());
@@ -228,27 +288,39 @@ impl Broker for MemoryBroker {
         self.dispatch(&job_topic, &rendered);
         self.dispatch(&Topic::User(owner), &rendered);
         drop(state);
-        Ok(id)
+        Ok(Published {
+            id,
+            duplicate: false,
+        })
     }
 
-    async fn publish_user_event(&self, event: UserEvent) -> Result<EventId, BrokerError> {
+    async fn publish_user_event(&self, event: UserEvent) -> Result<Published, BrokerError> {
         let ts = now_ms();
         let data = sse_wire::render_event_data(
             Subject::User(&event.user),
             &event.event_type,
             ts,
-            event.correlation_id.as_deref(),
+            event.meta.envelope(),
             &event.fields,
         );
+        let user: Arc<str> = Arc::from(event.user.as_str());
+        let idempotency_key = event.meta.idempotency_key.as_deref();
         let mut state = self.state();
+        if let Some(first) = state.seen(&user, idempotency_key, ts) {
+            return Ok(Published {
+                id: first,
+                duplicate: true,
+            });
+        }
         let id = state.last_id.successor_at(ts);
         state.last_id = id;
+        let window = self.config.idempotency_window_ms;
+        state.remember(&user, idempotency_key, id, ts.saturating_add(window));
         let rendered = Event::new(
             id,
             sse_wire::render_event_frame(id, &event.event_type, &data).as_bytes(),
             false,
         );
-        let user: Arc<str> = Arc::from(event.user.as_str());
         let maxlen = self.config.user_stream_maxlen;
         let data = state.users.entry(user.clone()).or_insert_with(|| UserData {
             log: Ring::new(maxlen),
@@ -259,7 +331,10 @@ impl Broker for MemoryBroker {
         data.log.push(rendered.clone());
         self.dispatch(&Topic::User(user), &rendered);
         drop(state);
-        Ok(id)
+        Ok(Published {
+            id,
+            duplicate: false,
+        })
     }
 
     async fn job_owner(&self, job: &str) -> Result<Option<Arc<str>>, BrokerError> {
@@ -299,20 +374,77 @@ impl Broker for MemoryBroker {
         })
     }
 
+    async fn publish_topic_event(&self, event: TopicEvent) -> Result<Published, BrokerError> {
+        let ts = now_ms();
+        let data = sse_wire::render_event_data(
+            Subject::Topic(&event.topic),
+            &event.event_type,
+            ts,
+            event.meta.envelope(),
+            &event.fields,
+        );
+        let name: Arc<str> = Arc::from(event.topic.as_str());
+        // Idempotency keys of a topic live in the topic's own scope.
+        let scope: Arc<str> = Arc::from(format!("{{t:{name}}}").as_str());
+        let idempotency_key = event.meta.idempotency_key.as_deref();
+        let mut state = self.state();
+        if let Some(first) = state.seen(&scope, idempotency_key, ts) {
+            return Ok(Published {
+                id: first,
+                duplicate: true,
+            });
+        }
+        let id = state.last_id.successor_at(ts);
+        state.last_id = id;
+        let window = self.config.idempotency_window_ms;
+        state.remember(&scope, idempotency_key, id, ts.saturating_add(window));
+        let rendered = Event::new(
+            id,
+            sse_wire::render_event_frame(id, &event.event_type, &data).as_bytes(),
+            false,
+        );
+        let maxlen = self.config.topic_stream_maxlen;
+        let feed = state.feeds.entry(name.clone()).or_insert_with(|| FeedData {
+            log: Ring::new(maxlen),
+            last_active: ts,
+        });
+        feed.last_active = ts;
+        feed.log.push(rendered.clone());
+        self.dispatch(&Topic::Feed(name), &rendered);
+        drop(state);
+        Ok(Published {
+            id,
+            duplicate: false,
+        })
+    }
+
+    async fn feed_position(&self, name: &str) -> Result<EventId, BrokerError> {
+        Ok(self
+            .state()
+            .feeds
+            .get(name)
+            .map_or(EventId::ZERO, |feed| feed.log.last))
+    }
+
     async fn replay(&self, topic: &Topic, after: EventId) -> Result<Replay, BrokerError> {
         let state = self.state();
-        let user = state.users.get(topic.user());
-        let ring = match (topic, user) {
-            (Topic::User(_), Some(user)) => &user.log,
-            (Topic::Job { job, .. }, Some(user)) => match user.jobs.get(&**job) {
-                Some(job) => &job.log,
-                None => return Ok(Replay::Gap),
+        let ring = match topic {
+            Topic::Feed(name) => state.feeds.get(name).map(|feed| &feed.log),
+            Topic::User(user) => state.users.get(user).map(|user| &user.log),
+            Topic::Job { owner, job } => match state.users.get(owner) {
+                Some(user) => match user.jobs.get(&**job) {
+                    Some(job) => Some(&job.log),
+                    None => return Ok(Replay::Gap),
+                },
+                None => None,
             },
-            // Nothing retained: any id but the empty stream's is a gap.
-            (_, None) if after == EventId::ZERO => return Ok(Replay::Events(Vec::new())),
-            (_, None) => return Ok(Replay::Gap),
         };
-        Ok(ring.after(after))
+        Ok(match ring {
+            Some(ring) => ring.after(after),
+            // Nothing retained: any id but the empty stream's is a gap.
+            None if after == EventId::ZERO => Replay::Events(Vec::new()),
+            None => Replay::Gap,
+        })
     }
 
     async fn subscribe(
@@ -339,14 +471,17 @@ impl Broker for MemoryBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::PublishMeta;
     use serde_json::json;
 
     fn broker(job_maxlen: usize) -> Arc<MemoryBroker> {
         let config = Retention {
             job_stream_maxlen: job_maxlen,
             user_stream_maxlen: 100,
+            topic_stream_maxlen: 100,
             retention_ms: 10_000,
             user_retention_ms: 100_000,
+            idempotency_window_ms: 60_000,
         };
         MemoryBroker::new(config, Arc::new(Hub::new()), Arc::new(Metrics::new()))
     }
@@ -357,8 +492,13 @@ mod tests {
             owner: owner.map(Into::into),
             event_type: "progress".into(),
             fields: json!({"progress": p}).as_object().cloned().unwrap(),
-            correlation_id: None,
+            meta: PublishMeta::default(),
+            reopen: false,
         }
+    }
+
+    fn id_of(result: Result<Published, BrokerError>) -> EventId {
+        result.unwrap().id
     }
 
     #[tokio::test]
@@ -388,11 +528,9 @@ mod tests {
         let b = broker(3);
         let mut ids = Vec::new();
         for p in 0..5 {
-            ids.push(
-                b.publish_job_event(progress("j", Some("u1"), p))
-                    .await
-                    .unwrap(),
-            );
+            ids.push(id_of(
+                b.publish_job_event(progress("j", Some("u1"), p)).await,
+            ));
         }
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
         let topic = Topic::Job {
@@ -430,7 +568,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let last = b.publish_job_event(progress("a", None, 2)).await.unwrap();
+        let last = id_of(b.publish_job_event(progress("a", None, 2)).await);
         let snapshot = b.user_snapshot("u1").await.unwrap();
         assert_eq!(snapshot.latest_id, last);
         let order: Vec<_> = snapshot.jobs.iter().map(|j| j.job_id.as_str()).collect();
@@ -465,5 +603,118 @@ mod tests {
             "the idle user goes with its jobs"
         );
         assert!(b.job_owner("run").await.unwrap().is_none());
+    }
+}
+
+#[cfg(test)]
+mod contract_tests {
+    use super::*;
+    use crate::broker::PublishMeta;
+    use serde_json::json;
+
+    fn broker() -> Arc<MemoryBroker> {
+        MemoryBroker::new(
+            Retention::default(),
+            Arc::new(Hub::new()),
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    fn event(job: &str, event_type: &str, key: Option<&str>, reopen: bool) -> JobEvent {
+        JobEvent {
+            job: job.into(),
+            owner: Some("u1".into()),
+            event_type: event_type.into(),
+            fields: json!({"progress": 50, "result": {"n": 1}})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            meta: PublishMeta {
+                idempotency_key: key.map(Into::into),
+                ..PublishMeta::default()
+            },
+            reopen,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_finished_job_refuses_events_until_reopened() {
+        let b = broker();
+        b.publish_job_event(event("j", "progress", None, false))
+            .await
+            .unwrap();
+        b.publish_job_event(event("j", "complete", None, false))
+            .await
+            .unwrap();
+        for event_type in ["progress", "log", "failed", "complete"] {
+            assert!(
+                matches!(
+                    b.publish_job_event(event("j", event_type, None, false))
+                        .await,
+                    Err(BrokerError::JobFinished { .. })
+                ),
+                "{event_type} after complete"
+            );
+        }
+        let state = b.job_state("u1", "j").await.unwrap().unwrap();
+        assert_eq!(state.status, sse_wire::JobStatus::Completed);
+        b.publish_job_event(event("j", "stage", None, true))
+            .await
+            .unwrap();
+        let state = b.job_state("u1", "j").await.unwrap().unwrap();
+        assert_eq!(state.status, sse_wire::JobStatus::Queued, "reopened");
+        assert_eq!(state.result, None, "the old result is gone");
+        b.publish_job_event(event("j", "progress", None, false))
+            .await
+            .unwrap();
+        let state = b.job_state("u1", "j").await.unwrap().unwrap();
+        assert_eq!(state.status, sse_wire::JobStatus::Active);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_idempotency_key_publishes_nothing_and_returns_the_first_id() {
+        let b = broker();
+        let first = b
+            .publish_job_event(event("j", "progress", Some("k1"), false))
+            .await
+            .unwrap();
+        assert!(!first.duplicate);
+        let again = b
+            .publish_job_event(event("j", "progress", Some("k1"), false))
+            .await
+            .unwrap();
+        assert_eq!((again.id, again.duplicate), (first.id, true));
+        // Even once the job has finished: a repeated terminal publish is not a conflict.
+        let done = b
+            .publish_job_event(event("j", "complete", Some("k2"), false))
+            .await
+            .unwrap();
+        let done_again = b
+            .publish_job_event(event("j", "complete", Some("k2"), false))
+            .await
+            .unwrap();
+        assert_eq!((done_again.id, done_again.duplicate), (done.id, true));
+        let Replay::Events(events) = b
+            .replay(&Topic::User("u1".into()), EventId::ZERO)
+            .await
+            .unwrap()
+        else {
+            panic!("no gap")
+        };
+        assert_eq!(events.len(), 2, "each key published once");
+        assert_eq!(b.expire(now_ms() + 11 * 60 * 1000).0, 0);
+        let later = b.publish_user_event(UserEvent {
+            user: "u1".into(),
+            event_type: "notice".into(),
+            fields: Default::default(),
+            meta: PublishMeta {
+                idempotency_key: Some("k1".into()),
+                ..PublishMeta::default()
+            },
+        });
+        assert!(
+            !later.await.unwrap().duplicate,
+            "the record expired with its window"
+        );
     }
 }

@@ -58,6 +58,26 @@ impl Backend {
     }
 }
 
+/// What a publisher tells about an event besides its fields, and how it publishes it.
+#[derive(Clone, Debug, Default)]
+pub struct PublishMeta {
+    /// `correlationId`, carried in the envelope and logged.
+    pub correlation_id: Option<String>,
+    /// W3C `traceparent`, carried in the envelope.
+    pub traceparent: Option<String>,
+    /// A repeat within the idempotency window publishes nothing.
+    pub idempotency_key: Option<String>,
+}
+
+impl PublishMeta {
+    pub fn envelope(&self) -> sse_wire::Meta<'_> {
+        sse_wire::Meta {
+            correlation_id: self.correlation_id.as_deref(),
+            traceparent: self.traceparent.as_deref(),
+        }
+    }
+}
+
 /// A job event to publish (the HTTP publish body, validated).
 #[derive(Clone, Debug)]
 pub struct JobEvent {
@@ -66,7 +86,9 @@ pub struct JobEvent {
     pub owner: Option<String>,
     pub event_type: String,
     pub fields: Map<String, Value>,
-    pub correlation_id: Option<String>,
+    pub meta: PublishMeta,
+    /// Publish to a finished job, reopening it.
+    pub reopen: bool,
 }
 
 /// A user notification to publish.
@@ -75,7 +97,26 @@ pub struct UserEvent {
     pub user: String,
     pub event_type: String,
     pub fields: Map<String, Value>,
-    pub correlation_id: Option<String>,
+    pub meta: PublishMeta,
+}
+
+/// An event to publish to a topic (a broadcast feed).
+#[derive(Clone, Debug)]
+pub struct TopicEvent {
+    pub topic: String,
+    pub event_type: String,
+    pub fields: Map<String, Value>,
+    pub meta: PublishMeta,
+}
+
+/// What a publish did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// The event's id (in the job's stream for a job event).
+    pub id: EventId,
+    /// The idempotency key was used within the window: nothing was published, `id` is the
+    /// first event's.
+    pub duplicate: bool,
 }
 
 /// What a stream replays after an id.
@@ -107,25 +148,62 @@ pub enum BrokerError {
     /// The event's fields do not fit its type (`400`).
     #[error(transparent)]
     InvalidEvent(#[from] sse_wire::InvalidEvent),
-    /// The broker cannot be reached now (`503`).
+    /// The job has ended and the publish does not reopen it (`409`).
+    #[error("job {job} has finished; publish with reopen to start it again")]
+    JobFinished { job: String },
+    /// The broker cannot be reached now, or did not answer in time (`503`; retried).
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// The broker failed on its side: a script or data error (`500`; not retried).
+    #[error("broker error: {0}")]
+    Internal(String),
+}
+
+impl BrokerError {
+    /// The label of `sse_gateway_broker_errors_total{kind}` for failures of the broker
+    /// itself; `None` for answers about the request (conflicts, invalid events).
+    pub fn failure_kind(&self) -> Option<&'static str> {
+        match self {
+            BrokerError::Unavailable(_) => Some("unavailable"),
+            BrokerError::Internal(_) => Some("internal"),
+            BrokerError::OwnerConflict { .. }
+            | BrokerError::OwnerRequired { .. }
+            | BrokerError::InvalidEvent(_)
+            | BrokerError::JobFinished { .. } => None,
+        }
+    }
+
+    /// Every label of [`BrokerError::failure_kind`].
+    pub const FAILURE_KINDS: [&'static str; 2] = ["unavailable", "internal"];
 }
 
 /// Where events are published, retained and subscribed to: what each implementation
 /// provides.
 pub trait Broker: Send + Sync + 'static {
-    /// Publishes a job event to the job's and its owner's streams; returns the id in the
-    /// job's stream.
+    /// Publishes a job event to the job's and its owner's streams (the id is the job
+    /// stream's). A finished job refuses it unless it reopens the job.
     fn publish_job_event(
         &self,
         event: JobEvent,
-    ) -> impl Future<Output = Result<EventId, BrokerError>> + Send;
+    ) -> impl Future<Output = Result<Published, BrokerError>> + Send;
 
-    /// Publishes a notification to a user's stream; returns its id there.
+    /// Publishes a notification to a user's stream.
     fn publish_user_event(
         &self,
         event: UserEvent,
+    ) -> impl Future<Output = Result<Published, BrokerError>> + Send;
+
+    /// Publishes an event to a topic's stream.
+    fn publish_topic_event(
+        &self,
+        event: TopicEvent,
+    ) -> impl Future<Output = Result<Published, BrokerError>> + Send;
+
+    /// The id of a topic's latest retained event (`0-0` for none): where a fresh topic
+    /// stream starts.
+    fn feed_position(
+        &self,
+        name: &str,
     ) -> impl Future<Output = Result<EventId, BrokerError>> + Send;
 
     /// The owner of a job, if the job is known.
@@ -174,9 +252,16 @@ pub trait Broker: Send + Sync + 'static {
     fn hub(&self) -> &Arc<Hub>;
 }
 
-/// The broker of this node, chosen once from the settings.
+/// The broker of this node, chosen once from the settings. Every failure of the broker
+/// itself is counted here, by kind (`sse_gateway_broker_errors_total`).
 #[derive(Clone)]
-pub enum NodeBroker {
+pub struct NodeBroker {
+    kind: Kind,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Clone)]
+enum Kind {
     Memory(Arc<memory::MemoryBroker>),
     /// Redis or Redis Cluster (the difference is inside: how channels are subscribed).
     Redis(Arc<redis::RedisBroker>),
@@ -191,36 +276,57 @@ impl NodeBroker {
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
     ) -> Result<NodeBroker, BrokerError> {
-        Ok(match &settings.backend {
+        let kind = match &settings.backend {
             Backend::Memory => {
-                let broker = memory::MemoryBroker::new(settings.retention, hub, metrics);
+                let broker = memory::MemoryBroker::new(settings.retention, hub, metrics.clone());
                 broker.spawn_expiry();
-                NodeBroker::Memory(broker)
+                Kind::Memory(broker)
             }
             Backend::Redis(_) | Backend::RedisCluster(_) => {
-                NodeBroker::Redis(redis::RedisBroker::start(settings, hub, metrics).await?)
+                Kind::Redis(redis::RedisBroker::start(settings, hub, metrics.clone()).await?)
             }
-        })
+        };
+        Ok(NodeBroker { kind, metrics })
+    }
+
+    fn counted<T>(&self, result: Result<T, BrokerError>) -> Result<T, BrokerError> {
+        if let Err(error) = &result {
+            if let Some(kind) = error.failure_kind() {
+                self.metrics.broker_errors.with_label_values(&[kind]).inc();
+                if let BrokerError::Internal(detail) = error {
+                    tracing::error!(%detail, "broker error");
+                }
+            }
+        }
+        result
     }
 }
 
-/// Calls the same method on whichever broker this is.
+/// Calls the same method on whichever broker this is, counting a failure.
 macro_rules! delegate {
     ($self:ident, $broker:ident => $call:expr) => {
-        match $self {
-            NodeBroker::Memory($broker) => $call,
-            NodeBroker::Redis($broker) => $call,
-        }
+        $self.counted(match &$self.kind {
+            Kind::Memory($broker) => $call,
+            Kind::Redis($broker) => $call,
+        })
     };
 }
 
 impl Broker for NodeBroker {
-    async fn publish_job_event(&self, event: JobEvent) -> Result<EventId, BrokerError> {
+    async fn publish_job_event(&self, event: JobEvent) -> Result<Published, BrokerError> {
         delegate!(self, broker => broker.publish_job_event(event).await)
     }
 
-    async fn publish_user_event(&self, event: UserEvent) -> Result<EventId, BrokerError> {
+    async fn publish_user_event(&self, event: UserEvent) -> Result<Published, BrokerError> {
         delegate!(self, broker => broker.publish_user_event(event).await)
+    }
+
+    async fn publish_topic_event(&self, event: TopicEvent) -> Result<Published, BrokerError> {
+        delegate!(self, broker => broker.publish_topic_event(event).await)
+    }
+
+    async fn feed_position(&self, name: &str) -> Result<EventId, BrokerError> {
+        delegate!(self, broker => broker.feed_position(name).await)
     }
 
     async fn job_owner(&self, job: &str) -> Result<Option<Arc<str>>, BrokerError> {
@@ -248,15 +354,24 @@ impl Broker for NodeBroker {
     }
 
     fn is_ready(&self) -> bool {
-        delegate!(self, broker => broker.is_ready())
+        match &self.kind {
+            Kind::Memory(broker) => broker.is_ready(),
+            Kind::Redis(broker) => broker.is_ready(),
+        }
     }
 
     fn generation(&self) -> u64 {
-        delegate!(self, broker => broker.generation())
+        match &self.kind {
+            Kind::Memory(broker) => broker.generation(),
+            Kind::Redis(broker) => broker.generation(),
+        }
     }
 
     fn hub(&self) -> &Arc<Hub> {
-        delegate!(self, broker => broker.hub())
+        match &self.kind {
+            Kind::Memory(broker) => broker.hub(),
+            Kind::Redis(broker) => broker.hub(),
+        }
     }
 }
 

@@ -119,6 +119,7 @@ impl Hub {
             tracing::debug!(
                 topic = topic.kind(),
                 user = topic.user(),
+                feed = topic.feed(),
                 id = %event.id,
                 correlation_id = sse_wire::frame::correlation_id(&event.frame),
                 subscribers = result.delivered,

@@ -90,6 +90,7 @@ enum Route<'a> {
     JobEvents(&'a str),
     MyEvents,
     UserEvents(&'a str),
+    TopicEvents(&'a str),
 }
 
 impl Route<'_> {
@@ -107,6 +108,7 @@ impl Route<'_> {
             ["v1", "jobs", job, "events"] => Route::JobEvents(job),
             ["v1", "users", "me", "events"] => Route::MyEvents,
             ["v1", "users", user, "events"] => Route::UserEvents(user),
+            ["v1", "topics", topic, "events"] => Route::TopicEvents(topic),
             _ => return None,
         })
     }
@@ -118,7 +120,9 @@ impl Route<'_> {
             | Route::Healthz
             | Route::Readyz
             | Route::Job(_) => &[Method::GET, Method::HEAD],
-            Route::DemoLogin | Route::DemoLogout | Route::UserEvents(_) => &[Method::POST],
+            Route::DemoLogin | Route::DemoLogout | Route::UserEvents(_) | Route::TopicEvents(_) => {
+                &[Method::POST]
+            }
             Route::JobEvents(_) | Route::MyEvents => &[Method::GET, Method::POST],
         }
     }
@@ -222,6 +226,7 @@ async fn route(
             publish::publish_user(app, request, &user).await
         }
         (Route::UserEvents(user), _) => publish::publish_user(app, request, user).await,
+        (Route::TopicEvents(topic), _) => publish::publish_topic(app, request, topic).await,
     }
 }
 

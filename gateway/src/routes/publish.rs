@@ -1,17 +1,18 @@
 //! `POST /v1/jobs/{job}/events` and `POST /v1/users/{user}/events` (and
 //! `POST /v1/users/me/events`): a publisher's token, a body within `--max-body-bytes`, the
-//! contract's JSON ([`PublishBody`]), then the broker.
+//! contract's JSON ([`PublishBody`]), an optional `Idempotency-Key` (a repeat within the
+//! window answers `200` with the first event's id and publishes nothing) and `traceparent`
+//! (carried in the envelope), then the broker.
 
 use http::header;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use sse_wire::publish::{Created, InvalidBody, PublishBody};
-use sse_wire::EventId;
 
 use super::{check_id, json_response, App};
 use crate::auth::Role;
-use crate::broker::{Broker, JobEvent, UserEvent};
+use crate::broker::{Broker, JobEvent, PublishMeta, Published, TopicEvent, UserEvent};
 use crate::error::{ApiError, ErrorKind};
 use crate::stream::ResponseBody;
 
@@ -22,20 +23,23 @@ pub async fn publish_job(
     job: &str,
 ) -> Result<Response<ResponseBody>, ApiError> {
     check_id(job)?;
-    let body = publish_request(app, request).await?;
+    let (body, meta) = publish_request(app, request).await?;
     let event = JobEvent {
         job: job.to_owned(),
         owner: body.owner,
         event_type: body.event_type,
         fields: body.data.unwrap_or_default(),
-        correlation_id: body.correlation_id,
+        meta,
+        reopen: body.reopen,
     };
-    let id = app.broker().publish_job_event(event).await?;
-    app.metrics
-        .events_published
-        .with_label_values(&["job"])
-        .inc();
-    Ok(created(id))
+    let published = app.broker().publish_job_event(event).await?;
+    if !published.duplicate {
+        app.metrics
+            .events_published
+            .with_label_values(&["job"])
+            .inc();
+    }
+    Ok(created(published))
 }
 
 /// `POST /v1/users/{user}/events`.
@@ -45,29 +49,90 @@ pub async fn publish_user(
     user: &str,
 ) -> Result<Response<ResponseBody>, ApiError> {
     check_id(user)?;
-    let body = publish_request(app, request).await?;
-    if body.owner.is_some() {
+    let (body, meta) = publish_request(app, request).await?;
+    if body.owner.is_some() || body.reopen {
         return Err(ApiError::with(
             ErrorKind::InvalidBody,
-            "owner applies to job events only",
+            "owner and reopen apply to job events only",
         ));
     }
     let event = UserEvent {
         user: user.to_owned(),
         event_type: body.event_type,
         fields: body.data.unwrap_or_default(),
-        correlation_id: body.correlation_id,
+        meta,
     };
-    let id = app.broker().publish_user_event(event).await?;
-    app.metrics
-        .events_published
-        .with_label_values(&["user"])
-        .inc();
-    Ok(created(id))
+    let published = app.broker().publish_user_event(event).await?;
+    if !published.duplicate {
+        app.metrics
+            .events_published
+            .with_label_values(&["user"])
+            .inc();
+    }
+    Ok(created(published))
 }
 
-/// Reads a publish body: the caller must be a publisher, the body within the limit.
-async fn publish_request(app: &App, request: Request<Incoming>) -> Result<PublishBody, ApiError> {
+/// `POST /v1/topics/{topic}/events`.
+pub async fn publish_topic(
+    app: &App,
+    request: Request<Incoming>,
+    topic: &str,
+) -> Result<Response<ResponseBody>, ApiError> {
+    check_id(topic)?;
+    let (body, meta) = publish_request(app, request).await?;
+    if body.owner.is_some() || body.reopen {
+        return Err(ApiError::with(
+            ErrorKind::InvalidBody,
+            "owner and reopen apply to job events only",
+        ));
+    }
+    let event = TopicEvent {
+        topic: topic.to_owned(),
+        event_type: body.event_type,
+        fields: body.data.unwrap_or_default(),
+        meta,
+    };
+    let published = app.broker().publish_topic_event(event).await?;
+    if !published.duplicate {
+        app.metrics
+            .events_published
+            .with_label_values(&["topic"])
+            .inc();
+    }
+    Ok(created(published))
+}
+
+/// The `Idempotency-Key` and `traceparent` headers, and the body's correlation id.
+fn publish_meta(headers: &HeaderMap, body: &PublishBody) -> Result<PublishMeta, ApiError> {
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => {
+            let key = value
+                .to_str()
+                .ok()
+                .filter(|key| sse_wire::is_valid_idempotency_key(key))
+                .ok_or(ErrorKind::InvalidIdempotencyKey)?;
+            Some(key.to_owned())
+        }
+    };
+    // W3C trace context: a receiver ignores a `traceparent` it cannot parse.
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| sse_wire::is_valid_traceparent(value))
+        .map(str::to_owned);
+    Ok(PublishMeta {
+        correlation_id: body.correlation_id.clone(),
+        traceparent,
+        idempotency_key,
+    })
+}
+
+/// Reads a publish request: the caller must be a publisher, the body within the limit.
+async fn publish_request(
+    app: &App,
+    request: Request<Incoming>,
+) -> Result<(PublishBody, PublishMeta), ApiError> {
     let identity = app.authenticate(&request)?;
     if identity.role != Role::Publisher {
         return Err(ApiError::with(
@@ -75,6 +140,7 @@ async fn publish_request(app: &App, request: Request<Incoming>) -> Result<Publis
             "publishing needs a token with role \"publisher\"",
         ));
     }
+    let headers = request.headers().clone();
     let bytes = read_body(request, app.settings.max_body_bytes).await?;
     let body: PublishBody = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::with(
@@ -90,7 +156,8 @@ async fn publish_request(app: &App, request: Request<Incoming>) -> Result<Publis
         };
         ApiError::with(kind, invalid.to_string())
     })?;
-    Ok(body)
+    let meta = publish_meta(&headers, &body)?;
+    Ok((body, meta))
 }
 
 /// Reads a whole request body, refusing more than `limit` bytes with `413`.
@@ -124,7 +191,13 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-fn created(id: EventId) -> Response<ResponseBody> {
-    let body = serde_json::to_string(&Created { id }).unwrap_or_default();
-    json_response(StatusCode::CREATED, body)
+/// `201 {"id"}`, or `200` with the first event's id for a repeated idempotency key.
+fn created(published: Published) -> Response<ResponseBody> {
+    let body = serde_json::to_string(&Created { id: published.id }).unwrap_or_default();
+    let status = if published.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    json_response(status, body)
 }

@@ -30,19 +30,18 @@ use tokio::time::Instant;
 pub use listener::{bind, LISTEN_BACKLOG};
 
 use crate::auth::{Auth, AuthError, AuthSettings};
-use crate::broker::{Broker, BrokerSettings, NodeBroker};
+use crate::broker::{Broker, BrokerError, BrokerSettings, NodeBroker};
 use crate::error::ErrorKind;
 use crate::hub::{CloseReason, Hub};
 use crate::metrics::Metrics;
 use crate::routes::{App, RouteSettings};
 use crate::shutdown::Shutdown;
 use crate::stream::{StreamSettings, Streams};
+use crate::vocab::event::Topic;
 
 /// TCP connections beyond `--max-connections` that may still be accepted, so that probes,
 /// publishes and refusals (`503`) get through when every stream slot is taken.
 const TCP_HEADROOM: usize = 64;
-/// Stream kinds, the label values of the per-kind counters.
-const STREAM_KINDS: [&str; 2] = ["job", "user"];
 
 /// Everything [`run`] needs, as plain settings for each part (`config` builds them from
 /// the command line and the environment).
@@ -66,13 +65,14 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
-    Metrics::preset(&metrics.connections_accepted, STREAM_KINDS);
-    Metrics::preset(&metrics.events_published, STREAM_KINDS);
+    Metrics::preset(&metrics.connections_accepted, Topic::KINDS);
+    Metrics::preset(&metrics.events_published, Topic::KINDS);
     Metrics::preset(&metrics.connections_rejected, ErrorKind::reject_reasons());
     Metrics::preset(
         &metrics.auth_failures,
         AuthError::ALL.map(AuthError::reason),
     );
+    Metrics::preset(&metrics.broker_errors, BrokerError::FAILURE_KINDS);
     metrics
         .max_connections
         .set(settings.streams.max_connections as i64);

@@ -166,6 +166,7 @@ impl Drop for EventStream {
             kind = topic.kind(),
             user = topic.user(),
             job = topic.job(),
+            topic = topic.feed(),
             duration_ms = self.opened.elapsed().as_millis() as u64,
             delivered = self.delivered,
             last_id = %self.last_id,

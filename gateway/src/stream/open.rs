@@ -152,6 +152,43 @@ impl Streams {
                     }
                 }
             }
+            Topic::Feed(name) => {
+                // A feed has no state to snapshot: a fresh stream starts at the live edge,
+                // told where that is by an id-only block (it sets EventSource's
+                // lastEventId without firing an event), so a reconnect before the first
+                // event still resumes from there.
+                let replayed = match last_event_id {
+                    Some(after) => match broker.replay(&topic, after).await? {
+                        Replay::Events(events) => {
+                            self.metrics.replayed_events.inc_by(events.len() as u64);
+                            Some(append_events(&mut prelude, &events, after).0)
+                        }
+                        Replay::Gap => None,
+                    },
+                    None => None,
+                };
+                match replayed {
+                    Some(last) => last,
+                    None => {
+                        let position = broker.feed_position(name).await?;
+                        let id = position.to_string();
+                        if last_event_id.is_some() {
+                            // Too old: the events after it are gone. Say so, naming the
+                            // topic, and go on from the live edge.
+                            let data = serde_json::json!({"topic": &**name, "resync": true});
+                            let _ = sse::encode_event(
+                                &mut prelude,
+                                Some(&id),
+                                Some("resync"),
+                                &data.to_string(),
+                            );
+                        } else {
+                            let _ = sse::encode_event(&mut prelude, Some(&id), None, "");
+                        }
+                        position
+                    }
+                }
+            }
             Topic::User(user) => {
                 let replay = match last_event_id {
                     Some(after) => Some(broker.replay(&topic, after).await?),
@@ -210,6 +247,7 @@ impl Streams {
             kind = topic.kind(),
             user = topic.user(),
             job = topic.job(),
+            topic = topic.feed(),
             resumed_after = last_event_id.map(|id| id.to_string()),
             position = %last_written,
             "stream opened"
@@ -280,10 +318,12 @@ mod tests {
                 owner: Some("alice".into()),
                 event_type: event_type.into(),
                 fields: json!({"progress": progress}).as_object().cloned().unwrap(),
-                correlation_id: None,
+                meta: Default::default(),
+                reopen: false,
             })
             .await
             .unwrap()
+            .id
     }
 
     fn request(job: &str, last_event_id: Option<EventId>) -> OpenRequest {

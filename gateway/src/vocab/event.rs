@@ -43,35 +43,50 @@ impl Event {
     }
 }
 
-/// What a stream follows: one job's events or one user's.
+/// What a stream follows — one job's events, one user's, or one named topic's (a
+/// broadcast feed, `/v1/topics/{name}`) — and what the node subscribes upstream for it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Topic {
     Job { owner: Arc<str>, job: Arc<str> },
     User(Arc<str>),
+    Feed(Arc<str>),
 }
 
 impl Topic {
-    /// The user whose keys hold this topic's data.
-    pub fn user(&self) -> &str {
+    /// The user whose keys hold this topic's data (none for a feed).
+    pub fn user(&self) -> Option<&str> {
         match self {
-            Topic::Job { owner, .. } => owner,
-            Topic::User(user) => user,
+            Topic::Job { owner, .. } => Some(owner),
+            Topic::User(user) => Some(user),
+            Topic::Feed(_) => None,
         }
     }
 
-    /// `job` or `user`: the label of the metrics and log lines.
+    /// `job`, `user` or `topic`: the label of the metrics and log lines.
     pub fn kind(&self) -> &'static str {
         match self {
             Topic::Job { .. } => "job",
             Topic::User(_) => "user",
+            Topic::Feed(_) => "topic",
         }
     }
+
+    /// Every [`Topic::kind`].
+    pub const KINDS: [&'static str; 3] = ["job", "user", "topic"];
 
     /// The job id, for a job's topic.
     pub fn job(&self) -> Option<&str> {
         match self {
             Topic::Job { job, .. } => Some(job),
-            Topic::User(_) => None,
+            Topic::User(_) | Topic::Feed(_) => None,
+        }
+    }
+
+    /// The topic's name, for a feed.
+    pub fn feed(&self) -> Option<&str> {
+        match self {
+            Topic::Feed(name) => Some(name),
+            Topic::Job { .. } | Topic::User(_) => None,
         }
     }
 

@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 
 /// Longest job id, user id or correlation id accepted.
 pub const MAX_ID_LEN: usize = 128;
-/// Event types a gateway makes itself; a publisher may not use them. `error` is refused
-/// too: it collides with EventSource's own connection `error` event.
-pub const RESERVED_TYPES: [&str; 3] = ["status", "jobs", "error"];
+/// Event types a gateway makes itself (`status`, `jobs`, `resync`); a publisher may not
+/// use them. `error` is refused too: it collides with EventSource's own connection
+/// `error` event.
+pub const RESERVED_TYPES: [&str; 4] = ["status", "jobs", "resync", "error"];
 /// Event types that end a job.
 pub const TERMINAL_TYPES: [&str; 3] = ["complete", "failed", "cancelled"];
 
@@ -46,6 +47,25 @@ pub fn is_terminal_type(event_type: &str) -> bool {
 /// A correlation id: 1–128 printable ASCII characters (it is logged, so no control bytes).
 pub fn is_valid_correlation_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+/// An idempotency key (`Idempotency-Key`): 1–128 visible ASCII characters (no space, no
+/// control byte). It is the last part of a Redis key, so any of them is safe there.
+pub fn is_valid_idempotency_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_ID_LEN && key.bytes().all(|b| (0x21..0x7f).contains(&b))
+}
+
+/// A W3C trace context `traceparent`: `00-<32 hex trace id>-<16 hex parent id>-<2 hex
+/// flags>`, lowercase, with neither id all zeros (version `00`, the only one defined).
+pub fn is_valid_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |part: &str, len: usize| {
+        part.len() == len && part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let nonzero = |part: &str| part.bytes().any(|b| b != b'0');
+    matches!(parts.as_slice(), [version, trace, parent, flags]
+        if *version == "00" && hex(trace, 32) && hex(parent, 16) && hex(flags, 2)
+            && nonzero(trace) && nonzero(parent))
 }
 
 /// An event's id within one stream: `<ms>-<seq>`, the form of a Redis Stream id.
@@ -146,6 +166,27 @@ mod tests {
         assert!(is_valid_event_type(&format!("a{}", "b".repeat(63))));
         assert!(!is_publishable_type("status"));
         assert!(!is_publishable_type("error"));
+        assert!(is_valid_idempotency_key(
+            "7f1c2e9a-0b4d-4c1e-9a57-3f2d1e0c9b8a"
+        ));
+        assert!(is_valid_idempotency_key("a+b/c=d{}"));
+        assert!(!is_valid_idempotency_key(""));
+        assert!(!is_valid_idempotency_key("a b"));
+        assert!(!is_valid_idempotency_key(&"k".repeat(129)));
+        assert!(is_valid_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        ] {
+            assert!(!is_valid_traceparent(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -27,12 +27,13 @@ pub mod state;
 #[cfg(feature = "redis")]
 pub mod store;
 
-pub use envelope::{render_event_data, Subject, ENVELOPE_KEYS};
+pub use envelope::{render_event_data, Meta, Subject, ENVELOPE_KEYS};
 pub use frame::render_event_frame;
 pub use id::{
     is_publishable_type, is_terminal_type, is_valid_correlation_id, is_valid_event_type,
-    is_valid_id, now_ms, EventId, InvalidEventId, MAX_ID_LEN, RESERVED_TYPES, TERMINAL_TYPES,
+    is_valid_id, is_valid_idempotency_key, is_valid_traceparent, now_ms, EventId, InvalidEventId,
+    MAX_ID_LEN, RESERVED_TYPES, TERMINAL_TYPES,
 };
 pub use keys::{Keys, DEFAULT_PREFIX};
-pub use scripts::{PublishCommand, Retention, ScriptCall};
+pub use scripts::{Outcome, PublishCommand, PublishOptions, Retention, ScriptCall};
 pub use state::{InvalidEvent, JobState, JobStatus, StatePatch, JOBS_SNAPSHOT_LIMIT};

@@ -22,12 +22,15 @@ pub struct PublishBody {
     pub data: Option<Map<String, Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
+    /// Publish to a finished job, reopening it (job events only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reopen: bool,
 }
 
 /// Why a publish body breaks the contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidBody {
-    #[error("type must match [a-z][a-z0-9_.-]{{0,63}} and not be status, jobs or error")]
+    #[error("type must match [a-z][a-z0-9_.-]{{0,63}} and not be status, jobs, resync or error")]
     Type,
     #[error("owner must be 1-128 characters of [A-Za-z0-9._:-]")]
     Owner,

@@ -5,7 +5,7 @@
 //! SDK, the gateway's HTTP publish path, the other languages' SDKs through the shared
 //! fixtures) calls them identically.
 
-use crate::id::is_terminal_type;
+use crate::id::{is_terminal_type, EventId};
 use crate::keys::Keys;
 use crate::state::{patch_fields, StatePatch, JOBS_SNAPSHOT_LIMIT};
 
@@ -13,6 +13,8 @@ use crate::state::{patch_fields, StatePatch, JOBS_SNAPSHOT_LIMIT};
 pub const PUBLISH_JOB: &str = include_str!("../lua/publish_job.lua");
 /// One user notification: the user stream and channel.
 pub const PUBLISH_USER: &str = include_str!("../lua/publish_user.lua");
+/// One topic event: the topic stream and channel.
+pub const PUBLISH_TOPIC: &str = include_str!("../lua/publish_topic.lua");
 /// Registers or confirms a job's owner (its own script: the owner key lives outside
 /// the user's hash slot, so it cannot share the publish script on Redis Cluster).
 pub const REGISTER_OWNER: &str = include_str!("../lua/register_owner.lua");
@@ -26,10 +28,15 @@ pub struct Retention {
     pub job_stream_maxlen: usize,
     /// `MAXLEN ~` of a user's stream.
     pub user_stream_maxlen: usize,
+    /// `MAXLEN ~` of a topic's stream.
+    pub topic_stream_maxlen: usize,
     /// How long a finished job's keys live after its terminal event.
     pub retention_ms: u64,
-    /// How long a user's keys (and a running job's) live after the last event.
+    /// How long a user's keys (and a running job's, and a topic's stream) live after the
+    /// last event.
     pub user_retention_ms: u64,
+    /// How long a publish's idempotency key is remembered.
+    pub idempotency_window_ms: u64,
 }
 
 impl Default for Retention {
@@ -37,8 +44,10 @@ impl Default for Retention {
         Retention {
             job_stream_maxlen: 1000,
             user_stream_maxlen: 10_000,
+            topic_stream_maxlen: 1000,
             retention_ms: 24 * 3600 * 1000,
             user_retention_ms: 7 * 24 * 3600 * 1000,
+            idempotency_window_ms: 10 * 60 * 1000,
         }
     }
 }
@@ -67,6 +76,17 @@ pub struct ScriptCall {
     pub args: Vec<String>,
 }
 
+/// How a publish is made, beyond the event itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PublishOptions<'a> {
+    /// A repeat with the same key within the idempotency window publishes nothing and
+    /// returns the first event's id.
+    pub idempotency_key: Option<&'a str>,
+    /// Publish to a finished job, reopening it (job events only; otherwise a finished job
+    /// refuses every further event).
+    pub reopen: bool,
+}
+
 /// A validated job event, rendered and ready to publish.
 #[derive(Clone, Debug)]
 pub struct JobPublish<'a> {
@@ -79,18 +99,18 @@ pub struct JobPublish<'a> {
     pub patch: &'a StatePatch,
 }
 
-/// Arguments of [`scripts::PUBLISH_JOB`].
+fn flag(value: bool) -> String {
+    if value { "1" } else { "0" }.to_owned()
+}
+
+/// Arguments of [`PUBLISH_JOB`].
 pub fn publish_job_call(
     keys: &Keys,
     event: &JobPublish<'_>,
+    options: PublishOptions<'_>,
     retention: &Retention,
     command: PublishCommand,
 ) -> ScriptCall {
-    let terminal = if is_terminal_type(event.event_type) {
-        "1"
-    } else {
-        "0"
-    };
     let mut args = vec![
         event.job.to_owned(),
         event.owner.to_owned(),
@@ -99,39 +119,50 @@ pub fn publish_job_call(
         event.ts.to_string(),
         retention.job_stream_maxlen.to_string(),
         retention.user_stream_maxlen.to_string(),
-        terminal.to_owned(),
+        flag(is_terminal_type(event.event_type)),
         retention.retention_ms.to_string(),
         retention.user_retention_ms.to_string(),
         keys.job(event.owner, event.job),
         keys.user_channel(event.owner),
         command.as_str().to_owned(),
+        flag(options.reopen),
+        retention.idempotency_window_ms.to_string(),
     ];
     for (name, value) in patch_fields(event.patch) {
         args.push(name.to_owned());
         args.push(value);
     }
+    let mut script_keys = vec![
+        keys.job(event.owner, event.job),
+        keys.job_log(event.owner, event.job),
+        keys.user_log(event.owner),
+        keys.user_jobs(event.owner),
+    ];
+    if let Some(key) = options.idempotency_key {
+        script_keys.push(keys.user_idempotency(event.owner, key));
+    }
     ScriptCall {
-        keys: vec![
-            keys.job(event.owner, event.job),
-            keys.job_log(event.owner, event.job),
-            keys.user_log(event.owner),
-            keys.user_jobs(event.owner),
-        ],
+        keys: script_keys,
         args,
     }
 }
 
-/// Arguments of [`scripts::PUBLISH_USER`].
+/// Arguments of [`PUBLISH_USER`].
 pub fn publish_user_call(
     keys: &Keys,
     user: &str,
     event_type: &str,
     data_json: &str,
+    options: PublishOptions<'_>,
     retention: &Retention,
     command: PublishCommand,
 ) -> ScriptCall {
+    let mut script_keys = vec![keys.user_log(user)];
+    if let Some(key) = options.idempotency_key {
+        script_keys.push(keys.user_idempotency(user, key));
+    }
     ScriptCall {
-        keys: vec![keys.user_log(user)],
+        keys: script_keys,
         args: vec![
             event_type.to_owned(),
             data_json.to_owned(),
@@ -139,11 +170,40 @@ pub fn publish_user_call(
             retention.user_retention_ms.to_string(),
             keys.user_channel(user),
             command.as_str().to_owned(),
+            retention.idempotency_window_ms.to_string(),
         ],
     }
 }
 
-/// Arguments of [`scripts::REGISTER_OWNER`].
+/// Arguments of [`PUBLISH_TOPIC`].
+pub fn publish_topic_call(
+    keys: &Keys,
+    topic: &str,
+    event_type: &str,
+    data_json: &str,
+    options: PublishOptions<'_>,
+    retention: &Retention,
+    command: PublishCommand,
+) -> ScriptCall {
+    let mut script_keys = vec![keys.topic_log(topic)];
+    if let Some(key) = options.idempotency_key {
+        script_keys.push(keys.topic_idempotency(topic, key));
+    }
+    ScriptCall {
+        keys: script_keys,
+        args: vec![
+            event_type.to_owned(),
+            data_json.to_owned(),
+            retention.topic_stream_maxlen.to_string(),
+            retention.user_retention_ms.to_string(),
+            keys.topic_channel(topic),
+            command.as_str().to_owned(),
+            retention.idempotency_window_ms.to_string(),
+        ],
+    }
+}
+
+/// Arguments of [`REGISTER_OWNER`].
 pub fn register_owner_call(
     keys: &Keys,
     job: &str,
@@ -162,14 +222,38 @@ pub fn register_owner_call(
     }
 }
 
-/// Arguments of [`scripts::USER_SNAPSHOT`].
+/// Arguments of [`USER_SNAPSHOT`].
 pub fn user_snapshot_call(keys: &Keys, user: &str) -> ScriptCall {
     ScriptCall {
         keys: vec![keys.user_log(user), keys.user_jobs(user)],
-        args: vec![
-            format!("{}:", keys.job(user, "").trim_end_matches(':')),
-            JOBS_SNAPSHOT_LIMIT.to_string(),
-        ],
+        args: vec![keys.job(user, ""), JOBS_SNAPSHOT_LIMIT.to_string()],
+    }
+}
+
+/// What a publish script answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Published: the event's id (in the job's stream for a job event).
+    Published(EventId),
+    /// The idempotency key was used within the window: nothing was published; the first
+    /// event's id.
+    Duplicate(EventId),
+    /// The job has ended (a terminal event was published) and the publish did not reopen
+    /// it: nothing was published.
+    Finished,
+}
+
+impl Outcome {
+    /// Reads a publish script's reply (`["published", id, …]`, `["duplicate", id]`,
+    /// `["finished"]`); `None` for anything else.
+    pub fn from_reply(reply: &[String]) -> Option<Outcome> {
+        let id = || reply.get(1)?.parse().ok();
+        match reply.first()?.as_str() {
+            "published" => Some(Outcome::Published(id()?)),
+            "duplicate" => Some(Outcome::Duplicate(id()?)),
+            "finished" => Some(Outcome::Finished),
+            _ => None,
+        }
     }
 }
 
@@ -201,6 +285,7 @@ mod tests {
         let call = publish_job_call(
             &keys,
             &event,
+            PublishOptions::default(),
             &Retention::default(),
             PublishCommand::Publish,
         );
@@ -208,17 +293,30 @@ mod tests {
             call.keys,
             [
                 "sse:{u:u1}:job:j1",
-                "sse:{u:u1}:job:j1:log",
+                "sse:{u:u1}:joblog:j1",
                 "sse:{u:u1}:log",
                 "sse:{u:u1}:jobs"
             ]
         );
         assert_eq!(
-            &call.args[10..13],
-            ["sse:{u:u1}:job:j1", "sse:{u:u1}", "PUBLISH"]
+            &call.args[10..15],
+            ["sse:{u:u1}:job:j1", "sse:{u:u1}", "PUBLISH", "0", "600000"]
         );
+        let options = PublishOptions {
+            idempotency_key: Some("k-1"),
+            reopen: true,
+        };
+        let with_options = publish_job_call(
+            &keys,
+            &event,
+            options,
+            &Retention::default(),
+            PublishCommand::Publish,
+        );
+        assert_eq!(with_options.keys[4], "sse:{u:u1}:idem:k-1");
+        assert_eq!(with_options.args[13], "1");
         assert_eq!(
-            &call.args[13..],
+            &call.args[15..],
             [
                 "status",
                 "\"active\"",
@@ -230,6 +328,19 @@ mod tests {
         );
         let snapshot = user_snapshot_call(&keys, "u1");
         assert_eq!(snapshot.args[0], "sse:{u:u1}:job:");
+        assert_eq!(
+            Outcome::from_reply(&["published".into(), "5-1".into(), "5-2".into()]),
+            Some(Outcome::Published(EventId::new(5, 1)))
+        );
+        assert_eq!(
+            Outcome::from_reply(&["duplicate".into(), "5-1".into()]),
+            Some(Outcome::Duplicate(EventId::new(5, 1)))
+        );
+        assert_eq!(
+            Outcome::from_reply(&["finished".into()]),
+            Some(Outcome::Finished)
+        );
+        assert_eq!(Outcome::from_reply(&["5-1".into()]), None);
         let state = job_state_from_hash([
             ("jobId", "\"j1\""),
             ("owner", "\"u1\""),

@@ -79,6 +79,16 @@ impl JobState {
         }
     }
 
+    /// Reopens a finished job before a reopening event is applied: back to `queued`, with
+    /// no result and no error (what the publish script does).
+    pub fn reopen(&mut self) {
+        if self.status.is_finished() {
+            self.status = JobStatus::Queued;
+            self.result = None;
+            self.error = None;
+        }
+    }
+
     /// Applies one event (already validated by [`StatePatch::from_event`]).
     pub fn apply(&mut self, patch: &StatePatch, ts: u64, id: EventId) {
         if let Some(status) = patch.status {

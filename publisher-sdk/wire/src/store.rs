@@ -15,10 +15,10 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, ServerErrorKind, Value};
 use serde_json::{Map, Value as Json};
 
-use crate::envelope::{render_event_data, Subject};
-use crate::id::{now_ms, EventId};
+use crate::envelope::{render_event_data, Meta, Subject};
+use crate::id::now_ms;
 use crate::keys::Keys;
-use crate::scripts::{self, PublishCommand, Retention};
+use crate::scripts::{self, Outcome, PublishCommand, PublishOptions, Retention};
 use crate::state::{InvalidEvent, StatePatch};
 
 /// Job owners remembered per store before the memory is reset.
@@ -291,6 +291,7 @@ impl OwnerCache {
 struct Scripts {
     publish_job: Script,
     publish_user: Script,
+    publish_topic: Script,
     register_owner: Script,
 }
 
@@ -321,6 +322,7 @@ impl Store {
             scripts: Scripts {
                 publish_job: Script::new(scripts::PUBLISH_JOB),
                 publish_user: Script::new(scripts::PUBLISH_USER),
+                publish_topic: Script::new(scripts::PUBLISH_TOPIC),
                 register_owner: Script::new(scripts::REGISTER_OWNER),
             },
             owners: OwnerCache::default(),
@@ -386,20 +388,22 @@ impl Store {
         }
     }
 
-    /// Publishes a job event (registering the owner first); returns its job stream id.
+    /// Publishes a job event (registering the owner first). A finished job refuses it
+    /// ([`Outcome::Finished`]) unless `options.reopen`; a repeated idempotency key
+    /// publishes nothing ([`Outcome::Duplicate`]).
     pub async fn publish_job(
         &self,
         job: &str,
         owner: &str,
         event_type: &str,
         fields: &Map<String, Json>,
-        correlation_id: Option<&str>,
-    ) -> Result<EventId, StoreError> {
+        meta: Meta<'_>,
+        options: PublishOptions<'_>,
+    ) -> Result<Outcome, StoreError> {
         let patch = StatePatch::from_event(event_type, fields)?;
         self.register_owner(job, owner).await?;
         let ts = now_ms();
-        let data_json =
-            render_event_data(Subject::Job(job), event_type, ts, correlation_id, fields);
+        let data_json = render_event_data(Subject::Job(job), event_type, ts, meta, fields);
         let event = scripts::JobPublish {
             job,
             owner,
@@ -408,52 +412,70 @@ impl Store {
             ts,
             patch: &patch,
         };
-        let call = scripts::publish_job_call(&self.keys, &event, &self.retention, self.command);
-        let mut connection = self.connections.get().await?;
-        let mut invocation = self.scripts.publish_job.prepare_invoke();
-        invocation.key(&call.keys).arg(&call.args);
-        let ids: Vec<String> = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|e| self.failed(e))?;
-        parse_id(ids.first())
+        let call =
+            scripts::publish_job_call(&self.keys, &event, options, &self.retention, self.command);
+        self.run_publish(&self.scripts.publish_job, &call).await
     }
 
-    /// Publishes a user notification; returns its user stream id.
+    /// Publishes a user notification; its id is in the user's stream.
     pub async fn publish_user(
         &self,
         user: &str,
         event_type: &str,
         fields: &Map<String, Json>,
-        correlation_id: Option<&str>,
-    ) -> Result<EventId, StoreError> {
-        let data_json = render_event_data(
-            Subject::User(user),
-            event_type,
-            now_ms(),
-            correlation_id,
-            fields,
-        );
+        meta: Meta<'_>,
+        options: PublishOptions<'_>,
+    ) -> Result<Outcome, StoreError> {
+        let data_json = render_event_data(Subject::User(user), event_type, now_ms(), meta, fields);
         let call = scripts::publish_user_call(
             &self.keys,
             user,
             event_type,
             &data_json,
+            options,
             &self.retention,
             self.command,
         );
+        self.run_publish(&self.scripts.publish_user, &call).await
+    }
+
+    /// Publishes an event to a topic; its id is in the topic's stream.
+    pub async fn publish_topic(
+        &self,
+        topic: &str,
+        event_type: &str,
+        fields: &Map<String, Json>,
+        meta: Meta<'_>,
+        options: PublishOptions<'_>,
+    ) -> Result<Outcome, StoreError> {
+        let data_json =
+            render_event_data(Subject::Topic(topic), event_type, now_ms(), meta, fields);
+        let call = scripts::publish_topic_call(
+            &self.keys,
+            topic,
+            event_type,
+            &data_json,
+            options,
+            &self.retention,
+            self.command,
+        );
+        self.run_publish(&self.scripts.publish_topic, &call).await
+    }
+
+    async fn run_publish(
+        &self,
+        script: &Script,
+        call: &scripts::ScriptCall,
+    ) -> Result<Outcome, StoreError> {
         let mut connection = self.connections.get().await?;
-        let mut invocation = self.scripts.publish_user.prepare_invoke();
+        let mut invocation = script.prepare_invoke();
         invocation.key(&call.keys).arg(&call.args);
-        let id: String = invocation
+        let reply: Vec<String> = invocation
             .invoke_async(&mut connection)
             .await
             .map_err(|e| self.failed(e))?;
-        parse_id(Some(&id))
+        Outcome::from_reply(&reply).ok_or_else(|| {
+            StoreError::Rejected(format!("unexpected publish script reply {reply:?}"))
+        })
     }
-}
-
-fn parse_id(id: Option<&String>) -> Result<EventId, StoreError> {
-    id.and_then(|id| id.parse().ok())
-        .ok_or_else(|| StoreError::Rejected("the publish script returned no stream id".into()))
 }

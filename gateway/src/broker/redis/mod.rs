@@ -21,12 +21,12 @@ use std::time::Duration;
 
 use redis::Script;
 use sse_wire::store::{self, ClusterConnections, Connections, Store};
-use sse_wire::{EventId, JobState, Keys};
+use sse_wire::{EventId, JobState, Keys, Outcome, PublishOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Backend, Broker, BrokerError, BrokerSettings, JobEvent, ReleaseUpstream, Replay, Subscription,
-    UserEvent, UserSnapshot,
+    Backend, Broker, BrokerError, BrokerSettings, JobEvent, Published, ReleaseUpstream, Replay,
+    Subscription, TopicEvent, UserEvent, UserSnapshot,
 };
 use crate::hub::{Hub, Mailbox};
 use crate::metrics::Metrics;
@@ -146,6 +146,24 @@ async fn connect_cluster(
     }
 }
 
+/// What a publish script's outcome means to the publisher.
+fn published(
+    outcome: Outcome,
+    finished: impl FnOnce() -> BrokerError,
+) -> Result<Published, BrokerError> {
+    match outcome {
+        Outcome::Published(id) => Ok(Published {
+            id,
+            duplicate: false,
+        }),
+        Outcome::Duplicate(id) => Ok(Published {
+            id,
+            duplicate: true,
+        }),
+        Outcome::Finished => Err(finished()),
+    }
+}
+
 /// A random id for this node's ping channels.
 fn node_id() -> String {
     use rand::Rng;
@@ -157,7 +175,7 @@ fn unavailable(error: redis::RedisError) -> BrokerError {
 }
 
 impl Broker for RedisBroker {
-    async fn publish_job_event(&self, event: JobEvent) -> Result<EventId, BrokerError> {
+    async fn publish_job_event(&self, event: JobEvent) -> Result<Published, BrokerError> {
         let owner = match event.owner {
             Some(owner) => owner,
             None => match self.job_owner(&event.job).await? {
@@ -165,7 +183,11 @@ impl Broker for RedisBroker {
                 None => return Err(BrokerError::OwnerRequired { job: event.job }),
             },
         };
-        Ok(self
+        let options = PublishOptions {
+            idempotency_key: event.meta.idempotency_key.as_deref(),
+            reopen: event.reopen,
+        };
+        let outcome = self
             .shared
             .store
             .publish_job(
@@ -173,22 +195,70 @@ impl Broker for RedisBroker {
                 &owner,
                 &event.event_type,
                 &event.fields,
-                event.correlation_id.as_deref(),
+                event.meta.envelope(),
+                options,
             )
-            .await?)
+            .await?;
+        published(outcome, || BrokerError::JobFinished { job: event.job })
     }
 
-    async fn publish_user_event(&self, event: UserEvent) -> Result<EventId, BrokerError> {
-        Ok(self
+    async fn publish_user_event(&self, event: UserEvent) -> Result<Published, BrokerError> {
+        let options = PublishOptions {
+            idempotency_key: event.meta.idempotency_key.as_deref(),
+            reopen: false,
+        };
+        let outcome = self
             .shared
             .store
             .publish_user(
                 &event.user,
                 &event.event_type,
                 &event.fields,
-                event.correlation_id.as_deref(),
+                event.meta.envelope(),
+                options,
             )
-            .await?)
+            .await?;
+        published(outcome, || {
+            BrokerError::Internal("a notification cannot meet a finished job".into())
+        })
+    }
+
+    async fn publish_topic_event(&self, event: TopicEvent) -> Result<Published, BrokerError> {
+        let options = PublishOptions {
+            idempotency_key: event.meta.idempotency_key.as_deref(),
+            reopen: false,
+        };
+        let outcome = self
+            .shared
+            .store
+            .publish_topic(
+                &event.topic,
+                &event.event_type,
+                &event.fields,
+                event.meta.envelope(),
+                options,
+            )
+            .await?;
+        published(outcome, || {
+            BrokerError::Internal("a topic event cannot meet a finished job".into())
+        })
+    }
+
+    async fn feed_position(&self, name: &str) -> Result<EventId, BrokerError> {
+        let mut connection = self.connection().await?;
+        let latest: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+            .arg(self.shared.store.keys().topic_log(name))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(latest
+            .first()
+            .and_then(|(id, _)| id.parse().ok())
+            .unwrap_or(EventId::ZERO))
     }
 
     async fn job_owner(&self, job: &str) -> Result<Option<Arc<str>>, BrokerError> {

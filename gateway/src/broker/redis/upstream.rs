@@ -98,6 +98,7 @@ impl Shared {
         match topic {
             Topic::Job { owner, job } => keys.job(owner, job),
             Topic::User(user) => keys.user_channel(user),
+            Topic::Feed(name) => keys.topic_channel(name),
         }
     }
 
@@ -107,6 +108,7 @@ impl Shared {
         match topic {
             Topic::Job { owner, job } => keys.job_log(owner, job),
             Topic::User(user) => keys.user_log(user),
+            Topic::Feed(name) => keys.topic_log(name),
         }
     }
 
@@ -186,9 +188,10 @@ impl From<StoreError> for BrokerError {
         match error {
             StoreError::OwnerConflict { job, .. } => BrokerError::OwnerConflict { job },
             StoreError::InvalidEvent(e) => BrokerError::InvalidEvent(e),
-            StoreError::Refused(m) | StoreError::Ambiguous(m) | StoreError::Rejected(m) => {
-                BrokerError::Unavailable(m)
-            }
+            // Not run, or not known to have run: the broker is (for now) out of reach.
+            StoreError::Refused(m) | StoreError::Ambiguous(m) => BrokerError::Unavailable(m),
+            // Redis ran it and answered an error: a script or data problem, not an outage.
+            StoreError::Rejected(m) => BrokerError::Internal(m),
         }
     }
 }
