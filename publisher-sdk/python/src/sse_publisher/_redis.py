@@ -1,0 +1,351 @@
+"""The Redis transport (redis-py): one owner registration per job (cached), then one
+atomic publish script per event, run with `EVALSHA` through redis-py's `Script` objects
+(which load the script and repeat the call on `NOSCRIPT`: a `NOSCRIPT` call did nothing).
+
+redis-py's own retries are switched off (`Retry(NoBackoff(), 0)`): it would resend a
+command whose connection broke after it was sent, which may publish twice. The publisher
+retries instead, knowing what each failure means (`classify`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ._errors import (
+    Ambiguous,
+    Internal,
+    InvalidArgument,
+    JobFinished,
+    OwnerConflict,
+    PublishError,
+    RefusedAttempt,
+    Unauthorized,
+    Unavailable,
+)
+from ._options import RedisOptions
+from ._owners import OwnerCache
+from ._wire import (
+    Draft,
+    Keys,
+    PublishCommand,
+    Retention,
+    ScriptCall,
+    now_ms,
+    parse_outcome,
+    publish_call,
+    register_owner_call,
+    render_event_data,
+)
+
+#: The scripts this package runs; `lua/` holds copies of `publisher-sdk/wire/lua/`.
+SCRIPT_NAMES = ("register_owner", "publish_job", "publish_user", "publish_topic")
+
+# Messages redis-py gives to failures before a command is written: connecting, or
+# waiting for a pooled connection. Any other connection error or timeout may have come
+# after the command was written, so its outcome is unknown. Misreading one of these as
+# unknown costs a retry at most (never a duplicate).
+_NOT_SENT = (
+    "connecting to",
+    "Timeout connecting",
+    "No connection available",
+    "Too many connections",
+)
+
+
+def script_source(name: str) -> bytes:
+    """A script's text, as shipped in this package (byte for byte the wire crate's)."""
+    return (resources.files(__package__) / "lua" / f"{name}.lua").read_bytes()
+
+
+def classify(error: Exception) -> Exception:
+    """What a redis-py exception means for one attempt: `RefusedAttempt` (certainly not
+    run: retried), `Ambiguous` (sent, outcome unknown), `Unauthorized`, or `Internal`."""
+    text = str(error) or type(error).__name__
+    if isinstance(error, redis.exceptions.AuthenticationError):
+        return Unauthorized(f"redis refused the credentials: {text}")
+    if isinstance(error, redis.exceptions.ResponseError) and text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
+        return Unauthorized(f"redis refused: {text}")
+    # The server did not run the command: loading, failing over, slot moving, read-only
+    # replica, or no node of the cluster reachable.
+    if isinstance(
+        error,
+        (
+            redis.exceptions.BusyLoadingError,
+            redis.exceptions.TryAgainError,
+            redis.exceptions.ClusterDownError,
+            redis.exceptions.ReadOnlyError,
+            redis.exceptions.AskError,
+            redis.exceptions.SlotNotCoveredError,
+            redis.exceptions.MaxConnectionsError,
+            redis.exceptions.RedisClusterException,
+        ),
+    ):
+        return RefusedAttempt(f"redis refused: {text}")
+    if isinstance(error, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        if any(marker in text for marker in _NOT_SENT):
+            return RefusedAttempt(f"redis unreachable: {text}")
+        return Ambiguous(f"redis outcome unknown: {text}")
+    if isinstance(error, redis.exceptions.RedisError):
+        return Internal(f"redis error: {text}")
+    if isinstance(error, OSError):
+        return Ambiguous(f"redis outcome unknown: {text}")
+    return error
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _check_url(url: str, options: RedisOptions) -> tuple[str, bool]:
+    if not isinstance(url, str):
+        raise InvalidArgument("invalid_url", f"{url!r} is not a Redis URL")
+    scheme = urlsplit(url).scheme
+    if scheme not in ("redis", "rediss", "unix"):
+        raise InvalidArgument("invalid_url", f"{url!r} is not a Redis URL (redis://, rediss:// or unix://)")
+    tls = scheme == "rediss"
+    if not tls and (options.ca_file or options.client_cert or options.client_key):
+        raise InvalidArgument("invalid_url", "ca_file, client_cert and client_key apply to rediss:// URLs only")
+    return scheme, tls
+
+
+def _connection_kwargs(options: RedisOptions, tls: bool) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "socket_connect_timeout": options.connect_timeout,
+        "socket_timeout": options.timeout,
+    }
+    if tls:
+        if options.ca_file:
+            kwargs["ssl_ca_certs"] = options.ca_file
+        if options.client_cert:
+            kwargs["ssl_certfile"] = options.client_cert
+        if options.client_key:
+            kwargs["ssl_keyfile"] = options.client_key
+    return kwargs
+
+
+def _seed(seed: str) -> tuple[str, int, bool]:
+    """`host:port`, `redis://host:port` or `rediss://host:port` -> (host, port, tls)."""
+    text = seed if "://" in seed else f"redis://{seed}"
+    parts = urlsplit(text)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname or port is None:
+        raise InvalidArgument("invalid_url", f"{seed!r} is not a cluster node (host:port or redis://host:port)")
+    return parts.hostname, port, parts.scheme == "rediss"
+
+
+def _cluster_kwargs(seeds: Sequence[str], options: RedisOptions) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    if isinstance(seeds, str) or not seeds:
+        raise InvalidArgument("invalid_url", "give the cluster's nodes as a list of host:port")
+    parsed = [_seed(seed) for seed in seeds]
+    tls = {entry[2] for entry in parsed}
+    if len(tls) != 1:
+        raise InvalidArgument("invalid_url", "the seeds mix redis:// and rediss://")
+    uses_tls = tls.pop()
+    if not uses_tls and (options.ca_file or options.client_cert or options.client_key):
+        raise InvalidArgument("invalid_url", "ca_file, client_cert and client_key apply to rediss:// seeds only")
+    kwargs = _connection_kwargs(options, uses_tls)
+    if uses_tls:
+        kwargs["ssl"] = True
+    kwargs["max_connections"] = max(1, options.pool_size)
+    return [(host, port) for host, port, _ in parsed], kwargs
+
+
+class _Plan:
+    """What both flavours of the transport share: keys, retention, the publish command,
+    the owner cache, and how a reply becomes an id."""
+
+    def __init__(self, options: RedisOptions, command: PublishCommand) -> None:
+        self.keys = Keys(options.prefix)
+        self.retention: Retention = options.retention
+        self.command: PublishCommand = command
+        self.owners = OwnerCache()
+
+    def needs_registration(self, draft: Draft) -> bool:
+        return draft.kind == "job" and not self.owners.is_known(draft.subject, draft.owner or "")
+
+    def registration(self, draft: Draft) -> ScriptCall:
+        return register_owner_call(self.keys, draft.subject, draft.owner or "", self.retention)
+
+    def registered(self, draft: Draft, current: object) -> None:
+        """`register_owner.lua` answered nil (registered) or the other owner."""
+        other = _text(current)
+        if other is not None:
+            raise OwnerConflict(draft.subject)
+        self.owners.put(draft.subject, draft.owner or "")
+
+    def publish(self, draft: Draft) -> ScriptCall:
+        ts = now_ms()
+        return publish_call(self.keys, draft, render_event_data(draft, ts), ts, self.retention, self.command)
+
+    def event_id(self, draft: Draft, reply: object) -> str:
+        if not isinstance(reply, (list, tuple)):
+            raise Internal(f"unexpected publish script reply {reply!r}")
+        try:
+            outcome, event_id = parse_outcome(reply)
+        except ValueError as error:
+            raise Internal(str(error)) from None
+        if outcome == "finished" or event_id is None:
+            raise JobFinished(draft.subject)
+        return event_id
+
+
+def _registration_failed(error: Exception) -> Exception:
+    # Registering is idempotent (it sets the same owner again), so an unknown outcome is
+    # retried like a refusal: no event was published either way.
+    failure = classify(error)
+    if isinstance(failure, Ambiguous):
+        return RefusedAttempt(str(failure))
+    return failure
+
+
+SyncClient = redis.Redis | redis.cluster.RedisCluster
+AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+
+
+class RedisTransport:
+    """Synchronous: a blocking pool of connections (`pool_size`), or a Redis Cluster."""
+
+    def __init__(self, client: SyncClient, options: RedisOptions, command: PublishCommand) -> None:
+        self._client = client
+        self._plan = _Plan(options, command)
+        self._scripts = {name: client.register_script(script_source(name)) for name in SCRIPT_NAMES}
+
+    @classmethod
+    def connect(cls, url: str, options: RedisOptions) -> RedisTransport:
+        _, tls = _check_url(url, options)
+        try:
+            pool = redis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=max(1, options.pool_size),
+                timeout=options.connect_timeout,
+                retry=Retry(NoBackoff(), 0),
+                **_connection_kwargs(options, tls),
+            )
+        except ValueError as error:
+            raise InvalidArgument("invalid_url", f"redis url: {error}") from None
+        client = redis.Redis(connection_pool=pool)
+        try:
+            client.ping()
+        except Exception as error:
+            client.close()
+            raise _unavailable(error) from None
+        return cls(client, options, "PUBLISH")
+
+    @classmethod
+    def connect_cluster(cls, seeds: Sequence[str], options: RedisOptions) -> RedisTransport:
+        nodes, kwargs = _cluster_kwargs(seeds, options)
+        # redis-py leaves the synchronous ClusterNode unannotated.
+        startup = [redis.cluster.ClusterNode(host, port) for host, port in nodes]  # type: ignore[no-untyped-call]
+        try:
+            client = redis.cluster.RedisCluster(startup_nodes=startup, retry=Retry(NoBackoff(), 0), **kwargs)
+        except Exception as error:
+            raise _unavailable(error) from None
+        return cls(client, options, "SPUBLISH")
+
+    def publish(self, draft: Draft) -> str:
+        plan = self._plan
+        if plan.needs_registration(draft):
+            call = plan.registration(draft)
+            try:
+                current = self._scripts[call.script](keys=call.keys, args=call.args)
+            except Exception as error:
+                raise _registration_failed(error) from None
+            plan.registered(draft, current)
+        call = plan.publish(draft)
+        try:
+            reply = self._scripts[call.script](keys=call.keys, args=call.args)
+        except Exception as error:
+            raise classify(error) from None
+        return plan.event_id(draft, reply)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class AsyncRedisTransport:
+    """asyncio: a blocking pool of connections (`pool_size`), or a Redis Cluster."""
+
+    def __init__(self, client: AsyncClient, options: RedisOptions, command: PublishCommand) -> None:
+        self._client = client
+        self._plan = _Plan(options, command)
+        self._scripts = {name: client.register_script(script_source(name)) for name in SCRIPT_NAMES}
+
+    @classmethod
+    async def connect(cls, url: str, options: RedisOptions) -> AsyncRedisTransport:
+        _, tls = _check_url(url, options)
+        try:
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                url,
+                max_connections=max(1, options.pool_size),
+                timeout=options.connect_timeout,
+                retry=redis.asyncio.retry.Retry(NoBackoff(), 0),
+                **_connection_kwargs(options, tls),
+            )
+        except ValueError as error:
+            raise InvalidArgument("invalid_url", f"redis url: {error}") from None
+        client = redis.asyncio.Redis(connection_pool=pool)
+        transport = cls(client, options, "PUBLISH")
+        try:
+            await client.ping()
+        except Exception as error:
+            await transport.close()
+            raise _unavailable(error) from None
+        return transport
+
+    @classmethod
+    async def connect_cluster(cls, seeds: Sequence[str], options: RedisOptions) -> AsyncRedisTransport:
+        nodes, kwargs = _cluster_kwargs(seeds, options)
+        startup = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in nodes]
+        client = redis.asyncio.cluster.RedisCluster(
+            startup_nodes=startup, retry=redis.asyncio.retry.Retry(NoBackoff(), 0), **kwargs
+        )
+        try:
+            await client.initialize()
+        except Exception as error:
+            await client.aclose()
+            raise _unavailable(error) from None
+        return cls(client, options, "SPUBLISH")
+
+    async def publish(self, draft: Draft) -> str:
+        plan = self._plan
+        if plan.needs_registration(draft):
+            call = plan.registration(draft)
+            try:
+                current = await self._scripts[call.script](keys=call.keys, args=call.args)
+            except Exception as error:
+                raise _registration_failed(error) from None
+            plan.registered(draft, current)
+        call = plan.publish(draft)
+        try:
+            reply = await self._scripts[call.script](keys=call.keys, args=call.args)
+        except Exception as error:
+            raise classify(error) from None
+        return plan.event_id(draft, reply)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _unavailable(error: Exception) -> PublishError:
+    """A failed first contact (`connect`): credentials refused, or unreachable."""
+    failure = classify(error)
+    if isinstance(failure, Unauthorized):
+        return failure
+    return Unavailable(1, str(failure))

@@ -1,0 +1,16 @@
+-- Publishes one event to a topic (a broadcast feed) atomically.
+-- KEYS[1] topic stream sse:{t:<topic>}:log
+-- KEYS[2] (optional) idempotency record sse:{t:<topic>}:idem:<key>
+-- ARGV[1] event type  ARGV[2] data JSON  ARGV[3] topic stream MAXLEN
+-- ARGV[4] topic retention ms (the stream expires after this long without events)
+-- ARGV[5] topic channel  ARGV[6] PUBLISH or SPUBLISH  ARGV[7] idempotency window ms
+-- Returns { "published", topic stream id } or { "duplicate", id of the first publish }.
+if KEYS[2] then
+  local first = redis.call('GET', KEYS[2])
+  if first then return { 'duplicate', first } end
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'type', ARGV[1], 'data', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if KEYS[2] then redis.call('SET', KEYS[2], id, 'PX', ARGV[7]) end
+redis.call(ARGV[6], ARGV[5], 'id: ' .. id .. '\nevent: ' .. ARGV[1] .. '\ndata: ' .. ARGV[2] .. '\n\n')
+return { 'published', id }
