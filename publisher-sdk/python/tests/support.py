@@ -4,6 +4,7 @@ free loopback port, waited for by condition (never a fixed sleep), and stopped b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -86,6 +87,64 @@ def _stop(process: subprocess.Popen[bytes] | None, sig: int = signal.SIGKILL, wa
         process.wait(timeout=wait)
 
 
+Entry = tuple[str, dict[str, str]]
+
+
+class Inspector:
+    """Typed reads and writes on a Redis, for assertions (replies decoded as text)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.raw = client
+
+    def command(self, *args: object) -> Any:
+        return self.raw.execute_command(*args)  # type: ignore[no-untyped-call]
+
+    def xrange(self, key: str, start: str = "-", end: str = "+") -> list[Entry]:
+        return [(str(i), dict(f)) for i, f in self.command("XRANGE", key, start, end)]
+
+    def last_id(self, key: str) -> str:
+        return str(self.command("XREVRANGE", key, "+", "-", "COUNT", 1)[0][0])
+
+    def hgetall(self, key: str) -> dict[str, str]:
+        return dict(self.command("HGETALL", key))
+
+    def hget(self, key: str, field: str) -> str | None:
+        value = self.command("HGET", key, field)
+        return None if value is None else str(value)
+
+    def get(self, key: str) -> str | None:
+        value = self.command("GET", key)
+        return None if value is None else str(value)
+
+    def pttl(self, key: str) -> int:
+        return int(self.command("PTTL", key))
+
+    def exists(self, *keys: str) -> int:
+        return int(self.command("EXISTS", *keys))
+
+    def zrange(self, key: str) -> list[str]:
+        return [str(member) for member in self.command("ZRANGE", key, 0, -1)]
+
+    def keys(self, pattern: str) -> list[str]:
+        return [str(key) for key in self.command("KEYS", pattern)]
+
+    def pubsub(self) -> redis.client.PubSub:
+        return self.raw.pubsub()
+
+
+def next_message(pubsub: redis.client.PubSub, sharded: bool = False, timeout: float = 5.0) -> dict[str, Any]:
+    """The next message on a subscription (`SSUBSCRIBE` when `sharded`), within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sharded:
+            message = pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=0.1)
+        else:
+            message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+        if message is not None:
+            return dict(message)
+    raise AssertionError(f"no message within {timeout}s")
+
+
 class RedisServer:
     """A `redis-server` child process on a free loopback port, no persistence."""
 
@@ -125,7 +184,7 @@ class RedisServer:
         if self.process is not None and self.process.poll() is not None:
             raise AssertionError(f"redis-server on port {self.port} exited with {self.process.returncode}")
         try:
-            return bool(self.client().ping())
+            return bool(self.client().raw.ping())
         except (redis.AuthenticationError, redis.ResponseError):
             return True  # it answers, asking for a password
         except redis.RedisError:
@@ -135,19 +194,21 @@ class RedisServer:
     def url(self) -> str:
         return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}"
 
-    def client(self) -> redis.Redis:
+    def client(self) -> Inspector:
         """A client for assertions (strings decoded)."""
         if self.tls is None:
-            return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, socket_timeout=5)
-        return redis.Redis(
-            host="127.0.0.1",
-            port=self.port,
-            decode_responses=True,
-            socket_timeout=5,
-            ssl=True,
-            ssl_ca_certs=str(self.tls.ca_cert),
-            ssl_certfile=str(self.tls.client_cert),
-            ssl_keyfile=str(self.tls.client_key),
+            return Inspector(redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, socket_timeout=5))
+        return Inspector(
+            redis.Redis(
+                host="127.0.0.1",
+                port=self.port,
+                decode_responses=True,
+                socket_timeout=5,
+                ssl=True,
+                ssl_ca_certs=str(self.tls.ca_cert),
+                ssl_certfile=str(self.tls.client_cert),
+                ssl_keyfile=str(self.tls.client_key),
+            )
         )
 
     def stop(self) -> None:
@@ -172,8 +233,16 @@ class RedisCluster:
         try:
             for _ in range(masters):
                 self.nodes.append(
-                    RedisServer(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                                 "--cluster-node-timeout", "2000"])
+                    RedisServer(
+                        [
+                            "--cluster-enabled",
+                            "yes",
+                            "--cluster-config-file",
+                            "nodes.conf",
+                            "--cluster-node-timeout",
+                            "2000",
+                        ]
+                    )
                 )
             created = subprocess.run(
                 ["redis-cli", "--cluster", "create", *self.seeds, "--cluster-replicas", "0", "--cluster-yes"],
@@ -193,15 +262,15 @@ class RedisCluster:
 
     def _healthy(self) -> bool:
         for node in self.nodes:
-            info = str(node.client().execute_command("CLUSTER", "INFO"))
+            info = str(node.client().command("CLUSTER", "INFO"))
             if "cluster_state:ok" not in info or "cluster_slots_ok:16384" not in info:
                 return False
         return True
 
     def node_of(self, key: str) -> RedisServer:
         """The master that serves `key`'s slot."""
-        slot = int(self.nodes[0].client().execute_command("CLUSTER", "KEYSLOT", key))
-        for start, end, master, *_ in self.nodes[0].client().execute_command("CLUSTER", "SLOTS"):
+        slot = int(self.nodes[0].client().command("CLUSTER", "KEYSLOT", key))
+        for start, end, master, *_ in self.nodes[0].client().command("CLUSTER", "SLOTS"):
             if int(start) <= slot <= int(end):
                 port = int(master[1])
                 return next(node for node in self.nodes if node.port == port)
@@ -222,17 +291,46 @@ class TlsFiles:
         self.server_cert, self.server_key = self.dir / "server.crt", self.dir / "server.key"
         self.client_cert, self.client_key = self.dir / "client.crt", self.dir / "client.key"
         self._openssl(
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=sse test CA",
-            "-keyout", self.ca_key, "-out", self.ca_cert,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sse test CA",
+            "-keyout",
+            self.ca_key,
+            "-out",
+            self.ca_cert,
         )
         extensions = self.dir / "san.ext"
         extensions.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-        for cert, key, name in ((self.server_cert, self.server_key, "127.0.0.1"), (self.client_cert, self.client_key, "worker")):
+        for cert, key, name in (
+            (self.server_cert, self.server_key, "127.0.0.1"),
+            (self.client_cert, self.client_key, "worker"),
+        ):
             request = self.dir / f"{name}.csr"
-            self._openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", key, "-out", request)
             self._openssl(
-                "x509", "-req", "-in", request, "-CA", self.ca_cert, "-CAkey", self.ca_key, "-CAcreateserial",
-                "-days", "2", "-extfile", extensions, "-out", cert,
+                "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", key, "-out", request
+            )
+            self._openssl(
+                "x509",
+                "-req",
+                "-in",
+                request,
+                "-CA",
+                self.ca_cert,
+                "-CAkey",
+                self.ca_key,
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                extensions,
+                "-out",
+                cert,
             )
 
     def _openssl(self, *args: object) -> None:
@@ -251,15 +349,22 @@ class Gateway:
         self.dir = Path(tempfile.mkdtemp(prefix="sse-py-gateway-"))
         self.log = self.dir / "gateway.log"
         args = [
-            str(GATEWAY_BIN), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
-            "--jwt-secret", JWT_SECRET, "--log-format", "json", "--drain-timeout", "1s",
+            str(GATEWAY_BIN),
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            JWT_SECRET,
+            "--log-format",
+            "json",
+            "--drain-timeout",
+            "1s",
         ]
         if redis_url is not None:
             args += ["--redis-url", redis_url]
         with self.log.open("wb") as out:
-            self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT
-            )
+            self.process: subprocess.Popen[bytes] | None = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
         self.addr = ""
         wait_until(self._listening, START_TIMEOUT, "the gateway's `listening` line")
         self.url = f"http://{self.addr}"
@@ -377,10 +482,8 @@ class CuttingProxy:
         _close(pair.client, pair.upstream)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
-        except OSError:
-            pass
         self._listener.close()
         with self._lock:
             pairs = list(self._pairs)
@@ -401,8 +504,6 @@ def _chunks(sock: socket.socket) -> Iterator[bytes]:
 
 def _close(*sockets: socket.socket) -> None:
     for sock in sockets:
-        try:
+        with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         sock.close()

@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from typing import Any
 
 import pytest
 import redis
-
 from cases import outcome, publish, publish_async, with_ts
+from support import CuttingProxy, Inspector, RedisServer, TlsFiles, fixtures, next_message
+
 from sse_publisher import (
     Ambiguous,
     AsyncPublisher,
     EventOptions,
+    InvalidArgument,
     OwnerConflict,
     Publisher,
     RedisOptions,
@@ -25,7 +26,6 @@ from sse_publisher import (
     Unauthorized,
     Unavailable,
 )
-from support import CuttingProxy, RedisServer, TlsFiles, fixtures
 
 FAST_RETRY = RetryPolicy(attempts=3, initial_backoff=0.01, max_backoff=0.05)
 
@@ -60,7 +60,7 @@ def check_landed(server: RedisServer, pubsub: redis.client.PubSub, case: dict[st
     keys, args = expect["publish"]["keys"], expect["publish"]["args"]
     if case_input["kind"] == "job":
         # The state fields this event set, as the fixture's call gives them.
-        pairs = dict(zip(args[15::2], args[16::2]))
+        pairs = dict(zip(args[15::2], args[16::2], strict=True))
         stored = client.hgetall(keys[0])
         assert {field: stored[field] for field in pairs} == pairs, name
         assert stored["lastEventId"] == f'"{event_id}"', name
@@ -75,18 +75,9 @@ def check_landed(server: RedisServer, pubsub: redis.client.PubSub, case: dict[st
     message = next_message(pubsub)
     assert (message["channel"], message["data"]) == (channel(case), frame.replace(sample, f"id: {event_id}\n")), name
     if case_input["kind"] == "job":
-        user_id = client.xrevrange(keys[2], count=1)[0][0]
+        user_id = client.last_id(keys[2])
         message = next_message(pubsub)
         assert (message["channel"], message["data"]) == (args[11], frame.replace(sample, f"id: {user_id}\n")), name
-
-
-def next_message(pubsub: redis.client.PubSub, timeout: float = 5.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
-        if message is not None:
-            return message
-    raise AssertionError(f"no message on the channel within {timeout}s")
 
 
 def accepted_cases(wire: dict[str, Any]) -> list[dict[str, Any]]:
@@ -180,18 +171,23 @@ def test_every_method_writes_the_contract_keys(redis_server: RedisServer) -> Non
         assert (state["status"], state["progress"], state["stage"]) == ('"completed"', "100", '"Muxing"')
         assert state["result"] == '{"outputPath":"out.mp4"}'
         assert state["lastEventId"] == f'"{ids[-1]}"'
-        assert client.zrange("sse:{u:u1}:jobs", 0, -1) == ["j1"]
+        assert client.zrange("sse:{u:u1}:jobs") == ["j1"]
         assert client.get("sse:owner:j1") == "u1"
 
         publisher.job("j2", "u1").failed("disk full")
         assert client.hget("sse:{u:u1}:job:j2", "error") == '"disk full"'
         publisher.job("j3", "u1").cancelled("user asked")
-        assert client.hmget("sse:{u:u1}:job:j3", ["status", "message"]) == ['"cancelled"', '"user asked"']
+        assert [client.hget("sse:{u:u1}:job:j3", f) for f in ("status", "message")] == ['"cancelled"', '"user asked"']
 
         notice = publisher.notify("u1", "notice", {"text": "hi"})
         last_id, last = client.xrange("sse:{u:u1}:log")[-1]
         assert last_id == notice
-        assert json.loads(last["data"]) == {"userId": "u1", "type": "notice", "ts": json.loads(last["data"])["ts"], "text": "hi"}
+        assert json.loads(last["data"]) == {
+            "userId": "u1",
+            "type": "notice",
+            "ts": json.loads(last["data"])["ts"],
+            "text": "hi",
+        }
         news = publisher.topic("news").publish("announcement", {"title": "at 18:00"})
         assert client.xrange("sse:{t:news}:log")[-1][0] == news
 
@@ -214,14 +210,14 @@ def test_a_known_owner_is_not_registered_again(redis_server: RedisServer) -> Non
         job = publisher.job("cached", "u1")
         job.stage("one")
         assert client.get("sse:owner:cached") == "u1"
-        client.delete("sse:owner:cached")
+        client.command("DEL", "sse:owner:cached")
         job.stage("two")
         assert client.get("sse:owner:cached") is None, "the cached owner skipped the registration"
         with pytest.raises(OwnerConflict):
-            client.set("sse:owner:cached", "u1")
+            client.command("SET", "sse:owner:cached", "u1")
             publisher.job("cached", "u2").stage("other owner")
     with Publisher.connect(redis_server.url) as fresh:
-        client.delete("sse:owner:cached")
+        client.command("DEL", "sse:owner:cached")
         fresh.job("cached", "u1").stage("three")
         assert client.get("sse:owner:cached") == "u1", "a new publisher registers"
 
@@ -231,9 +227,9 @@ def test_scripts_are_loaded_again_after_script_flush(redis_server: RedisServer) 
     with Publisher.connect(redis_server.url) as publisher:
         job = publisher.job("j1", "u1")
         job.stage("one")
-        client.script_flush()
+        client.command("SCRIPT", "FLUSH")
         job.stage("two")
-        client.script_flush()
+        client.command("SCRIPT", "FLUSH")
         publisher.notify("u1", "notice")
     assert [fields["type"] for _, fields in client.xrange("sse:{u:u1}:joblog:j1")] == ["stage", "stage"]
     assert len(client.xrange("sse:{u:u1}:log")) == 3, "exactly one event per call"
@@ -358,7 +354,7 @@ def test_credentials_are_checked() -> None:
             Publisher.connect(f"redis://:wrong@127.0.0.1:{server.port}")
         with Publisher.connect(f"redis://:s3cret-pass@127.0.0.1:{server.port}") as publisher:
             event_id = publisher.notify("u1", "notice")
-        client = redis.Redis(port=server.port, password="s3cret-pass", decode_responses=True)
+        client = Inspector(redis.Redis(port=server.port, password="s3cret-pass", decode_responses=True))
         assert client.xrange("sse:{u:u1}:log")[0][0] == event_id
     finally:
         server.close()
@@ -375,16 +371,18 @@ def test_rediss_with_a_ca_and_a_client_certificate(tls_files: TlsFiles) -> None:
         options = RedisOptions(ca_file=ca, client_cert=str(tls_files.client_cert), client_key=str(tls_files.client_key))
         with Publisher.connect(server.url, options) as publisher:
             event_id = publisher.job("j1", "u1").progress(10, "TLS")
-        check = redis.Redis(
-            port=server.port,
-            ssl=True,
-            ssl_ca_certs=ca,
-            ssl_certfile=str(tls_files.client_cert),
-            ssl_keyfile=str(tls_files.client_key),
-            decode_responses=True,
+        check = Inspector(
+            redis.Redis(
+                port=server.port,
+                ssl=True,
+                ssl_ca_certs=ca,
+                ssl_certfile=str(tls_files.client_cert),
+                ssl_keyfile=str(tls_files.client_key),
+                decode_responses=True,
+            )
         )
         assert check.xrange("sse:{u:u1}:joblog:j1")[0][0] == event_id
-        with pytest.raises(Exception, match="rediss"):
+        with pytest.raises(InvalidArgument, match="rediss"):
             Publisher.connect(f"redis://127.0.0.1:{server.port}", RedisOptions(ca_file=ca))
     finally:
         server.close()

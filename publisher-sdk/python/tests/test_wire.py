@@ -6,10 +6,12 @@ HTTP request, or the refusal code; the Lua copies this package ships; JSON rende
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
 import pytest
+from support import WIRE_LUA, fixtures
 
 from sse_publisher import EventOptions, InvalidArgument, Publisher, RetryPolicy
 from sse_publisher._redis import SCRIPT_NAMES, script_source
@@ -28,7 +30,6 @@ from sse_publisher._wire import (
     render_event_data,
     render_event_frame,
 )
-from support import WIRE_LUA, fixtures
 
 CASES = fixtures()["cases"]
 
@@ -122,10 +123,10 @@ def test_refused_cases_are_refused_by_every_method_before_anything_is_sent(case:
 
 def test_helpers_check_their_arguments_before_anything_is_sent() -> None:
     job = Publisher.http("http://127.0.0.1:9", "token").job("j1", "u1")
-    for call, code in [
+    calls: list[tuple[Callable[[], object], str]] = [
         (lambda: job.progress(101, "x"), "invalid_event"),
         (lambda: job.progress(-1), "invalid_event"),
-        (lambda: job.progress(True), "invalid_event"),  # type: ignore[arg-type]
+        (lambda: job.progress(True), "invalid_event"),
         (lambda: job.log("loud", "x"), "invalid_body"),  # type: ignore[arg-type]
         (lambda: job.complete(float("nan")), "invalid_body"),
         (lambda: job.complete({"n": 2**64}), "invalid_body"),
@@ -136,7 +137,8 @@ def test_helpers_check_their_arguments_before_anything_is_sent() -> None:
         (lambda: job.event("x", options=EventOptions(traceparent="00-0-0-0")), "invalid_traceparent"),
         (lambda: job.event("x", options=EventOptions(correlation_id="")), "invalid_body"),
         (lambda: job.event("x", options=EventOptions(idempotency_key="k" * 129)), "invalid_idempotency_key"),
-    ]:
+    ]
+    for call, code in calls:
         with pytest.raises(InvalidArgument) as refused:
             call()
         assert refused.value.code == code
@@ -230,9 +232,8 @@ def test_floats_are_written_as_serde_json_writes_them(value: float, text: str) -
 
 
 def test_json_is_written_as_serde_json_writes_it() -> None:
-    assert dumps({"b": 1, "a": [True, False, None, -5, 2**64 - 1, -(2**63)], "é": "世界\n\x01\x7f\"\\/"}) == (
-        '{"b":1,"a":[true,false,null,-5,18446744073709551615,-9223372036854775808],'
-        '"é":"世界\\n\\u0001\x7f\\"\\\\/"}'
+    assert dumps({"b": 1, "a": [True, False, None, -5, 2**64 - 1, -(2**63)], "é": '世界\n\x01\x7f"\\/'}) == (
+        '{"b":1,"a":[true,false,null,-5,18446744073709551615,-9223372036854775808],"é":"世界\\n\\u0001\x7f\\"\\\\/"}'
     )
     assert dumps(("tuple", 1)) == '["tuple",1]'
     for bad in (float("inf"), float("-inf"), 2**64, -(2**63) - 1, {1, 2}, b"bytes"):
@@ -244,11 +245,12 @@ def test_script_replies_are_read() -> None:
     assert parse_outcome([b"published", b"5-1", b"5-2"]) == ("published", "5-1")
     assert parse_outcome([b"duplicate", b"5-1"]) == ("duplicate", "5-1")
     assert parse_outcome([b"finished"]) == ("finished", None)
-    for bad in ([], [b"5-1"], [b"published"], [b"published", b"x-1"]):
+    for reply in ([], [b"5-1"], [b"published"], [b"published", b"x-1"]):
         with pytest.raises(ValueError):
-            parse_outcome(bad)
+            parse_outcome(reply)
     assert is_event_id("1732245600123-0")
-    for bad in ("", "1", "1-", "-1", "+1-0", "1-0-0", " 1-0", "99999999999999999999999-0", "１-0"):
+    fullwidth_one = "\uff11"
+    for bad in ("", "1", "1-", "-1", "+1-0", "1-0-0", " 1-0", "99999999999999999999999-0", f"{fullwidth_one}-0"):
         assert not is_event_id(bad), bad
 
 
