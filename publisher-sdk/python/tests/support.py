@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 PACKAGE = Path(__file__).resolve().parent.parent
 REPO = PACKAGE.parent.parent
@@ -28,6 +30,8 @@ WIRE_LUA = REPO / "publisher-sdk" / "wire" / "lua"
 #: The gateway binary: `cargo build -p sse-gateway` (check.sh builds it).
 GATEWAY_BIN = Path(os.environ.get("SSE_GATEWAY_BIN", REPO / "target" / "debug" / "sse-gateway"))
 JWT_SECRET = "python-sdk-tests-secret-0123456789abcdef"
+#: For assertion clients: fail at once (redis-py retries connection errors by default).
+NO_RETRY = Retry(NoBackoff(), 0)
 #: How long a started process may take to be ready.
 START_TIMEOUT = 15.0
 
@@ -197,7 +201,9 @@ class RedisServer:
     def client(self) -> Inspector:
         """A client for assertions (strings decoded)."""
         if self.tls is None:
-            return Inspector(redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, socket_timeout=5))
+            return Inspector(
+                redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, socket_timeout=5, retry=NO_RETRY)
+            )
         return Inspector(
             redis.Redis(
                 host="127.0.0.1",

@@ -339,6 +339,39 @@ async def test_asyncio_lost_answer_and_outage(redis_server: RedisServer) -> None
     assert stages == ["after"]
 
 
+def test_a_slow_answer_is_ambiguous_and_a_keyed_publish_is_retried(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    options = RedisOptions(timeout=0.2, retry=RetryPolicy(attempts=20, initial_backoff=0.05, max_backoff=0.1))
+    with Publisher.connect(redis_server.url, options) as publisher:
+        job = publisher.job("j1", "u1")
+        job.stage("first")
+        # Redis holds every write for 1 s: no answer within the publisher's timeout. (Redis
+        # then drops the held command with the connection the publisher gave up on.)
+        client.command("CLIENT", "PAUSE", 1000, "WRITE")
+        with pytest.raises(Ambiguous):
+            job.stage("slow")
+        client.command("SET", "probe", "1")  # returns once the pause is over
+        assert len(client.xrange("sse:{u:u1}:joblog:j1")) == 1, "not retried without a key"
+        client.command("CLIENT", "PAUSE", 1000, "WRITE")
+        event_id = job.stage("slow, with a key", options=EventOptions(idempotency_key="slow-1"))
+    entries = client.xrange("sse:{u:u1}:joblog:j1")
+    assert [entry_id for entry_id, _ in entries][1:] == [event_id], "retried past the pause, published once"
+
+
+def test_a_unix_socket_url() -> None:
+    server = RedisServer()
+    socket_path = server.dir / "redis.sock"
+    server.stop()
+    server.extra = ["--unixsocket", str(socket_path), "--unixsocketperm", "700"]
+    server.start()
+    try:
+        with Publisher.connect(f"unix://{socket_path}") as publisher:
+            event_id = publisher.notify("u1", "notice")
+        assert server.client().last_id("sse:{u:u1}:log") == event_id
+    finally:
+        server.close()
+
+
 def test_connect_reports_an_unreachable_redis(redis_server: RedisServer) -> None:
     redis_server.stop()
     with pytest.raises(Unavailable):

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
+import redis.asyncio.retry
 import redis.cluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -110,7 +111,7 @@ def _text(value: object) -> str | None:
     return str(value)
 
 
-def _check_url(url: str, options: RedisOptions) -> tuple[str, bool]:
+def _uses_tls(url: str, options: RedisOptions) -> bool:
     if not isinstance(url, str):
         raise InvalidArgument("invalid_url", f"{url!r} is not a Redis URL")
     scheme = urlsplit(url).scheme
@@ -119,7 +120,7 @@ def _check_url(url: str, options: RedisOptions) -> tuple[str, bool]:
     tls = scheme == "rediss"
     if not tls and (options.ca_file or options.client_cert or options.client_key):
         raise InvalidArgument("invalid_url", "ca_file, client_cert and client_key apply to rediss:// URLs only")
-    return scheme, tls
+    return tls
 
 
 def _connection_kwargs(options: RedisOptions, tls: bool) -> dict[str, Any]:
@@ -229,7 +230,7 @@ class RedisTransport:
 
     @classmethod
     def connect(cls, url: str, options: RedisOptions) -> RedisTransport:
-        _, tls = _check_url(url, options)
+        tls = _uses_tls(url, options)
         try:
             pool = redis.BlockingConnectionPool.from_url(
                 url,
@@ -289,7 +290,7 @@ class AsyncRedisTransport:
 
     @classmethod
     async def connect(cls, url: str, options: RedisOptions) -> AsyncRedisTransport:
-        _, tls = _check_url(url, options)
+        tls = _uses_tls(url, options)
         try:
             pool = redis.asyncio.BlockingConnectionPool.from_url(
                 url,
