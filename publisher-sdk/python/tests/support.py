@@ -182,7 +182,11 @@ class RedisServer:
         self.process = subprocess.Popen(
             args + self.extra, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir
         )
-        wait_until(self._answers, START_TIMEOUT, f"redis-server on port {self.port}")
+        try:
+            wait_until(self._answers, START_TIMEOUT, f"redis-server on port {self.port}")
+        except BaseException:
+            self.close()  # never leave a server behind
+            raise
 
     def _answers(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
@@ -372,7 +376,11 @@ class Gateway:
         with self.log.open("wb") as out:
             self.process: subprocess.Popen[bytes] | None = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
         self.addr = ""
-        wait_until(self._listening, START_TIMEOUT, "the gateway's `listening` line")
+        try:
+            wait_until(self._listening, START_TIMEOUT, "the gateway's `listening` line")
+        except BaseException:
+            self.close()
+            raise
         self.url = f"http://{self.addr}"
 
     def _listening(self) -> bool:
