@@ -93,6 +93,8 @@ export interface RedisTransportConfig {
 export class RedisTransport {
   private readonly command: PublishCommand;
   private readonly owners = new OwnerCache();
+  /** How to fail each command awaiting its reply, should its connection close. */
+  private readonly inFlight = new Set<(error: Error) => void>();
 
   constructor(
     private readonly client: Redis | Cluster,
@@ -100,6 +102,20 @@ export class RedisTransport {
   ) {
     // Sharded pub/sub on a cluster: a PUBLISH there would go to every node.
     this.command = client instanceof Cluster ? 'SPUBLISH' : 'PUBLISH';
+    // A reply comes on the connection its command went out on: when that connection
+    // closes, every command still awaiting one has an unknown outcome. ioredis (with
+    // `autoResendUnfulfilledCommands: false`) neither resends nor settles them, until their
+    // command timeout; they are failed here at once instead. On a cluster any node's
+    // connection counts, which may call a command on another node unknown too: the safe side.
+    const failInFlight = () => {
+      const error = new Error('Connection is closed with the command in flight.');
+      for (const fail of this.inFlight) fail(error);
+      this.inFlight.clear();
+    };
+    client.on('close', failInFlight);
+    if (client instanceof Cluster) {
+      client.on('+node', (node: Redis) => node.on('close', failInFlight));
+    }
     const sources = luaScripts();
     for (const [script, name] of Object.entries(COMMANDS) as Array<[ScriptName, string]>) {
       client.defineCommand(name, { lua: sources[script] });
@@ -201,9 +217,15 @@ export class RedisTransport {
   private run(call: ScriptCall): Promise<unknown> {
     const command = (this.client as unknown as Record<string, ScriptFunction>)[COMMANDS[call.script]];
     if (command === undefined) {
-      throw new Error(`script ${call.script} is not defined`);
+      return Promise.reject(new Error(`script ${call.script} is not defined`));
     }
-    return command.call(this.client, call.keys.length, ...call.keys, ...call.args);
+    return new Promise((resolve, reject) => {
+      this.inFlight.add(reject);
+      command
+        .call(this.client, call.keys.length, ...call.keys, ...call.args)
+        .then(resolve, reject)
+        .finally(() => this.inFlight.delete(reject));
+    });
   }
 
   async close(): Promise<void> {

@@ -87,7 +87,9 @@ function track(child) {
 async function stopChild(child, signal = 'SIGKILL') {
   if (child.exitCode !== null || child.signalCode !== null) return;
   child.kill(signal);
-  const done = await Promise.race([child.exited, new Promise((resolve) => setTimeout(() => resolve(null), 5000))]);
+  let timer;
+  const done = await Promise.race([child.exited, new Promise((resolve) => { timer = setTimeout(() => resolve(null), 5000); })]);
+  clearTimeout(timer);
   if (!done) {
     child.kill('SIGKILL');
     await child.exited;
@@ -384,4 +386,90 @@ export function publishInput(publisher, input) {
     default:
       return publisher.topic(input.topic).publish(input.type, input.data, options);
   }
+}
+
+/**
+ * A MONITOR connection to a Redis: every script call (`EVAL`/`EVALSHA`) the server runs,
+ * decoded from MONITOR's quoting, as `{script, keys, args}` with the script named by its
+ * file in `lua/`.
+ */
+export async function monitor(port, luaDir = path.join(PACKAGE, 'lua')) {
+  const { createHash } = await import('node:crypto');
+  const bySource = new Map();
+  const bySha = new Map();
+  for (const name of ['register_owner', 'publish_job', 'publish_user', 'publish_topic']) {
+    const source = readFileSync(path.join(luaDir, `${name}.lua`), 'utf8');
+    bySource.set(source, name);
+    bySha.set(createHash('sha1').update(source).digest('hex'), name);
+  }
+  const calls = [];
+  const commands = [];
+  const socket = net.connect(port, '127.0.0.1');
+  await new Promise((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  socket.write('MONITOR\r\n');
+  let buffered = '';
+  socket.on('data', (chunk) => {
+    buffered += chunk.toString('latin1');
+    let end;
+    while ((end = buffered.indexOf('\r\n')) >= 0) {
+      const line = buffered.slice(0, end);
+      buffered = buffered.slice(end + 2);
+      if (!line.startsWith('+') || line === '+OK') continue;
+      const args = parseMonitorLine(line);
+      commands.push(args);
+      const name = args[0]?.toLowerCase();
+      if (name !== 'eval' && name !== 'evalsha') continue;
+      const script = name === 'eval' ? bySource.get(args[1]) : bySha.get(args[1]);
+      const count = Number(args[2]);
+      calls.push({ script: script ?? `unknown:${args[1].slice(0, 40)}`, keys: args.slice(3, 3 + count), args: args.slice(3 + count) });
+    }
+  });
+  return {
+    calls,
+    commands,
+    /** Takes the calls seen so far, once there are at least `count`. */
+    async take(count) {
+      await waitFor(`${count} script call(s) in MONITOR`, () => calls.length >= count, { timeout: 5000 });
+      return calls.splice(0, calls.length);
+    },
+    close() {
+      socket.destroy();
+    },
+  };
+}
+
+/** The arguments of one MONITOR line (`+<ts> [<db> <addr>] "arg" "arg" …`), unquoted. */
+function parseMonitorLine(line) {
+  const escapes = { n: 10, r: 13, t: 9, a: 7, b: 8, '\\': 92, '"': 34 };
+  const args = [];
+  let i = line.indexOf('] "') + 2;
+  while (i > 1 && i < line.length) {
+    if (line[i] !== '"') {
+      i += 1;
+      continue;
+    }
+    i += 1;
+    const bytes = [];
+    while (i < line.length && line[i] !== '"') {
+      if (line[i] === '\\') {
+        const next = line[i + 1];
+        if (next === 'x') {
+          bytes.push(parseInt(line.slice(i + 2, i + 4), 16));
+          i += 4;
+        } else {
+          bytes.push(escapes[next]);
+          i += 2;
+        }
+      } else {
+        bytes.push(line.charCodeAt(i));
+        i += 1;
+      }
+    }
+    i += 1;
+    args.push(Buffer.from(bytes).toString('utf8'));
+  }
+  return args;
 }
