@@ -168,12 +168,12 @@ test('a reply lost after the script ran: ambiguous without an idempotency key, p
   const stream = 'sse:{u:lost}:log';
   try {
     await redis.redis().del(stream);
-    lossy.loseNextReply();
+    lossy.loseReplyTo('"n":1');
     await assert.rejects(publisher.notify('lost', 'notice', { n: 1 }), (e) => e instanceof AmbiguousError && e.isTransient());
     assert.equal(lossy.armed, false, 'the reply was lost');
     assert.equal(await redis.redis().xlen(stream), 1, 'yet the event was published: the outcome really was unknown');
 
-    lossy.loseNextReply();
+    lossy.loseReplyTo('lost-2');
     const id = await publisher.notify('lost', 'notice', { n: 2 }, { idempotencyKey: 'lost-2' });
     assert.equal(lossy.armed, false, 'the first attempt lost its reply');
     const entries = await redis.redis().xrange(stream, '-', '+');

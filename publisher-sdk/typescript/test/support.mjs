@@ -319,25 +319,26 @@ export async function follow(url, token) {
 }
 
 /**
- * A TCP proxy on the loopback in front of `port`. Armed with `loseNextReply()`, it lets
- * the next request through, then swallows the server's answer and cuts both connections:
- * the command ran, the client never learns it did.
+ * A TCP proxy on the loopback in front of `port`. Armed with `loseReplyTo(marker)`, it lets
+ * the next request whose bytes contain `marker` through, then swallows the server's answer
+ * and cuts both connections: the command ran, the client never learns it did.
  */
 export async function proxy(port) {
   const sockets = new Set();
-  let armed = false;
+  let armed = null;
   const server = net.createServer((client) => {
     const upstream = net.connect(port, '127.0.0.1');
     sockets.add(client);
     sockets.add(upstream);
     let requested = false;
     client.on('data', (chunk) => {
-      if (armed) requested = true;
+      if (armed !== null && chunk.includes(armed)) requested = true;
       upstream.write(chunk);
     });
     upstream.on('data', (chunk) => {
-      if (armed && requested) {
-        armed = false;
+      if (requested) {
+        requested = false;
+        armed = null;
         client.destroy();
         upstream.destroy();
         return;
@@ -358,11 +359,12 @@ export async function proxy(port) {
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
     port: server.address().port,
-    loseNextReply() {
-      armed = true;
+    loseReplyTo(marker) {
+      armed = marker;
     },
+    /** Whether the reply to the armed request is still to be lost. */
     get armed() {
-      return armed;
+      return armed !== null;
     },
     async close() {
       for (const socket of sockets) socket.destroy();
