@@ -7,11 +7,15 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 
 import { Redis } from 'ioredis';
 
 import { AmbiguousError, InternalError, InvalidArgumentError, JobFinishedError, OwnerConflictError, Publisher, UnavailableError } from '../dist/index.js';
-import { RedisServer, fixtures, monitor, proxy, publishInput, waitFor } from './support.mjs';
+import { PACKAGE, RedisServer, fixtures, monitor, proxy, publishInput, waitFor } from './support.mjs';
 
 const doc = fixtures();
 let redis;
@@ -211,5 +215,32 @@ test('an error reply from a script is an internal error, not retried', async () 
   } finally {
     seen.close();
     await publisher.close();
+  }
+});
+
+test('the packed package, installed in another project, publishes with its own copy of the scripts', async () => {
+  const project = mkdtempSync(path.join(os.tmpdir(), 'sse-ts-consumer-'));
+  try {
+    const [pack] = JSON.parse(
+      execFileSync('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', project], { cwd: PACKAGE, encoding: 'utf8' }),
+    );
+    const installed = path.join(project, 'node_modules', '@sse-gateway', 'publisher');
+    mkdirSync(installed, { recursive: true });
+    execFileSync('tar', ['xzf', path.join(project, pack.filename), '-C', installed, '--strip-components=1']);
+    // The runtime dependency, as npm would have installed it beside the package.
+    symlinkSync(path.join(PACKAGE, 'node_modules', 'ioredis'), path.join(project, 'node_modules', 'ioredis'));
+    writeFileSync(
+      path.join(project, 'worker.mjs'),
+      `import { Publisher } from '@sse-gateway/publisher';
+const publisher = await Publisher.connect(process.argv[2]);
+console.log(await publisher.job('packed-1', 'alice').progress(10, 'Packed'));
+await publisher.close();
+`,
+    );
+    const id = execFileSync(process.execPath, ['worker.mjs', redis.url], { cwd: project, encoding: 'utf8' }).trim();
+    const entries = await redis.redis().xrange('sse:{u:alice}:joblog:packed-1', id, id);
+    assert.equal(entries.length, 1);
+  } finally {
+    rmSync(project, { recursive: true, force: true });
   }
 });
