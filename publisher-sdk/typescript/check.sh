@@ -3,12 +3,13 @@
 # check it:
 #
 #   publisher-sdk/typescript/check.sh          install, build, test
-#   publisher-sdk/typescript/check.sh lint     strict type-check of the sources and the example
+#   publisher-sdk/typescript/check.sh lint     strict type-check and ESLint
 #
 # 1. installs what is missing, from Debian only, as root: Node.js >= 18 and npm, and (for
 #    the tests) redis-server and redis-tools;
 # 2. `npm ci` here, from the committed package-lock.json, into ./node_modules;
-# 3. lint: `tsc --noEmit` over src/ (strict) and over examples/ (checkJs); nothing else;
+# 3. lint: `tsc --noEmit` over src/ (strict) and over examples/ (checkJs), then ESLint
+#    (typescript-eslint's type-checked rules: no floating or misused promises);
 # 4. test: builds the package (lua/ copied from publisher-sdk/wire/lua, dist/ by tsc: ES
 #    modules and .d.ts), builds the gateway (`cargo build -p sse-gateway`, debug, unless
 #    SSE_BIN_DIR names a directory holding an sse-gateway binary), and runs the tests with
@@ -48,7 +49,8 @@ if [ "$mode" = lint ]; then
     tsc="node node_modules/typescript/bin/tsc"
     $tsc -p tsconfig.json --noEmit
     $tsc -p tsconfig.examples.json
-    echo "check.sh lint: sources and example type-check (strict)"
+    node node_modules/eslint/bin/eslint.js --max-warnings 0
+    echo "check.sh lint: sources and example type-check (strict); ESLint clean"
     exit 0
 fi
 

@@ -106,7 +106,8 @@ async function boundedText(response: Response): Promise<string> {
   if (response.body === null) {
     return '';
   }
-  const reader = response.body.getReader();
+  // Node's types leave the chunk type open; a fetch body's chunks are bytes.
+  const reader = response.body.getReader() as ReadableStreamDefaultReader<Uint8Array>;
   const chunks: Uint8Array[] = [];
   let size = 0;
   for (;;) {
@@ -199,7 +200,10 @@ export class HttpTransport {
     } catch {
       // Not JSON (a proxy's page): the status alone decides.
     }
-    const field = (key: string) => (typeof answer[key] === 'string' ? (answer[key] as string) : '');
+    const field = (key: string) => {
+      const value = answer[key];
+      return typeof value === 'string' ? value : '';
+    };
     const failure = this.failure(draft, response, field);
     if (failure !== undefined) {
       throw failure;

@@ -6,6 +6,7 @@ import type { ClusterOptions, RedisOptions as IORedisOptions } from 'ioredis';
 import { draft, type Draft, type EventOptions, type Target } from './draft.js';
 import { AmbiguousError, InvalidArgumentError, PublishError, Refused, UnavailableError } from './errors.js';
 import { HttpTransport } from './http.js';
+import { luaScripts } from './lua.js';
 import { RedisTransport } from './redis.js';
 import { backoffMs, retryPolicy, type RetryPolicy } from './retry.js';
 import { DEFAULT_RETENTION, Keys, DEFAULT_PREFIX, type Retention } from './wire/index.js';
@@ -102,6 +103,8 @@ export class Publisher {
       retention: { ...DEFAULT_RETENTION, ...options.retention },
       now: options.now ?? Date.now,
     };
+    // Read before connecting: a package without its scripts is broken, not unavailable.
+    luaScripts();
     const redisOptions: IORedisOptions = {
       commandTimeout: options.commandTimeoutMs ?? DEFAULT_TIMEOUT_MS,
       connectTimeout: options.connectTimeoutMs ?? DEFAULT_TIMEOUT_MS,

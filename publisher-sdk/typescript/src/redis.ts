@@ -240,5 +240,6 @@ export class RedisTransport {
 /** `host:port` or `redis://host:port` → a cluster seed. */
 function seedOf(seed: string): { host: string; port: number } {
   const url = new URL(seed.includes('://') ? seed : `redis://${seed}`);
-  return { host: url.hostname, port: Number(url.port || 6379) };
+  // An IPv6 host comes bracketed (`[::1]`), as a URL writes it; a socket wants it bare.
+  return { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(url.port || 6379) };
 }
