@@ -2,6 +2,9 @@
 // the sources (a publish whose promise nobody awaits loses its error, so floating and
 // misused promises are errors), ESLint's recommendations for the scripts, tests and example.
 
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
@@ -24,7 +27,7 @@ export default tseslint.config(
   {
     files: ['src/**/*.ts'],
     extends: [js.configs.recommended, ...tseslint.configs.recommendedTypeChecked],
-    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: dirname(fileURLToPath(import.meta.url)) } },
     rules: {
       '@typescript-eslint/no-floating-promises': 'error',
       '@typescript-eslint/no-misused-promises': 'error',

@@ -69,6 +69,9 @@ export class Publisher {
    * script; live events go out with `PUBLISH`.
    */
   static async connect(url: string, options: RedisPublisherOptions = {}): Promise<Publisher> {
+    if (!/^rediss?:\/\/[^/?#]/.test(url) || !URL.canParse(url)) {
+      throw new InvalidArgumentError('invalid_url', `${JSON.stringify(url)} is not a Redis URL like redis://127.0.0.1:6379`);
+    }
     const transport = await Publisher.redisTransport(options, (redisOptions, config) =>
       RedisTransport.connect(url, { ...options.redis, ...redisOptions }, config),
     );

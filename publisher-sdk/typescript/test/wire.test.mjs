@@ -235,7 +235,10 @@ test('a job handle sends what its method names', async () => {
   }
 });
 
-test('gateway URLs and tokens are checked', () => {
+test('gateway URLs, Redis URLs and tokens are checked', async () => {
+  for (const bad of ['not a url', 'http://127.0.0.1:6379', 'redis://', '127.0.0.1:6379']) {
+    await assert.rejects(Publisher.connect(bad), (e) => e instanceof InvalidArgumentError && e.code === 'invalid_url', bad);
+  }
   for (const bad of ['ftp://x', 'not a url', 'http://h/?q=1']) {
     assert.throws(() => Publisher.http(bad, 't'), (e) => e instanceof InvalidArgumentError && e.code === 'invalid_url', bad);
   }
