@@ -106,7 +106,8 @@ export class RedisTransport {
     // closes, every command still awaiting one has an unknown outcome. ioredis (with
     // `autoResendUnfulfilledCommands: false`) neither resends nor settles them, until their
     // command timeout; they are failed here at once instead. On a cluster any node's
-    // connection counts, which may call a command on another node unknown too: the safe side.
+    // connection counts (a command on another node is then called unknown too: the safe
+    // side). Listening starts before connecting, so no node's connection is missed.
     const failInFlight = () => {
       const error = new Error('Connection is closed with the command in flight.');
       for (const fail of this.inFlight) fail(error);
@@ -147,6 +148,7 @@ export class RedisTransport {
   private static async ready(client: Redis | Cluster, config: RedisTransportConfig): Promise<RedisTransport> {
     // Without a listener ioredis prints every connection error; a failed command carries its own.
     client.on('error', () => {});
+    const transport = new RedisTransport(client, config);
     try {
       await client.connect();
       await client.ping();
@@ -154,7 +156,7 @@ export class RedisTransport {
       client.disconnect();
       throw error;
     }
-    return new RedisTransport(client, config);
+    return transport;
   }
 
   async publish(draft: Draft): Promise<string> {

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 
 import { Redis } from 'ioredis';
 
-import { JobFinishedError, OwnerConflictError, Publisher } from '../dist/index.js';
+import { AmbiguousError, JobFinishedError, OwnerConflictError, Publisher } from '../dist/index.js';
 import { RedisCluster, fixtures, publishInput, waitFor } from './support.mjs';
 
 const doc = fixtures();
@@ -81,5 +81,26 @@ test('every fixture scenario has its outcomes on a cluster', async () => {
       if (expect.sameIdAsStep !== undefined) assert.equal(id, ids[expect.sameIdAsStep], `${name}, step ${n}`);
       ids.push(id);
     }
+  }
+});
+
+test("a node's connection closing under a command makes it ambiguous at once", async () => {
+  const node = await cluster.nodeOf('sse:{u:paused}');
+  await node.redis().client('PAUSE', '5000', 'WRITE');
+  try {
+    const started = Date.now();
+    const published = publisher.notify('paused', 'notice', {}).catch((error) => error);
+    // The publish waits on the paused node; cut the connection it is waiting on.
+    const id = await waitFor('the publish to wait on the node', async () => {
+      const clients = await node.redis().client('LIST');
+      return clients.split('\n').map((line) => /^id=(\d+) .* cmd=(eval|evalsha)\b/.exec(line)).find(Boolean)?.[1];
+    });
+    await node.redis().client('KILL', 'ID', id);
+    const error = await published;
+    assert.ok(error instanceof AmbiguousError, String(error));
+    assert.match(error.message, /in flight/);
+    assert.ok(Date.now() - started < 3000, 'well before the command timeout');
+  } finally {
+    await node.redis().client('UNPAUSE');
   }
 });
