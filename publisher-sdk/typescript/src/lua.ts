@@ -1,0 +1,24 @@
+// The Lua scripts, read from the copy this package ships in lua/ (made from
+// publisher-sdk/wire/lua/ by scripts/build.mjs; a test holds the copy equal to the source).
+
+import { readFileSync } from 'node:fs';
+
+import type { ScriptName } from './wire/scripts.js';
+
+const LUA_DIR = new URL('../lua/', import.meta.url);
+
+let loaded: Readonly<Record<ScriptName, string>> | undefined;
+
+/** The source of every script a publisher runs, read once. */
+export function luaScripts(): Readonly<Record<ScriptName, string>> {
+  if (loaded === undefined) {
+    const read = (name: ScriptName) => readFileSync(new URL(`${name}.lua`, LUA_DIR), 'utf8');
+    loaded = Object.freeze({
+      register_owner: read('register_owner'),
+      publish_job: read('publish_job'),
+      publish_user: read('publish_user'),
+      publish_topic: read('publish_topic'),
+    });
+  }
+  return loaded;
+}
