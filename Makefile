@@ -8,7 +8,7 @@ DEV_JWT_SECRET ?= dev-only-secret-change-me-0123456789
 LISTEN ?= 127.0.0.1:8080
 METRICS_LISTEN ?= 127.0.0.1:9090
 
-.PHONY: run build test deps deploy-check test-client test-browser bench cluster cluster-down lint fmt clean token
+.PHONY: run build test deps deploy-check test-publishers test-client test-browser bench cluster cluster-down lint fmt clean token
 
 build:
 	$(CARGO) build --release --workspace --locked
@@ -43,8 +43,16 @@ test: deps
 	$(CARGO) test --workspace --locked
 	deploy/check.sh
 	loadtest/smoke.sh
+	$(MAKE) test-publishers
 	$(MAKE) test-client
 	$(MAKE) test-browser
+
+# The Python and TypeScript publisher SDKs: each installs its toolchain and pinned
+# dependencies locally, then runs its tests against real redis-server, a Redis Cluster and
+# real gateways (the Rust SDK's tests are part of the cargo workspace above).
+test-publishers:
+	publisher-sdk/python/check.sh
+	publisher-sdk/typescript/check.sh
 
 # The browser client package (gateway/client): npm ci, a rebuild that must equal the
 # committed gateway/assets/sse-client.js byte for byte, and its unit tests.
@@ -79,6 +87,8 @@ deps:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	publisher-sdk/python/check.sh lint
+	publisher-sdk/typescript/check.sh lint
 
 fmt:
 	$(CARGO) fmt --all

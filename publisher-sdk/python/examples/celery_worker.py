@@ -76,4 +76,4 @@ def render(self: Task, job_id: str, owner: str, frames: int) -> str:
         job.log("info", f"{frames} frames rendered")
         return job.complete({"frames": frames, "output": f"/renders/{job_id}.mp4"}, options=once)
     except ValueError as error:
-        return job.failed(str(error), options=once)
+        return job.fail(str(error), options=once)

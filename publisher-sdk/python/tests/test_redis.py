@@ -174,9 +174,9 @@ def test_every_method_writes_the_contract_keys(redis_server: RedisServer) -> Non
         assert client.zrange("sse:{u:u1}:jobs") == ["j1"]
         assert client.get("sse:owner:j1") == "u1"
 
-        publisher.job("j2", "u1").failed("disk full")
+        publisher.job("j2", "u1").fail("disk full")
         assert client.hget("sse:{u:u1}:job:j2", "error") == '"disk full"'
-        publisher.job("j3", "u1").cancelled("user asked")
+        publisher.job("j3", "u1").cancel("user asked")
         assert [client.hget("sse:{u:u1}:job:j3", f) for f in ("status", "message")] == ['"cancelled"', '"user asked"']
 
         notice = publisher.notify("u1", "notice", {"text": "hi"})

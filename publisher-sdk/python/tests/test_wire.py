@@ -166,9 +166,9 @@ def test_helpers_publish_the_documented_fields() -> None:
     job.stage("Muxing")
     job.log("warn", "slow")
     job.complete({"url": "/out.mp4"})
-    job.failed("disk full")
-    job.cancelled("user asked")
-    job.cancelled()
+    job.fail("disk full")
+    job.cancel("user asked")
+    job.cancel()
     assert [(d.event_type, d.fields) for d in seen] == [
         ("progress", {"progress": 45, "stage": "Encoding"}),
         ("progress", {"progress": 12.5}),

@@ -133,11 +133,11 @@ class AsyncJob:
         """`complete` with a result (any JSON); the job's streams end after it."""
         return await self.event("complete", {"result": result}, options=options)
 
-    async def failed(self, error: object, *, options: EventOptions | None = None) -> str:
+    async def fail(self, error: object, *, options: EventOptions | None = None) -> str:
         """`failed` with an error (a message or any JSON); the job's streams end after it."""
         return await self.event("failed", {"error": error}, options=options)
 
-    async def cancelled(self, reason: str | None = None, *, options: EventOptions | None = None) -> str:
+    async def cancel(self, reason: str | None = None, *, options: EventOptions | None = None) -> str:
         """`cancelled`, with an optional reason; the job's streams end after it."""
         return await self.event("cancelled", _events.cancelled_data(reason), options=options)
 

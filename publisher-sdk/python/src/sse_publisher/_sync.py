@@ -135,11 +135,11 @@ class Job:
         """`complete` with a result (any JSON); the job's streams end after it."""
         return self.event("complete", {"result": result}, options=options)
 
-    def failed(self, error: object, *, options: EventOptions | None = None) -> str:
+    def fail(self, error: object, *, options: EventOptions | None = None) -> str:
         """`failed` with an error (a message or any JSON); the job's streams end after it."""
         return self.event("failed", {"error": error}, options=options)
 
-    def cancelled(self, reason: str | None = None, *, options: EventOptions | None = None) -> str:
+    def cancel(self, reason: str | None = None, *, options: EventOptions | None = None) -> str:
         """`cancelled`, with an optional reason; the job's streams end after it."""
         return self.event("cancelled", _events.cancelled_data(reason), options=options)
 
