@@ -14,10 +14,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::mint::{MintError, MintKey, MintRequest};
-use crate::auth::{Auth, AuthSettings, KeyError, PublicKeyFile};
+use crate::auth::{Auth, AuthSettings, KeyError, PublicKeyFile, TopicAccess, TopicPattern};
 use crate::broker::{Backend, BrokerSettings};
 use crate::hub::QueueLimits;
-use crate::routes::RouteSettings;
+use crate::routes::{IpNet, RouteSettings};
 use crate::server::Settings;
 use crate::stream::StreamSettings;
 
@@ -38,6 +38,8 @@ pub const FD_RESERVE: u64 = 128;
 pub const DEFAULT_JOB_STREAM_MAXLEN: usize = 1000;
 pub const DEFAULT_USER_STREAM_MAXLEN: usize = 10_000;
 pub const DEFAULT_TOPIC_STREAM_MAXLEN: usize = 1000;
+pub const DEFAULT_MAX_TOPICS_PER_STREAM: usize = 16;
+pub const DEFAULT_MAX_ANONYMOUS_CONNECTIONS_PER_IP: usize = 8;
 pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(600);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_SEND_QUEUE_EVENTS: usize = 1024;
@@ -145,6 +147,22 @@ pub struct ServeArgs {
     /// How long a publish's Idempotency-Key is remembered (a repeat within it publishes nothing).
     #[arg(long, env = "GATEWAY_IDEMPOTENCY_WINDOW", default_value = "10m", value_parser = parse_duration)]
     pub idempotency_window: Duration,
+    /// Topic any valid token may watch: a name, or a prefix ending in `*`; repeatable.
+    #[arg(long, env = "GATEWAY_PUBLIC_TOPIC", value_delimiter = ',')]
+    pub public_topic: Vec<String>,
+    /// Topic anyone may watch without a token: a name, or a prefix ending in `*`; repeatable.
+    #[arg(long, env = "GATEWAY_ANONYMOUS_TOPIC", value_delimiter = ',')]
+    pub anonymous_topic: Vec<String>,
+    /// Most open streams without a token from one client address (then 429).
+    #[arg(long, env = "GATEWAY_MAX_ANONYMOUS_CONNECTIONS_PER_IP", default_value_t = DEFAULT_MAX_ANONYMOUS_CONNECTIONS_PER_IP)]
+    pub max_anonymous_connections_per_ip: usize,
+    /// Most topics one stream may follow (`/v1/topics/events?topic=…`).
+    #[arg(long, env = "GATEWAY_MAX_TOPICS_PER_STREAM", default_value_t = DEFAULT_MAX_TOPICS_PER_STREAM)]
+    pub max_topics_per_stream: usize,
+    /// Proxy (IP address or CIDR, e.g. 10.0.0.0/8) whose X-Forwarded-For names the client, for
+    /// the per-address limit of anonymous streams; repeatable.
+    #[arg(long, env = "GATEWAY_TRUSTED_PROXY", value_delimiter = ',')]
+    pub trusted_proxy: Vec<String>,
     /// Origin allowed to read streams and publish cross-origin, with credentials; repeatable.
     #[arg(long, env = "GATEWAY_CORS_ORIGIN", value_delimiter = ',')]
     pub cors_origin: Vec<String>,
@@ -306,6 +324,30 @@ impl Config {
             ));
         }
         let backend = backend(&args)?;
+        if args.max_topics_per_stream == 0 {
+            return Err(invalid_option(
+                "--max-topics-per-stream",
+                "must be at least 1",
+            ));
+        }
+        if args.max_anonymous_connections_per_ip == 0 {
+            return Err(invalid_option(
+                "--max-anonymous-connections-per-ip",
+                "must be at least 1",
+            ));
+        }
+        let trusted_proxies = args
+            .trusted_proxy
+            .iter()
+            .map(|text| {
+                text.parse::<IpNet>().map_err(|_| {
+                    invalid_option(
+                        "--trusted-proxy",
+                        format!("{text:?} is not an IP address or a CIDR like 10.0.0.0/8"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let user_retention = args.user_retention.max(args.retention);
         let settings = Settings {
             auth,
@@ -329,11 +371,15 @@ impl Config {
                 },
                 max_connections,
                 max_connections_per_user: args.max_connections_per_user,
+                max_anonymous_per_address: args.max_anonymous_connections_per_ip,
             },
             routes: RouteSettings {
                 cors_origins: args.cors_origin,
                 max_body_bytes: args.max_body_bytes,
                 demo: args.demo,
+                max_topics_per_stream: args.max_topics_per_stream,
+                trusted_proxies,
+                topic_stream_maxlen: args.topic_stream_maxlen,
             },
             heartbeat: args.heartbeat,
             drain_timeout: args.drain_timeout,
@@ -366,6 +412,7 @@ fn auth_settings(args: &ServeArgs) -> Result<AuthSettings, ConfigError> {
         }
     }
     let settings = AuthSettings {
+        topics: topic_access(args)?,
         hmac_secret: args.jwt_secret.clone(),
         public_keys: args
             .jwt_public_key_file
@@ -400,6 +447,27 @@ fn auth_settings(args: &ServeArgs) -> Result<AuthSettings, ConfigError> {
         ));
     }
     Ok(settings)
+}
+
+/// `--public-topic` and `--anonymous-topic`.
+fn topic_access(args: &ServeArgs) -> Result<TopicAccess, ConfigError> {
+    let patterns = |option: &'static str, values: &[String]| {
+        values
+            .iter()
+            .map(|value| {
+                TopicPattern::parse(value).ok_or_else(|| {
+                    invalid_option(
+                        option,
+                        format!("{value:?} is not a topic name or a prefix ending in *"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(TopicAccess {
+        public: patterns("--public-topic", &args.public_topic)?,
+        anonymous: patterns("--anonymous-topic", &args.anonymous_topic)?,
+    })
 }
 
 /// `kid=path` or `path` (kid = the file stem).

@@ -194,14 +194,19 @@ impl Fleet {
         total
     }
 
+    /// A topic's stream as Redis holds it, after `after`.
+    fn topic_ids_after(&self, topic: &str, after: &str) -> Vec<String> {
+        self.ids_after(&format!("{}{{t:{topic}}}:log", self.prefix), after)
+    }
+
     /// The user stream as Redis holds it, after `after`.
     fn user_ids_after(&self, user: &str, after: &str) -> Vec<String> {
-        let entries: Vec<(String, HashMap<String, String>)> = self.redis.cmd(&[
-            "XRANGE",
-            &format!("{}{{u:{user}}}:log", self.prefix),
-            "-",
-            "+",
-        ]);
+        self.ids_after(&format!("{}{{u:{user}}}:log", self.prefix), after)
+    }
+
+    fn ids_after(&self, key: &str, after: &str) -> Vec<String> {
+        let entries: Vec<(String, HashMap<String, String>)> =
+            self.redis.cmd(&["XRANGE", key, "-", "+"]);
         let after = support::parse_id(after);
         entries
             .into_iter()
@@ -638,6 +643,145 @@ async fn a_slow_client_behind_the_balancer_is_cut_then_resumes_with_nothing_lost
             seen, published,
             "every event once, in order, across the cut"
         );
+    })
+    .await
+}
+
+/// Topic followers behind nginx — of one topic, of three in one stream, and without a
+/// token — while a node is killed: each resumes on another node with `Last-Event-ID` and
+/// ends with every topic's events exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_followers_resume_through_a_node_kill() {
+    bounded(LIMIT, async {
+        let (fleet, mut nodes) = Fleet::start(
+            3,
+            &[
+                ("--heartbeat", "1s"),
+                ("--public-topic", "feed.*"),
+                ("--anonymous-topic", "lobby"),
+                ("--trusted-proxy", "127.0.0.1"),
+                // The 12 followers without a token all come from 127.0.0.1.
+                ("--max-anonymous-connections-per-ip", "12"),
+            ],
+        )
+        .await;
+        let names = ["feed.a", "feed.b", "lobby"];
+        let ends_seen = |names_left: usize| {
+            let mut left = names_left;
+            move |event: &Event| {
+                if event.event == "end" {
+                    left -= 1;
+                }
+                left == 0
+            }
+        };
+        let mut followers = Vec::new();
+        for i in 0..36 {
+            let token = Some(fleet.token(&format!("viewer-{}", i % 6)));
+            let (target, topics, token) = match i % 3 {
+                0 => (
+                    "/v1/topics/events?topic=feed.a&topic=feed.b&topic=lobby".to_owned(),
+                    names.to_vec(),
+                    token,
+                ),
+                1 => ("/v1/topics/feed.a/events".to_owned(), vec!["feed.a"], token),
+                _ => ("/v1/topics/lobby/events".to_owned(), vec!["lobby"], None),
+            };
+            let follower =
+                support::follow::follow_feed(fleet.lb.addr, token, target, ends_seen(topics.len()));
+            followers.push((topics, tokio::spawn(follower)));
+        }
+        wait_until(
+            "every follower has its stream open",
+            Duration::from_secs(60),
+            || async {
+                fleet.metric("sse_gateway_open_connections").await >= followers.len() as f64
+            },
+        )
+        .await;
+
+        let publisher = fleet.publisher().await;
+        const ROUNDS: usize = 40;
+        let fleet = &fleet;
+        let publishing = async {
+            for round in 1..=ROUNDS {
+                for name in names {
+                    let event = if round == ROUNDS { "end" } else { "note" };
+                    publisher
+                        .topic(name)
+                        .publish(event, json!({"round": round}))
+                        .await
+                        .expect("publish");
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        };
+        let killing = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let victim = busiest(&nodes).await;
+            let on_victim = nodes[victim].metric("sse_gateway_open_connections").await;
+            fleet.forget(victim);
+            nodes[victim].kill9();
+            nodes[victim].wait_exit(Duration::from_secs(5)).await;
+            on_victim
+        };
+        let ((), on_victim) = tokio::join!(publishing, killing);
+
+        let mut reconnects = 0;
+        for (topics, follower) in followers {
+            let followed = follower.await.expect("follower");
+            assert!(
+                followed.refusals.is_empty(),
+                "refused {:?}",
+                followed.refusals
+            );
+            reconnects += followed.reconnects;
+            let opening: Vec<Option<String>> = if topics.len() == 1 {
+                vec![Some(followed.opening.clone())]
+            } else {
+                sse_publisher::wire::feeds::decode(&followed.opening, &topics)
+                    .expect("a composite opening id")
+                    .into_iter()
+                    .map(|p| p.map(|id| id.to_string()))
+                    .collect()
+            };
+            for (t, topic) in topics.iter().enumerate() {
+                let seen: Vec<String> = followed
+                    .events
+                    .iter()
+                    .filter(|event| event.json()["topic"] == *topic)
+                    .map(|event| {
+                        if topics.len() == 1 {
+                            event.id.clone()
+                        } else {
+                            let positions =
+                                sse_publisher::wire::feeds::decode(&event.id, &topics).unwrap();
+                            positions[t].unwrap().to_string()
+                        }
+                    })
+                    .collect();
+                let after = opening[t].clone().unwrap_or_else(|| "0-0".into());
+                let truth = fleet.topic_ids_after(topic, &after);
+                assert_eq!(
+                    truth.len(),
+                    ROUNDS,
+                    "{topic}: the follower opened before any event"
+                );
+                assert_eq!(
+                    seen, truth,
+                    "{topic} in {topics:?}: every event once, in order"
+                );
+            }
+        }
+        assert!(
+            on_victim >= 6.0,
+            "the victim held a share of the clients ({on_victim})"
+        );
+        assert!(
+            reconnects as f64 >= on_victim,
+            "the {on_victim} followers of the killed node reconnected ({reconnects})"
+        );
+        eprintln!("topics kill -9: {on_victim} followers on the victim, {reconnects} reconnects");
     })
     .await
 }

@@ -18,12 +18,14 @@
 pub mod extract;
 pub mod keys;
 pub mod mint;
+pub mod topics;
 pub mod verify;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use keys::KeyError;
+pub use topics::{TopicAccess, TopicPattern};
 
 /// How tokens are found and checked (built by `config` from the flags).
 #[derive(Clone, Debug, Default)]
@@ -42,6 +44,8 @@ pub struct AuthSettings {
     pub cookie_name: String,
     /// Query parameter that carries the token.
     pub query_token_param: String,
+    /// Topics any valid token may watch, and topics anyone may watch without a token.
+    pub topics: TopicAccess,
 }
 
 /// One public key file and the `kid` tokens name it by.
@@ -68,6 +72,8 @@ pub struct Identity {
     pub user: String,
     /// `jobs`: extra jobs this token may watch (shared links).
     pub jobs: Box<[String]>,
+    /// `topics`: topics this token may watch (names, or prefixes ending in `*`).
+    pub topics: Box<[String]>,
     pub role: Role,
     /// When the token stops being valid: `exp` plus the leeway, in ms since the epoch.
     pub expires_at_ms: u64,
@@ -145,6 +151,7 @@ pub struct Auth {
     leeway: Duration,
     cookie_name: String,
     query_token_param: String,
+    topics: TopicAccess,
 }
 
 impl std::fmt::Debug for Auth {
@@ -170,7 +177,13 @@ impl Auth {
             leeway: settings.leeway,
             cookie_name: settings.cookie_name.clone(),
             query_token_param: settings.query_token_param.clone(),
+            topics: settings.topics.clone(),
         })
+    }
+
+    /// The node's topic rules.
+    pub fn topics(&self) -> &TopicAccess {
+        &self.topics
     }
 
     /// The token of a request (see [`extract`]), verified.

@@ -17,6 +17,8 @@ struct Claims {
     #[serde(default)]
     jobs: Vec<String>,
     #[serde(default)]
+    topics: Vec<String>,
+    #[serde(default)]
     role: Option<String>,
 }
 
@@ -74,6 +76,7 @@ impl Auth {
         Ok(Identity {
             user: claims.sub,
             jobs: claims.jobs.into_boxed_slice(),
+            topics: claims.topics.into_boxed_slice(),
             role,
             expires_at_ms,
         })

@@ -6,11 +6,13 @@
 //! Architecture invariant: routes see the broker only as [`NodeBroker`](crate::broker)
 //! and streams only through [`Streams`]; they parse, authenticate, authorize and answer.
 
+pub mod client;
 pub mod cors;
 pub mod demo;
 pub mod jobs;
 pub mod publish;
 pub mod streams;
+pub mod topics;
 
 use std::sync::Arc;
 
@@ -23,7 +25,8 @@ use crate::broker::NodeBroker;
 use crate::error::{ApiError, ErrorKind};
 use crate::metrics::Metrics;
 use crate::stream::{ResponseBody, Streams};
-use crate::vocab::control::ConnControl;
+use crate::vocab::control::{ConnControl, PeerAddr};
+pub use client::IpNet;
 
 /// What the routes need beyond auth and streams (built by `config` from the flags).
 #[derive(Clone, Debug, Default)]
@@ -34,6 +37,12 @@ pub struct RouteSettings {
     pub max_body_bytes: usize,
     /// `--demo`: the dashboard and the login routes exist.
     pub demo: bool,
+    /// Most topics one stream may follow.
+    pub max_topics_per_stream: usize,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `--topic-stream-maxlen`, told by `GET /v1/topics/{topic}`.
+    pub topic_stream_maxlen: usize,
 }
 
 /// State shared by every request of a node.
@@ -90,7 +99,9 @@ enum Route<'a> {
     JobEvents(&'a str),
     MyEvents,
     UserEvents(&'a str),
+    Topic(&'a str),
     TopicEvents(&'a str),
+    TopicsEvents,
 }
 
 impl Route<'_> {
@@ -108,6 +119,8 @@ impl Route<'_> {
             ["v1", "jobs", job, "events"] => Route::JobEvents(job),
             ["v1", "users", "me", "events"] => Route::MyEvents,
             ["v1", "users", user, "events"] => Route::UserEvents(user),
+            ["v1", "topics", "events"] => Route::TopicsEvents,
+            ["v1", "topics", topic] => Route::Topic(topic),
             ["v1", "topics", topic, "events"] => Route::TopicEvents(topic),
             _ => return None,
         })
@@ -119,11 +132,13 @@ impl Route<'_> {
             | Route::ClientScript
             | Route::Healthz
             | Route::Readyz
-            | Route::Job(_) => &[Method::GET, Method::HEAD],
-            Route::DemoLogin | Route::DemoLogout | Route::UserEvents(_) | Route::TopicEvents(_) => {
-                &[Method::POST]
+            | Route::Job(_)
+            | Route::Topic(_) => &[Method::GET, Method::HEAD],
+            Route::DemoLogin | Route::DemoLogout | Route::UserEvents(_) => &[Method::POST],
+            Route::JobEvents(_) | Route::MyEvents | Route::TopicEvents(_) => {
+                &[Method::GET, Method::POST]
             }
-            Route::JobEvents(_) | Route::MyEvents => &[Method::GET, Method::POST],
+            Route::TopicsEvents => &[Method::GET],
         }
     }
 }
@@ -146,7 +161,7 @@ pub async fn handle(
 pub fn is_stream_path(path: &str) -> bool {
     matches!(
         Route::parse(path, false),
-        Some(Route::JobEvents(_) | Route::MyEvents)
+        Some(Route::JobEvents(_) | Route::MyEvents | Route::TopicEvents(_) | Route::TopicsEvents)
     )
 }
 
@@ -154,13 +169,19 @@ pub fn is_stream_path(path: &str) -> bool {
 pub async fn handle_stream_get(
     app: Arc<App>,
     conn: Arc<ConnControl>,
-    request: Request<()>,
+    mut request: Request<()>,
+    peer: Option<PeerAddr>,
 ) -> Response<ResponseBody> {
+    if let Some(peer) = peer {
+        request.extensions_mut().insert(peer);
+    }
     let origin = request.headers().get(header::ORIGIN).cloned();
     let started = std::time::Instant::now();
     let result = match Route::parse(request.uri().path(), false) {
         Some(Route::JobEvents(job)) => streams::job_stream(&app, conn, &request, job).await,
         Some(Route::MyEvents) => streams::user_stream(&app, conn, &request).await,
+        Some(Route::TopicEvents(topic)) => topics::topic_stream(&app, conn, &request, topic).await,
+        Some(Route::TopicsEvents) => topics::topics_stream(&app, conn, &request).await,
         _ => Err(ErrorKind::NotFound.into()),
     };
     finish(&app, origin, &Method::GET, started, result)
@@ -226,7 +247,12 @@ async fn route(
             publish::publish_user(app, request, &user).await
         }
         (Route::UserEvents(user), _) => publish::publish_user(app, request, user).await,
-        (Route::TopicEvents(topic), _) => publish::publish_topic(app, request, topic).await,
+        (Route::Topic(topic), _) => topics::topic_state(app, &request, topic).await,
+        (Route::TopicEvents(topic), false) => {
+            topics::topic_stream(app, conn, &request, topic).await
+        }
+        (Route::TopicEvents(topic), true) => publish::publish_topic(app, request, topic).await,
+        (Route::TopicsEvents, _) => topics::topics_stream(app, conn, &request).await,
     }
 }
 
@@ -303,5 +329,11 @@ mod tests {
         assert!(is_stream_path("/v1/jobs/j1/events"));
         assert!(is_stream_path("/v1/users/me/events"));
         assert!(!is_stream_path("/v1/users/u1/events"));
+        assert!(is_stream_path("/v1/topics/news/events"));
+        assert!(is_stream_path("/v1/topics/events"));
+        assert_eq!(
+            Route::parse("/v1/topics/news", false),
+            Some(Route::Topic("news"))
+        );
     }
 }

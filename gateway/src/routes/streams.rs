@@ -12,7 +12,7 @@ use super::{check_id, App};
 use crate::auth::Identity;
 use crate::broker::Broker;
 use crate::error::{ApiError, ErrorKind};
-use crate::stream::{OpenRequest, Opened, ResponseBody};
+use crate::stream::{Follow, OpenRequest, Opened, ResponseBody, SlotOwner};
 use crate::vocab::control::ConnControl;
 use crate::vocab::event::Topic;
 use crate::vocab::query::query_param;
@@ -83,20 +83,27 @@ async fn open(
     last_event_id: Option<EventId>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let request = OpenRequest {
-        topic,
-        user: identity.user,
-        last_event_id,
+        follow: Follow::One {
+            topic,
+            last_event_id,
+        },
+        owner: SlotOwner::User(identity.user),
         expires_at_ms: identity.expires_at_ms,
         conn,
     };
-    match app.streams.open(request).await? {
+    stream_response(app.streams.open(request).await?)
+}
+
+/// The answer to a stream request that opened.
+pub fn stream_response(opened: Opened) -> Result<Response<ResponseBody>, ApiError> {
+    match opened {
         Opened::NoContent => {
             let mut response = Response::new(ResponseBody::empty());
             *response.status_mut() = StatusCode::NO_CONTENT;
             Ok(response)
         }
         Opened::Stream(stream) => {
-            let mut response = Response::new(ResponseBody::Stream(Box::new(stream)));
+            let mut response = Response::new(ResponseBody::Stream(stream));
             let headers = response.headers_mut();
             headers.insert(
                 header::CONTENT_TYPE,
@@ -115,24 +122,34 @@ async fn open(
 /// `Last-Event-ID` header, else the `lastEventId` query parameter (DESIGN §6: when both
 /// are present the header wins — EventSource reconnects to the same URL, so a
 /// `lastEventId` in it is older than the header it adds).
-fn last_event_id<T>(request: &Request<T>) -> Result<Option<EventId>, ApiError> {
-    let invalid = || ApiError::new(ErrorKind::InvalidLastEventId);
-    if let Some(value) = request.headers().get("last-event-id") {
-        let text = value.to_str().map_err(|_| invalid())?.trim();
-        return text.parse().map(Some).map_err(|_| invalid());
-    }
-    match request
-        .uri()
-        .query()
-        .and_then(|q| query_param(q, "lastEventId"))
-    {
-        Some(text) => text.parse().map(Some).map_err(|_| invalid()),
+pub fn last_event_id<T>(request: &Request<T>) -> Result<Option<EventId>, ApiError> {
+    match last_event_text(request)? {
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::new(ErrorKind::InvalidLastEventId)),
         None => Ok(None),
     }
 }
 
+/// The raw `Last-Event-ID` (header, its surrounding whitespace trimmed; else
+/// `lastEventId`, as given).
+pub fn last_event_text<T>(request: &Request<T>) -> Result<Option<String>, ApiError> {
+    if let Some(value) = request.headers().get("last-event-id") {
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::new(ErrorKind::InvalidLastEventId))?;
+        return Ok(Some(text.trim().to_owned()));
+    }
+    Ok(request
+        .uri()
+        .query()
+        .and_then(|q| query_param(q, "lastEventId"))
+        .map(|text| text.into_owned()))
+}
+
 /// Counts a refused stream request by its reason.
-fn counted(
+pub fn counted(
     app: &App,
     result: Result<Response<ResponseBody>, ApiError>,
 ) -> Result<Response<ResponseBody>, ApiError> {

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use super::h1::{self, After, Head};
 use super::rewind::Rewind;
 use crate::routes::{self, App};
-use crate::vocab::control::ConnControl;
+use crate::vocab::control::{ConnControl, PeerAddr};
 
 /// One connection's task: what an idle stream costs in task memory, beside its socket and
 /// mailbox (kept small; a test holds it under [`TASK_BYTES_BOUND`]).
@@ -77,6 +77,7 @@ async fn serve_connection(
             app.clone(),
             control.clone(),
             request,
+            socket.peer_addr().ok().map(PeerAddr),
         ))
         .await;
         // A draining node closes each connection after its answer: the client's reconnect
@@ -110,8 +111,12 @@ async fn serve_with_hyper(
     mut closing: watch::Receiver<bool>,
 ) {
     let service_control = control.clone();
-    let service = service_fn(move |request| {
+    let peer = socket.peer_addr().ok().map(PeerAddr);
+    let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
         let (app, control) = (app.clone(), service_control.clone());
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(peer);
+        }
         async move { Ok::<_, Infallible>(routes::handle(app, control, request).await) }
     });
     let io = TokioIo::new(Rewind {
@@ -191,6 +196,7 @@ mod tests {
             },
             max_connections: 10,
             max_connections_per_user: 10,
+            max_anonymous_per_address: 10,
         };
         let app = App::new(
             RouteSettings::default(),

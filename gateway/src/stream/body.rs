@@ -6,10 +6,11 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use sse_wire::frame as sse;
 use sse_wire::{now_ms, EventId};
@@ -37,6 +38,8 @@ pub struct EventStream {
     /// Id of the last event written; live events at or below it are duplicates.
     pub(super) last_id: EventId,
     pub(super) subscription: Subscription,
+    /// The other topics of a stream that follows several (`None` for one).
+    pub(super) feeds: Option<Box<Feeds>>,
     pub(super) delivered: u64,
     pub(super) opened: Instant,
     /// Why the stream ended, for its close log line.
@@ -62,6 +65,9 @@ impl EventStream {
         if self.done {
             return Poll::Ready(None);
         }
+        if self.feeds.is_some() {
+            return self.poll_feeds(cx);
+        }
         loop {
             let next = match self.subscription.mailbox().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
@@ -86,19 +92,71 @@ impl EventStream {
                     return Poll::Ready(Some(Ok(Item::Event(event))));
                 }
                 Next::Heartbeat => return Poll::Ready(Some(Ok(Item::Heartbeat))),
-                Next::Closed(reason) => {
-                    self.done = true;
-                    self.end = reason.as_str();
-                    return match reason {
-                        CloseReason::SlowConsumer => {
-                            Poll::Ready(Some(Err(StreamCut("slow consumer"))))
+                Next::Closed(reason) => return self.closed(reason),
+            }
+        }
+    }
+
+    /// The stream ends as the gateway closed it.
+    fn closed(&mut self, reason: CloseReason) -> Poll<Option<Result<Item, StreamCut>>> {
+        self.done = true;
+        self.end = reason.as_str();
+        match reason {
+            CloseReason::SlowConsumer => Poll::Ready(Some(Err(StreamCut("slow consumer")))),
+            CloseReason::Draining { retry_ms } | CloseReason::Resync { retry_ms } => {
+                Poll::Ready(Some(Ok(Item::Bytes(sse::retry(retry_ms)))))
+            }
+            CloseReason::TokenExpired => Poll::Ready(None),
+        }
+    }
+
+    /// A stream of several topics: each topic's mailbox in turn, each event written with
+    /// the composite id of every topic's position after it.
+    fn poll_feeds(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Item, StreamCut>>> {
+        loop {
+            let Some(feeds) = self.feeds.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let count = feeds.names.len();
+            let mut skipped = false;
+            for turn in 0..count {
+                let i = (feeds.next + turn) % count;
+                let mailbox = match i {
+                    0 => self.subscription.mailbox(),
+                    _ => feeds.others[i - 1].mailbox(),
+                };
+                let next = match mailbox.poll_next(cx) {
+                    Poll::Pending => continue,
+                    Poll::Ready(next) => next,
+                };
+                match next {
+                    Next::Event(event) => {
+                        if feeds.positions[i].is_some_and(|at| event.id <= at) {
+                            skipped = true;
+                            continue;
                         }
-                        CloseReason::Draining { retry_ms } | CloseReason::Resync { retry_ms } => {
-                            Poll::Ready(Some(Ok(Item::Bytes(sse::retry(retry_ms)))))
-                        }
-                        CloseReason::TokenExpired => Poll::Ready(None),
-                    };
+                        feeds.positions[i] = Some(event.id);
+                        feeds.next = (i + 1) % count;
+                        let names: Vec<&str> = feeds.names.iter().map(|name| &**name).collect();
+                        let id = sse_wire::feeds::encode(&names, &feeds.positions);
+                        let mut out = BytesMut::with_capacity(event.frame.len() + id.len());
+                        rerender(&mut out, &id, &event.frame);
+                        self.delivered += 1;
+                        self.metrics.events_delivered.inc();
+                        let latency_ms = now_ms().saturating_sub(event.id.ms);
+                        self.metrics
+                            .delivery_latency
+                            .observe(latency_ms as f64 / 1000.0);
+                        return Poll::Ready(Some(Ok(Item::Bytes(out.freeze()))));
+                    }
+                    // One heartbeat per stream: the first topic's.
+                    Next::Heartbeat if i == 0 => return Poll::Ready(Some(Ok(Item::Heartbeat))),
+                    Next::Heartbeat => skipped = true,
+                    Next::Closed(reason) => return self.closed(reason),
                 }
+            }
+            if !skipped {
+                return Poll::Pending;
             }
         }
     }
@@ -158,16 +216,69 @@ impl Body for EventStream {
     }
 }
 
+/// The topics of a stream that follows several, beyond its first subscription.
+pub(super) struct Feeds {
+    /// Every topic's name, sorted; index `i` is `others[i - 1]`, or the stream's own
+    /// subscription for `0`.
+    names: Vec<Arc<str>>,
+    /// The id last written of each topic (`None`: nothing yet).
+    positions: Vec<Option<EventId>>,
+    others: Vec<Subscription>,
+    /// Which topic's mailbox is polled first next time (turns, so no topic starves).
+    next: usize,
+}
+
+impl Feeds {
+    pub(super) fn new(
+        names: Vec<Arc<str>>,
+        positions: Vec<Option<EventId>>,
+        others: Vec<Subscription>,
+    ) -> Feeds {
+        Feeds {
+            names,
+            positions,
+            others,
+            next: 0,
+        }
+    }
+}
+
+/// Appends `frame` (a published event, `id: …\n…`) with its id line replaced by `id`.
+pub(super) fn rerender(out: &mut BytesMut, id: &str, frame: &[u8]) {
+    let rest = frame
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(&frame[..0], |at| &frame[at + 1..]);
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(b"\n");
+    out.extend_from_slice(rest);
+}
+
 impl Drop for EventStream {
     fn drop(&mut self) {
         self.metrics.open_connections.dec();
+        let duration_ms = self.opened.elapsed().as_millis() as u64;
+        if let Some(feeds) = &self.feeds {
+            let names: Vec<&str> = feeds.names.iter().map(|name| &**name).collect();
+            tracing::info!(
+                kind = "topic",
+                topics = %names.join(","),
+                duration_ms,
+                delivered = self.delivered,
+                last_id = %sse_wire::feeds::encode(&names, &feeds.positions),
+                end = self.end,
+                "stream closed"
+            );
+            return;
+        }
         let topic = self.subscription.topic();
         tracing::info!(
             kind = topic.kind(),
             user = topic.user(),
             job = topic.job(),
             topic = topic.feed(),
-            duration_ms = self.opened.elapsed().as_millis() as u64,
+            duration_ms,
             delivered = self.delivered,
             last_id = %self.last_id,
             end = self.end,

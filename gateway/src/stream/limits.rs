@@ -1,5 +1,6 @@
 //! Which streams a node admits: none while draining or while its broker is down, and at
-//! most `--max-connections` in all and `--max-connections-per-user` per user.
+//! most `--max-connections` in all, `--max-connections-per-user` per user and
+//! `--max-anonymous-connections-per-ip` per client address for streams without a token.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,6 +13,7 @@ use crate::error::{ApiError, ErrorKind};
 pub struct StreamLimits {
     max_node: usize,
     max_per_user: usize,
+    max_anonymous: usize,
     node: AtomicUsize,
     per_user: Mutex<HashMap<Arc<str>, usize>>,
     /// Signalled whenever a stream closes (drain waits on it).
@@ -21,10 +23,11 @@ pub struct StreamLimits {
 }
 
 impl StreamLimits {
-    pub fn new(max_node: usize, max_per_user: usize) -> Arc<StreamLimits> {
+    pub fn new(max_node: usize, max_per_user: usize, max_anonymous: usize) -> Arc<StreamLimits> {
         Arc::new(StreamLimits {
             max_node,
             max_per_user,
+            max_anonymous,
             node: AtomicUsize::new(0),
             per_user: Mutex::new(HashMap::new()),
             closed: tokio::sync::Notify::new(),
@@ -53,21 +56,29 @@ impl StreamLimits {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// Takes one node slot and one of the user's (`503` / `429` when a limit is reached).
-    pub fn acquire(self: &Arc<Self>, user: &str) -> Result<StreamSlot, ApiError> {
+    /// Takes one node slot and one of the owner's (`503` / `429` when a limit is reached).
+    pub fn acquire(self: &Arc<Self>, owner: &SlotOwner) -> Result<StreamSlot, ApiError> {
         if self.node.fetch_add(1, Ordering::AcqRel) >= self.max_node {
             self.node.fetch_sub(1, Ordering::AcqRel);
             return Err(ErrorKind::NodeAtCapacity.into());
         }
-        let user: Arc<str> = Arc::from(user);
+        // A user id has no `/`, so an address's key never equals a user's.
+        let (user, max, whose): (Arc<str>, usize, &str) = match owner {
+            SlotOwner::User(user) => (Arc::from(user.as_str()), self.max_per_user, "user"),
+            SlotOwner::Anonymous(address) => (
+                Arc::from(format!("anonymous/{address}").as_str()),
+                self.max_anonymous,
+                "client address without a token",
+            ),
+        };
         let mut per_user = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
         let count = per_user.entry(user.clone()).or_insert(0);
-        if *count >= self.max_per_user {
+        if *count >= max {
             drop(per_user);
             self.node.fetch_sub(1, Ordering::AcqRel);
             return Err(ApiError::with(
                 ErrorKind::TooManyConnections,
-                format!("at most {} open streams per user", self.max_per_user),
+                format!("at most {max} open streams per {whose}"),
             ));
         }
         *count += 1;
@@ -91,6 +102,15 @@ impl StreamLimits {
             notified.await;
         }
     }
+}
+
+/// Whose slots a stream takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SlotOwner {
+    /// An authenticated user (`sub`).
+    User(String),
+    /// A stream without a token, by its client's address.
+    Anonymous(std::net::IpAddr),
 }
 
 /// A held stream slot; dropping it frees it.
@@ -125,19 +145,29 @@ mod tests {
 
     #[test]
     fn slots_are_counted_per_node_and_per_user_and_given_back() {
-        let limits = StreamLimits::new(3, 2);
-        let a1 = limits.acquire("a").unwrap();
-        let _a2 = limits.acquire("a").unwrap();
-        let refused = limits.acquire("a").map(|_| ()).unwrap_err();
+        let user = |name: &str| SlotOwner::User(name.into());
+        let limits = StreamLimits::new(5, 2, 1);
+        let a1 = limits.acquire(&user("a")).unwrap();
+        let _a2 = limits.acquire(&user("a")).unwrap();
+        let refused = limits.acquire(&user("a")).map(|_| ()).unwrap_err();
         assert_eq!(refused.kind, ErrorKind::TooManyConnections);
-        let _b1 = limits.acquire("b").unwrap();
-        let refused = limits.acquire("c").map(|_| ()).unwrap_err();
+        let _b1 = limits.acquire(&user("b")).unwrap();
+        let address = SlotOwner::Anonymous("203.0.113.9".parse().unwrap());
+        let _anonymous = limits.acquire(&address).unwrap();
+        let refused = limits.acquire(&address).map(|_| ()).unwrap_err();
+        assert_eq!(
+            refused.kind,
+            ErrorKind::TooManyConnections,
+            "one per address"
+        );
+        let _c1 = limits.acquire(&user("c")).unwrap();
+        let refused = limits.acquire(&user("d")).map(|_| ()).unwrap_err();
         assert_eq!(refused.kind, ErrorKind::NodeAtCapacity);
-        assert_eq!(limits.open(), 3);
+        assert_eq!(limits.open(), 5);
         drop(a1);
-        assert_eq!(limits.open(), 2);
+        assert_eq!(limits.open(), 4);
         assert!(
-            limits.acquire("a").is_ok(),
+            limits.acquire(&user("a")).is_ok(),
             "a slot given back is taken again"
         );
     }

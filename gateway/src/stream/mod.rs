@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use body::{EventStream, StreamCut};
-pub use limits::{StreamLimits, StreamSlot};
-pub use open::{OpenRequest, Opened};
+pub use limits::{SlotOwner, StreamLimits, StreamSlot};
+pub use open::{Follow, OpenRequest, Opened};
 
 use crate::broker::NodeBroker;
 use crate::hub::QueueLimits;
@@ -39,6 +39,8 @@ pub struct StreamSettings {
     pub max_connections: usize,
     /// `--max-connections-per-user`.
     pub max_connections_per_user: usize,
+    /// `--max-anonymous-connections-per-ip`.
+    pub max_anonymous_per_address: usize,
 }
 
 /// What opening streams needs: the broker, the limits, the settings, the metrics.
@@ -54,7 +56,11 @@ impl Streams {
     pub fn new(broker: NodeBroker, settings: StreamSettings, metrics: Arc<Metrics>) -> Streams {
         Streams {
             broker,
-            limits: StreamLimits::new(settings.max_connections, settings.max_connections_per_user),
+            limits: StreamLimits::new(
+                settings.max_connections,
+                settings.max_connections_per_user,
+                settings.max_anonymous_per_address,
+            ),
             settings,
             metrics,
         }

@@ -21,7 +21,7 @@ use serde::Serialize;
 use sse_wire::frame as sse;
 use sse_wire::{EventId, JobState};
 
-use super::{EventStream, Streams};
+use super::{body, EventStream, SlotOwner, Streams};
 use crate::broker::{Broker, Replay};
 use crate::error::{ApiError, ErrorKind};
 use crate::hub::Mailbox;
@@ -33,20 +33,34 @@ const MAX_REREADS: usize = 3;
 
 /// A stream to open, after authentication and authorization.
 pub struct OpenRequest {
-    pub topic: Topic,
+    pub follow: Follow,
     /// Whose slot it takes.
-    pub user: String,
-    /// `Last-Event-ID` (header, else query).
-    pub last_event_id: Option<EventId>,
+    pub owner: SlotOwner,
     /// When the token expires (`exp` + leeway), ms since the epoch: the stream ends then.
     pub expires_at_ms: u64,
     /// The connection the stream runs on (cut when the client cannot keep up).
     pub conn: Arc<ConnControl>,
 }
 
+/// What a stream follows.
+pub enum Follow {
+    /// One job's, user's or topic's events, resuming after `Last-Event-ID` (header, else
+    /// query) when given.
+    One {
+        topic: Topic,
+        last_event_id: Option<EventId>,
+    },
+    /// Several topics at once, with composite ids (`sse_wire::feeds`): their names sorted
+    /// and without repeats, and the positions a resuming client had, one per name.
+    Feeds {
+        names: Vec<Arc<str>>,
+        resume: Option<Vec<Option<EventId>>>,
+    },
+}
+
 /// What opening a stream produced.
 pub enum Opened {
-    Stream(EventStream),
+    Stream(Box<EventStream>),
     /// The job is finished and the client has its terminal event: `204`.
     NoContent,
 }
@@ -101,13 +115,23 @@ impl Streams {
     /// Opens a stream (see the module doc for the order).
     pub async fn open(&self, request: OpenRequest) -> Result<Opened, ApiError> {
         let OpenRequest {
-            topic,
-            user,
-            last_event_id,
+            follow,
+            owner,
             expires_at_ms,
             conn,
         } = request;
-        let slot = self.limits.acquire(&user)?;
+        let (topic, last_event_id) = match follow {
+            Follow::One {
+                topic,
+                last_event_id,
+            } => (topic, last_event_id),
+            Follow::Feeds { names, resume } => {
+                return self
+                    .open_feeds(names, resume, owner, expires_at_ms, conn)
+                    .await
+            }
+        };
+        let slot = self.limits.acquire(&owner)?;
         let mailbox = Mailbox::new(self.settings.queue, expires_at_ms, conn);
         let subscription = self
             .broker
@@ -183,7 +207,7 @@ impl Streams {
                                 &data.to_string(),
                             );
                         } else {
-                            let _ = sse::encode_event(&mut prelude, Some(&id), None, "");
+                            let _ = sse::position(&mut prelude, &id);
                         }
                         position
                     }
@@ -252,12 +276,13 @@ impl Streams {
             position = %last_written,
             "stream opened"
         );
-        Ok(Opened::Stream(EventStream {
+        Ok(Opened::Stream(Box::new(EventStream {
             prelude: Some(prelude.freeze()),
             ends_on_terminal: topic.ends_on_terminal(),
             done: ends,
             last_id: last_written,
             subscription,
+            feeds: None,
             delivered: 0,
             opened: Instant::now(),
             end: if ends {
@@ -267,7 +292,152 @@ impl Streams {
             },
             metrics: self.metrics.clone(),
             _slot: slot,
-        }))
+        })))
+    }
+}
+
+impl Streams {
+    /// Opens a stream of several topics (see [`Follow::Feeds`]): the same order as
+    /// [`Streams::open`], for every topic — all subscriptions confirmed, then each topic's
+    /// history after its position (or its live edge for a fresh stream), merged by time,
+    /// then live events, each topic dropping what it already wrote.
+    async fn open_feeds(
+        &self,
+        names: Vec<Arc<str>>,
+        resume: Option<Vec<Option<EventId>>>,
+        owner: SlotOwner,
+        expires_at_ms: u64,
+        conn: Arc<ConnControl>,
+    ) -> Result<Opened, ApiError> {
+        let slot = self.limits.acquire(&owner)?;
+        let subscribing = names.iter().map(|name| {
+            let mailbox = Mailbox::new(self.settings.queue, expires_at_ms, conn.clone());
+            self.broker.subscribe(Topic::Feed(name.clone()), mailbox)
+        });
+        // Concurrently: on Redis, queued subscriptions share one SUBSCRIBE.
+        let mut subscriptions = Vec::with_capacity(names.len());
+        for subscribed in futures_util::future::join_all(subscribing).await {
+            subscriptions.push(subscribed?);
+        }
+        let mut generation_at_subscribe = self.broker.generation();
+        self.admit()?;
+        let broker = &self.broker;
+        let sorted: Vec<&str> = names.iter().map(|name| &**name).collect();
+        let mut positions: Vec<Option<EventId>> = vec![None; names.len()];
+        // (id, topic index, frame) of every event to replay, and resync markers.
+        let mut replayed: Vec<(EventId, usize, bytes::Bytes)> = Vec::new();
+        let mut resynced: Vec<usize> = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let topic = Topic::Feed(name.clone());
+            match resume.as_ref().map(|resume| resume[i]) {
+                Some(after) => match broker
+                    .replay(&topic, after.unwrap_or(EventId::ZERO))
+                    .await?
+                {
+                    Replay::Events(events) => {
+                        positions[i] = events.last().map(|event| event.id).or(after);
+                        replayed.extend(events.into_iter().map(|e| (e.id, i, e.frame)));
+                    }
+                    Replay::Gap => {
+                        let edge = broker.feed_position(name).await?;
+                        positions[i] = (edge != EventId::ZERO).then_some(edge);
+                        resynced.push(i);
+                    }
+                },
+                None => {
+                    let edge = broker.feed_position(name).await?;
+                    positions[i] = (edge != EventId::ZERO).then_some(edge);
+                }
+            }
+        }
+        let mut prelude = BytesMut::with_capacity(512);
+        prelude.extend_from_slice(&sse::retry(self.settings.retry.as_millis() as u64));
+        self.metrics.replayed_events.inc_by(replayed.len() as u64);
+        // Each replayed event carries the positions as of itself: the others' at their
+        // resume point or later, so a client cut mid-replay resumes where it was.
+        let mut written: Vec<Option<EventId>> = match &resume {
+            Some(resume) => resume.clone(),
+            None => positions.clone(),
+        };
+        for &i in &resynced {
+            written[i] = positions[i];
+            let data = serde_json::json!({"topic": &*names[i], "resync": true}).to_string();
+            let id = sse_wire::feeds::encode(&sorted, &written);
+            let _ = sse::encode_event(&mut prelude, Some(&id), Some("resync"), &data);
+        }
+        replayed.sort_by_key(|(id, i, _)| (*id, *i));
+        for (id, i, frame) in &replayed {
+            written[*i] = Some(*id);
+            body::rerender(
+                &mut prelude,
+                &sse_wire::feeds::encode(&sorted, &written),
+                frame,
+            );
+        }
+        if resume.is_none() {
+            // Where the live edge is, so a reconnect before the first event resumes there.
+            let id = sse_wire::feeds::encode(&sorted, &positions);
+            let _ = sse::position(&mut prelude, &id);
+        }
+        // The upstream connection may have been lost while the history was read: read
+        // again after what was written (see [`Streams::open`]).
+        for _ in 0..MAX_REREADS {
+            let generation = broker.generation();
+            for (subscription, position) in subscriptions.iter().zip(&positions) {
+                subscription
+                    .mailbox()
+                    .set_position(position.unwrap_or(EventId::ZERO));
+            }
+            if generation == generation_at_subscribe {
+                break;
+            }
+            generation_at_subscribe = generation;
+            for (i, name) in names.iter().enumerate() {
+                let after = positions[i].unwrap_or(EventId::ZERO);
+                match broker.replay(&Topic::Feed(name.clone()), after).await? {
+                    Replay::Events(events) => {
+                        for event in events {
+                            positions[i] = Some(event.id);
+                            let id = sse_wire::feeds::encode(&sorted, &positions);
+                            body::rerender(&mut prelude, &id, &event.frame);
+                        }
+                    }
+                    Replay::Gap => return Err(ErrorKind::BrokerUnavailable.into()),
+                }
+            }
+        }
+        self.metrics.open_connections.inc();
+        self.metrics
+            .connections_accepted
+            .with_label_values(&["topic"])
+            .inc();
+        tracing::info!(
+            kind = "topic",
+            topics = %sorted.join(","),
+            resumed = resume.is_some(),
+            "stream opened"
+        );
+        let mut subscriptions = subscriptions.into_iter();
+        let Some(first) = subscriptions.next() else {
+            return Err(ApiError::with(ErrorKind::InvalidBody, "no topic"));
+        };
+        Ok(Opened::Stream(Box::new(EventStream {
+            prelude: Some(prelude.freeze()),
+            ends_on_terminal: false,
+            done: false,
+            last_id: positions[0].unwrap_or(EventId::ZERO),
+            subscription: first,
+            feeds: Some(Box::new(body::Feeds::new(
+                names,
+                positions,
+                subscriptions.collect(),
+            ))),
+            delivered: 0,
+            opened: Instant::now(),
+            end: "client_closed",
+            metrics: self.metrics.clone(),
+            _slot: slot,
+        })))
     }
 }
 
@@ -306,6 +476,7 @@ mod tests {
             },
             max_connections: 100,
             max_connections_per_user: max_per_user,
+            max_anonymous_per_address: 4,
         };
         Streams::new(broker, settings, metrics)
     }
@@ -328,20 +499,26 @@ mod tests {
 
     fn request(job: &str, last_event_id: Option<EventId>) -> OpenRequest {
         OpenRequest {
-            topic: Topic::Job {
-                owner: "alice".into(),
-                job: job.into(),
+            follow: Follow::One {
+                topic: job_topic(job),
+                last_event_id,
             },
-            user: "alice".into(),
-            last_event_id,
+            owner: SlotOwner::User("alice".into()),
             expires_at_ms: u64::MAX,
             conn: Arc::new(ConnControl::default()),
         }
     }
 
+    fn job_topic(job: &str) -> Topic {
+        Topic::Job {
+            owner: "alice".into(),
+            job: job.into(),
+        }
+    }
+
     async fn open_stream(streams: &Streams, request: OpenRequest) -> EventStream {
         match streams.open(request).await {
-            Ok(Opened::Stream(stream)) => stream,
+            Ok(Opened::Stream(stream)) => *stream,
             Ok(Opened::NoContent) => panic!("204 where a stream was expected"),
             Err(error) => panic!("refused: {}", error.body()),
         }
@@ -395,10 +572,7 @@ mod tests {
         assert_eq!(streams.limits.open(), 1);
         drop(stream);
         assert_eq!(streams.limits.open(), 0, "the slot is given back");
-        assert!(!streams
-            .broker
-            .hub()
-            .has_subscribers(&request("j", None).topic));
+        assert!(!streams.broker.hub().has_subscribers(&job_topic("j")));
     }
 
     #[tokio::test]
@@ -435,10 +609,7 @@ mod tests {
             "the slot taken before is given back"
         );
         assert!(
-            !streams
-                .broker
-                .hub()
-                .has_subscribers(&request("j", None).topic),
+            !streams.broker.hub().has_subscribers(&job_topic("j")),
             "the subscription made before is dropped"
         );
     }

@@ -1,9 +1,14 @@
-//! [`ConnControl`]: lets a stream's mailbox cut the TCP connection it runs on.
+//! What a request knows of the connection it came on: [`ConnControl`], which lets a
+//! stream's mailbox cut that connection, and [`PeerAddr`], the address it came from.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
+
+/// The address a request's TCP connection came from (a request extension).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::SocketAddr);
 
 /// Lets a stream cut the TCP connection it runs on, even while the connection's task is
 /// blocked writing to a full socket (which is exactly when a slow consumer must be cut).

@@ -10,6 +10,15 @@ pub fn query_param<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
     })
 }
 
+/// Every value of a repeated query parameter (`topic=a&topic=b`), percent-decoded, in
+/// order; an empty value (`topic=`) is kept, for the caller to refuse.
+pub fn query_params<'a>(query: &'a str, name: &'a str) -> impl Iterator<Item = Cow<'a, str>> {
+    query.split('&').filter_map(move |pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then(|| percent_decode(value))
+    })
+}
+
 /// Decodes `%XX` and `+`; a malformed escape is kept as it is.
 fn percent_decode(text: &str) -> Cow<'_, str> {
     if !text.contains(['%', '+']) {
@@ -61,5 +70,7 @@ mod tests {
         assert_eq!(query_param("x=%zz", "x").as_deref(), Some("%zz"));
         assert_eq!(query_param("token=", "token"), None);
         assert_eq!(query_param("tokens=1", "token"), None);
+        let all: Vec<_> = query_params("topic=a&x=1&topic=b%2Ec&topic=", "topic").collect();
+        assert_eq!(all, ["a", "b.c", ""]);
     }
 }

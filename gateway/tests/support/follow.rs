@@ -26,11 +26,46 @@ pub async fn follow(
     target: String,
     is_last: fn(&Event) -> bool,
 ) -> Followed {
+    follow_with(lb, Some(token), target, is_last, Opening::Snapshot).await
+}
+
+/// Follows a topic stream (`/v1/topics/…`) like EventSource: it opens at the live edge with
+/// an id-only block (recorded as [`Followed::opening`]), and every `id:` field — of an
+/// event or of an id-only block — is what a reconnect sends. `token: None` watches
+/// without one (an `--anonymous-topic`).
+pub async fn follow_feed(
+    lb: SocketAddr,
+    token: Option<String>,
+    target: String,
+    is_last: impl FnMut(&Event) -> bool,
+) -> Followed {
+    follow_with(lb, token, target, is_last, Opening::Position).await
+}
+
+/// What a stream's first frame is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    /// An event carrying the state (job and user streams).
+    Snapshot,
+    /// An id-only block at the live edge (topic streams).
+    Position,
+}
+
+async fn follow_with(
+    lb: SocketAddr,
+    token: Option<String>,
+    target: String,
+    mut is_last: impl FnMut(&Event) -> bool,
+    opening: Opening,
+) -> Followed {
     let mut followed = Followed::default();
     let mut last_id: Option<String> = None;
     let mut retry = Duration::from_millis(300);
     loop {
-        let mut request = Request::get(&target).bearer(&token);
+        let mut request = Request::get(&target);
+        if let Some(token) = &token {
+            request = request.bearer(token);
+        }
         if let Some(id) = &last_id {
             request = request.last_event_id(id);
         }
@@ -48,8 +83,16 @@ pub async fn follow(
                     if let Some(ms) = frame.retry {
                         retry = Duration::from_millis(ms);
                     }
+                    if opening == Opening::Position {
+                        if let Some(id) = &frame.id_field {
+                            if last_id.is_none() {
+                                followed.opening = id.clone();
+                            }
+                            last_id = Some(id.clone());
+                        }
+                    }
                     let Some(event) = frame.event else { continue };
-                    if last_id.is_none() {
+                    if opening == Opening::Snapshot && last_id.is_none() {
                         followed.opening = event.id.clone();
                         last_id = Some(event.id);
                         continue;

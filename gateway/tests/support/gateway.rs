@@ -394,6 +394,18 @@ impl Gateway {
         created_id(&response, &format!("notify user {user}: {body}"))
     }
 
+    /// Publishes a topic event; asserts 201 and returns the id.
+    pub async fn publish_topic(&self, topic: &str, body: Value) -> String {
+        let response = self
+            .send(
+                Request::post(format!("/v1/topics/{topic}/events"))
+                    .bearer(&self.publisher_token())
+                    .json(&body),
+            )
+            .await;
+        created_id(&response, &format!("publish to topic {topic}: {body}"))
+    }
+
     /// A kept-alive connection for many publishes in a row.
     pub async fn publisher(&self) -> Publisher {
         Publisher {
@@ -541,6 +553,14 @@ impl Publisher {
             .bearer(&self.token)
             .json(body);
         self.send(request, &format!("notify user {user}")).await
+    }
+
+    pub async fn publish_topic(&mut self, topic: &str, body: &Value) -> String {
+        let request = Request::post(format!("/v1/topics/{topic}/events"))
+            .bearer(&self.token)
+            .json(body);
+        self.send(request, &format!("publish to topic {topic}"))
+            .await
     }
 
     async fn send(&mut self, request: Request, what: &str) -> String {

@@ -76,6 +76,18 @@ pub fn event(id: Option<&str>, event: Option<&str>, data: &str) -> Result<Bytes,
     Ok(out.freeze())
 }
 
+/// An id-only block (`id: <id>` and a blank line): it moves the client's last event id
+/// without dispatching an event (WHATWG: a block without `data` fires nothing, yet its id
+/// becomes `lastEventId`), so a reconnect resumes from there.
+pub fn position(out: &mut BytesMut, id: &str) -> Result<(), EncodeError> {
+    if id.contains(['\n', '\r', '\0']) {
+        return Err(EncodeError::InvalidId);
+    }
+    put_field(out, "id", id);
+    out.put_u8(b'\n');
+    Ok(())
+}
+
 /// A comment line (`: text`); line breaks become several comment lines.
 pub fn comment(text: &str) -> Bytes {
     let mut out = BytesMut::with_capacity(text.len() + 4);
@@ -146,6 +158,16 @@ mod tests {
 
     fn text(bytes: Bytes) -> String {
         String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn position_is_an_id_only_block() {
+        let mut out = BytesMut::new();
+        position(&mut out, "t1.3qes.m3s6azm0.99~0.0~3").unwrap();
+        assert_eq!(text(out.freeze()), "id: t1.3qes.m3s6azm0.99~0.0~3\n\n");
+        let mut out = BytesMut::new();
+        assert_eq!(position(&mut out, "a\nb"), Err(EncodeError::InvalidId));
+        assert!(out.is_empty(), "nothing written for a bad id");
     }
 
     #[test]

@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod envelope;
+pub mod feeds;
 pub mod frame;
 pub mod id;
 pub mod keys;
