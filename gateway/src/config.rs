@@ -68,7 +68,7 @@ pub enum Command {
     /// Serve (the default when no subcommand is given).
     Serve(Box<ServeArgs>),
     /// Sign a token with the configured key, for development and tests.
-    MintToken(MintTokenArgs),
+    MintToken(Box<MintTokenArgs>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -204,6 +204,9 @@ pub struct MintTokenArgs {
     /// Extra jobs the token may watch, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub jobs: Vec<String>,
+    /// Topics the token may watch (names, or prefixes ending in `*`), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub topics: Vec<String>,
     /// Lifetime of the token.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub ttl: Duration,
@@ -449,7 +452,7 @@ fn auth_settings(args: &ServeArgs) -> Result<AuthSettings, ConfigError> {
     Ok(settings)
 }
 
-/// `--public-topic` and `--anonymous-topic`.
+/// `--public-topic` and `--anonymous-topic` (and, with `--demo`, the demo's topics).
 fn topic_access(args: &ServeArgs) -> Result<TopicAccess, ConfigError> {
     let patterns = |option: &'static str, values: &[String]| {
         values
@@ -464,8 +467,13 @@ fn topic_access(args: &ServeArgs) -> Result<TopicAccess, ConfigError> {
             })
             .collect::<Result<Vec<_>, _>>()
     };
+    let mut public = patterns("--public-topic", &args.public_topic)?;
+    if args.demo {
+        // The demo's feeds: any signed-in user may watch them.
+        public.extend(TopicPattern::parse(crate::demo::DEMO_TOPICS));
+    }
     Ok(TopicAccess {
-        public: patterns("--public-topic", &args.public_topic)?,
+        public,
         anonymous: patterns("--anonymous-topic", &args.anonymous_topic)?,
     })
 }
@@ -530,6 +538,7 @@ impl MintTokenArgs {
             sub: self.sub.clone(),
             role: self.role.clone(),
             jobs: self.jobs.clone(),
+            topics: self.topics.clone(),
             ttl: self.ttl,
             key: match (&self.private_key_file, &self.jwt_secret) {
                 (Some(path), _) => MintKey::PrivateKeyFile {
@@ -549,6 +558,7 @@ impl MintTokenArgs {
 pub fn mint_error(error: &MintError) -> ConfigError {
     let option = match error {
         MintError::InvalidSub => "--sub",
+        MintError::InvalidTopic(_) => "--topics",
         MintError::SecretTooShort | MintError::NoKey => "--jwt-secret",
         MintError::Unreadable { .. } | MintError::NotAPrivateKey | MintError::Sign(_) => {
             "--private-key-file"
@@ -696,6 +706,47 @@ mod tests {
             (
                 vec!["--jwt-secret", SECRET, "--drain-timeout", "forever"],
                 "--drain-timeout",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--topic-stream-maxlen", "0"],
+                "--topic-stream-maxlen",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--idempotency-window", "0s"],
+                "--idempotency-window",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--public-topic", "news/eu"],
+                "--public-topic",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--anonymous-topic", "a*b"],
+                "--anonymous-topic",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--anonymous-topic", ""],
+                "--anonymous-topic",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--max-topics-per-stream", "0"],
+                "--max-topics-per-stream",
+            ),
+            (
+                vec![
+                    "--jwt-secret",
+                    SECRET,
+                    "--max-anonymous-connections-per-ip",
+                    "0",
+                ],
+                "--max-anonymous-connections-per-ip",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--trusted-proxy", "10.0.0.0/33"],
+                "--trusted-proxy",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--trusted-proxy", "proxy.local"],
+                "--trusted-proxy",
             ),
             (
                 vec!["--jwt-secret", SECRET, "--log-format", "xml"],

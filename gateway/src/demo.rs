@@ -1,16 +1,23 @@
 //! The demo's fake jobs (`--demo`): renders, imports and builds for the user `demo` that
-//! move through stages, log lines, finish, and now and then fail — published through the
-//! node's broker like any publisher's events.
+//! move through stages, log lines, finish, and now and then fail — and an announcements
+//! feed (the topic `demo.announcements`) — published through the node's broker like any
+//! publisher's events.
 
 use std::time::Duration;
 
 use rand::Rng;
 use serde_json::json;
 
-use crate::broker::{Broker, BrokerError, JobEvent, NodeBroker, PublishMeta, UserEvent};
+use crate::broker::{
+    Broker, BrokerError, JobEvent, NodeBroker, PublishMeta, TopicEvent, UserEvent,
+};
 
 /// The user the demo publisher works for.
 pub const DEMO_USER: &str = "demo";
+
+/// The demo's topics (any signed-in user may watch them) and its announcements feed.
+pub const DEMO_TOPICS: &str = "demo.*";
+pub const DEMO_ANNOUNCEMENTS: &str = "demo.announcements";
 
 /// What a fake job is.
 struct Kind {
@@ -130,4 +137,47 @@ async fn run_demo_job(broker: &NodeBroker, number: u64) -> Result<(), BrokerErro
         ))
         .await?;
     Ok(())
+}
+
+/// What the announcements feed says, in turn: (severity, title, text).
+const ANNOUNCEMENTS: [(&str, &str, &str); 5] = [
+    ("info", "Render farm", "All 12 render nodes are up"),
+    (
+        "warning",
+        "Maintenance",
+        "Imports pause on Sunday 02:00-02:30 UTC",
+    ),
+    (
+        "info",
+        "Release",
+        "Build pipeline 2.4 is live: caching is on for every job",
+    ),
+    ("info", "Queue", "Jobs are starting within a few seconds"),
+    (
+        "warning",
+        "Storage",
+        "The scratch volume is 80% full; old renders are pruned at 90%",
+    ),
+];
+
+/// Publishes an announcement to [`DEMO_ANNOUNCEMENTS`] every 8 to 14 seconds, forever
+/// (the first one at once, so a fresh dashboard has one to resume from).
+pub async fn publish_demo_announcements(broker: NodeBroker) {
+    for number in 0u64.. {
+        let (severity, title, text) = ANNOUNCEMENTS[(number % ANNOUNCEMENTS.len() as u64) as usize];
+        let event = TopicEvent {
+            topic: DEMO_ANNOUNCEMENTS.into(),
+            event_type: "announcement".into(),
+            fields: json!({"severity": severity, "title": title, "text": text})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            meta: PublishMeta::default(),
+        };
+        if let Err(error) = broker.publish_topic_event(event).await {
+            tracing::warn!(%error, "demo announcement failed to publish");
+        }
+        let pause = Duration::from_millis(rand::rng().random_range(8000..14000));
+        tokio::time::sleep(pause).await;
+    }
 }

@@ -94,6 +94,8 @@ async fn mint_token_prints_a_working_hs256_token() {
                 "u2",
                 "--jobs",
                 "j1",
+                "--topics",
+                "team.7.*,news",
             ],
             &[],
         )
@@ -122,6 +124,34 @@ async fn mint_token_prints_a_working_hs256_token() {
             .await
             .stream();
         expect_opening(&mut stream, "status").await;
+        for (topic, status) in [
+            ("team.7.builds", 200),
+            ("news", 200),
+            ("team.8.builds", 404),
+        ] {
+            let response = gw
+                .send(Request::get(format!("/v1/topics/{topic}")).bearer(&viewer))
+                .await;
+            assert_eq!(
+                response.status, status,
+                "{topic} with --topics team.7.*,news"
+            );
+        }
+        let (code, _, stderr) = run(
+            &[
+                "mint-token",
+                "--jwt-secret",
+                SECRET,
+                "--sub",
+                "u2",
+                "--topics",
+                "a/b",
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(code, Some(64), "a bad --topics pattern: {stderr}");
+        assert!(stderr.contains("--topics"), "names the option: {stderr}");
         let response = gw
             .send(
                 Request::post("/v1/jobs/j1/events")

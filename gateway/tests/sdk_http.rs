@@ -218,9 +218,50 @@ async fn the_cli_publishes_and_reports_conflicts() {
         args.extend(["notify", "u1", "notice", "--data", "not json"].map(String::from));
         let output = run(args).await;
         assert_eq!(output.status.code(), Some(2), "bad --data exits 2");
-        let mut args = base;
+        let mut args = base.clone();
         args.extend(["notify", "u1", "notice", "--data", r#"{"text":"hi"}"#].map(String::from));
         assert!(run(args).await.status.success());
+
+        // A topic event, twice with one idempotency key: one event, the same id printed.
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let mut args = base.clone();
+            args.extend(
+                [
+                    "--idempotency-key",
+                    "note-1",
+                    "topic",
+                    "news",
+                    "announcement",
+                    "--data",
+                    r#"{"title":"hi"}"#,
+                ]
+                .map(String::from),
+            );
+            let output = run(args).await;
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            ids.push(String::from_utf8(output.stdout).unwrap().trim().to_owned());
+        }
+        assert_eq!(ids[0], ids[1], "the repeat prints the first id");
+        let admin = gw.token_with("ops", json!({"role": "admin"}));
+        let state = gw
+            .send(Request::get("/v1/topics/news").bearer(&admin))
+            .await
+            .json();
+        assert_eq!(state["lastEventId"], ids[0].as_str(), "published once");
+
+        // A finished job refuses further events: exit 4.
+        let mut args = base.clone();
+        args.extend(["job", "j1", "--owner", "u1", "complete"].map(String::from));
+        assert!(run(args).await.status.success());
+        let mut args = base;
+        args.extend(["job", "j1", "--owner", "u1", "log"].map(String::from));
+        let output = run(args).await;
+        assert_eq!(output.status.code(), Some(4), "job finished exits 4");
     })
     .await
 }

@@ -150,15 +150,22 @@ async fn a_topic_stream_resumes_after_its_last_event_id(backend: Backend) {
                 .await,
         );
     }
-    for (header, query) in [(true, false), (false, true)] {
-        let mut request = Request::get(if query {
-            format!("/v1/topics/news/events?lastEventId={}", ids[2])
-        } else {
-            "/v1/topics/news/events".to_owned()
-        })
-        .bearer(&gw.token("alice"));
-        if header {
-            request = request.last_event_id(&ids[2]);
+    // By header (which wins over the query), by `lastEventId`, and by `since`.
+    for (header, query) in [
+        (Some(&ids[2]), Some(format!("since={}", ids[0]))),
+        (
+            None,
+            Some(format!("lastEventId={}&since={}", ids[2], ids[0])),
+        ),
+        (None, Some(format!("since={}", ids[2]))),
+    ] {
+        let target = match &query {
+            Some(query) => format!("/v1/topics/news/events?{query}"),
+            None => "/v1/topics/news/events".to_owned(),
+        };
+        let mut request = Request::get(target).bearer(&gw.token("alice"));
+        if let Some(id) = header {
+            request = request.last_event_id(id);
         }
         let mut stream = gw.open(request).await.stream();
         expect_retry(&mut stream, 3000).await;

@@ -18,6 +18,8 @@ pub struct MintRequest {
     pub role: Option<String>,
     /// `jobs`: extra jobs the token may watch.
     pub jobs: Vec<String>,
+    /// `topics`: topics (names, or prefixes ending in `*`) the token may watch.
+    pub topics: Vec<String>,
     pub ttl: Duration,
     pub key: MintKey,
     pub issuer: Option<String>,
@@ -41,6 +43,8 @@ pub enum MintKey {
 pub enum MintError {
     #[error("must be 1-128 characters of [A-Za-z0-9._:-]")]
     InvalidSub,
+    #[error("{0:?} is not a topic name or a prefix ending in *")]
+    InvalidTopic(String),
     #[error("must be at least {MIN_SECRET_BYTES} bytes")]
     SecretTooShort,
     #[error("give a secret or a private key file")]
@@ -63,6 +67,8 @@ struct MintClaims<'a> {
     exp: u64,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     jobs: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    topics: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     role: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,12 +82,20 @@ pub fn mint_token(request: &MintRequest) -> Result<String, MintError> {
     if !sse_wire::is_valid_id(&request.sub) {
         return Err(MintError::InvalidSub);
     }
+    if let Some(bad) = request
+        .topics
+        .iter()
+        .find(|topic| super::TopicPattern::parse(topic).is_none())
+    {
+        return Err(MintError::InvalidTopic(bad.clone()));
+    }
     let now = jsonwebtoken::get_current_timestamp();
     let claims = MintClaims {
         sub: &request.sub,
         iat: now,
         exp: now + request.ttl.as_secs().max(1),
         jobs: &request.jobs,
+        topics: &request.topics,
         role: request.role.as_deref(),
         iss: request.issuer.as_deref(),
         aud: request.audience.as_deref(),
@@ -127,6 +141,7 @@ impl Auth {
             iat: now,
             exp: now + ttl.as_secs(),
             jobs: &[],
+            topics: &[],
             role: None,
             iss: self.issuer.as_deref(),
             aud: self.audience.as_deref(),

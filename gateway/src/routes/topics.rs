@@ -14,7 +14,7 @@ use http::{Request, Response, StatusCode};
 use sse_wire::EventId;
 
 use super::client::client_address;
-use super::streams::{counted, last_event_id, last_event_text, stream_response};
+use super::streams::{counted, last_event_text, stream_response};
 use super::{check_id, json_response, App};
 use crate::auth::AuthError;
 use crate::broker::Broker;
@@ -22,7 +22,7 @@ use crate::error::{ApiError, ErrorKind};
 use crate::stream::{Follow, OpenRequest, ResponseBody, SlotOwner};
 use crate::vocab::control::ConnControl;
 use crate::vocab::event::Topic;
-use crate::vocab::query::query_params;
+use crate::vocab::query::{query_param, query_params};
 
 /// Who watches, and until when.
 struct Watcher {
@@ -65,6 +65,19 @@ fn watcher<T>(app: &App, request: &Request<T>, topics: &[&str]) -> Result<Watche
     }
 }
 
+/// Where a topic stream starts: `Last-Event-ID`, else `lastEventId`, else `since` (the
+/// same, under the name a client that is not resuming would use).
+fn position_text<T>(request: &Request<T>) -> Result<Option<String>, ApiError> {
+    Ok(match last_event_text(request)? {
+        Some(text) => Some(text),
+        None => request
+            .uri()
+            .query()
+            .and_then(|query| query_param(query, "since"))
+            .map(|text| text.into_owned()),
+    })
+}
+
 /// `GET /v1/topics/{topic}/events`: one topic, with the topic stream's own ids.
 pub async fn topic_stream<T>(
     app: &Arc<App>,
@@ -75,7 +88,13 @@ pub async fn topic_stream<T>(
     let result = async {
         check_id(topic)?;
         let watcher = watcher(app, request, &[topic])?;
-        let last_event_id = last_event_id(request)?;
+        let last_event_id = match position_text(request)? {
+            Some(text) => Some(
+                text.parse()
+                    .map_err(|_| ApiError::new(ErrorKind::InvalidLastEventId))?,
+            ),
+            None => None,
+        };
         app.streams.admit()?;
         let request = OpenRequest {
             follow: Follow::One {
@@ -120,7 +139,7 @@ pub async fn topics_stream<T>(
         }
         let sorted: Vec<&str> = names.iter().map(String::as_str).collect();
         let watcher = watcher(app, request, &sorted)?;
-        let resume = match last_event_text(request)? {
+        let resume = match position_text(request)? {
             Some(text) => Some(sse_wire::feeds::decode(&text, &sorted).map_err(|error| {
                 ApiError::with(ErrorKind::InvalidLastEventId, error.to_string())
             })?),

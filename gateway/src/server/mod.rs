@@ -102,10 +102,15 @@ async fn serve(
         metrics_listener,
         app.metrics.clone(),
     ));
-    let demo = app
-        .settings
-        .demo
-        .then(|| tokio::spawn(crate::demo::publish_demo_jobs(app.broker().clone())));
+    let demo = app.settings.demo.then(|| {
+        let broker = app.broker().clone();
+        tokio::spawn(async move {
+            tokio::join!(
+                crate::demo::publish_demo_jobs(broker.clone()),
+                crate::demo::publish_demo_announcements(broker),
+            )
+        })
+    });
 
     let permits = Arc::new(Semaphore::new(tcp_limit));
     let (closing_tx, closing_rx) = watch::channel(false);

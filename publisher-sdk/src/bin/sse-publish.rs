@@ -1,11 +1,14 @@
-//! `sse-publish`: publish job events and user notifications from shell scripts.
+//! `sse-publish`: publish job events, user notifications and topic events from shell
+//! scripts.
 //!
 //! ```text
 //! sse-publish --gateway http://127.0.0.1:8080 --token "$PUBLISHER_TOKEN" \
 //!     job j1 --owner u1 progress --data '{"progress":45,"stage":"Encoding"}'
 //! sse-publish --gateway http://127.0.0.1:8080 --token "$T" notify u1 notice --data '{"text":"hi"}'
+//! sse-publish --gateway http://127.0.0.1:8080 --token "$T" topic news announcement --data '{"title":"…"}'
 //! ```
-//! Prints the event id. Exit status: 0 published, 1 failed, 2 usage, 3 owner conflict.
+//! Prints the event id. Exit status: 0 published, 1 failed, 2 usage, 3 owner conflict,
+//! 4 job finished.
 
 use std::process::ExitCode;
 
@@ -29,6 +32,10 @@ struct Cli {
     /// Correlation id carried in the event and logged by the gateway.
     #[arg(long, global = true)]
     correlation_id: Option<String>,
+    /// Idempotency key: running the same command again within the gateway's
+    /// --idempotency-window publishes nothing and prints the first event's id.
+    #[arg(long, global = true)]
+    idempotency_key: Option<String>,
     #[command(subcommand)]
     command: What,
 }
@@ -43,6 +50,16 @@ enum What {
         #[arg(long)]
         owner: String,
         /// Event type: progress, stage, log, complete, failed, cancelled or your own.
+        event_type: String,
+        /// Event fields, a JSON object.
+        #[arg(long, default_value = "{}")]
+        data: String,
+    },
+    /// Publish an event to a topic (a broadcast feed).
+    Topic {
+        /// Topic name.
+        topic: String,
+        /// Event type, e.g. announcement.
         event_type: String,
         /// Event fields, a JSON object.
         #[arg(long, default_value = "{}")]
@@ -71,6 +88,9 @@ async fn main() -> ExitCode {
     if let Some(id) = cli.correlation_id {
         options = options.correlation_id(id);
     }
+    if let Some(key) = cli.idempotency_key {
+        options = options.idempotency_key(key);
+    }
     let result = match cli.command {
         What::Job {
             job,
@@ -82,6 +102,19 @@ async fn main() -> ExitCode {
                 publisher
                     .job(job, owner)
                     .event_with(&event_type, data, options)
+                    .await
+            }
+            Err(error) => Err(error),
+        },
+        What::Topic {
+            topic,
+            event_type,
+            data,
+        } => match parse(&data) {
+            Ok(data) => {
+                publisher
+                    .topic(topic)
+                    .publish_with(&event_type, data, options)
                     .await
             }
             Err(error) => Err(error),
@@ -118,6 +151,7 @@ fn fail(error: &Error) -> ExitCode {
     match error {
         Error::InvalidArgument(_) => ExitCode::from(2),
         Error::OwnerConflict { .. } => ExitCode::from(3),
+        Error::JobFinished { .. } => ExitCode::from(4),
         _ => ExitCode::FAILURE,
     }
 }
