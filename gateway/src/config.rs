@@ -375,6 +375,9 @@ impl Config {
                 max_connections,
                 max_connections_per_user: args.max_connections_per_user,
                 max_anonymous_per_address: args.max_anonymous_connections_per_ip,
+                // A page of the largest events fits the send-queue bound.
+                replay_page: (args.send_queue_bytes / args.max_body_bytes)
+                    .clamp(1, args.send_queue_events),
             },
             routes: RouteSettings {
                 cors_origins: args.cors_origin,

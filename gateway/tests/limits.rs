@@ -1,7 +1,8 @@
 //! Limits: streams per user (`429`) and per node (`503 node_at_capacity` with
 //! `Retry-After`), slots freed when streams close, and the bounded per-connection send
 //! queue: a client that stops reading is disconnected and counted while others on the same
-//! job get every event, and the gateway's memory stays bounded.
+//! job get every event, and the gateway's memory stays bounded — also while clients resume
+//! long histories (replay is paged: the next page is read only once the last is written).
 
 mod support;
 
@@ -17,7 +18,106 @@ backend_tests!(
     per_user_stream_limit_is_429,
     node_stream_limit_is_503,
     slow_client_is_disconnected_others_get_everything_memory_bounded => 90,
+    resumers_that_never_read_hold_bounded_memory => 120,
+    a_slow_resumer_gets_every_event_once_in_order => 120,
 );
+
+/// 900 retained events of 16 KiB on one job (about 14 MiB).
+async fn long_history(gw: &Gateway) -> Vec<String> {
+    let payload = "x".repeat(16 * 1024);
+    let mut publisher = gw.publisher().await;
+    let mut ids = Vec::with_capacity(900);
+    for n in 0..900 {
+        let body = json!({"owner": "u1", "type": "log", "data": {"n": n, "blob": payload}});
+        ids.push(publisher.publish("long", &body).await);
+    }
+    ids
+}
+
+async fn resumers_that_never_read_hold_bounded_memory(backend: Backend) {
+    const CLIENTS: usize = 8;
+    const QUEUE_BYTES: u64 = 256 * 1024;
+    let gw = Gateway::builder(backend)
+        .flag("--send-queue-bytes", QUEUE_BYTES.to_string())
+        .flag("--heartbeat", "1s")
+        .start()
+        .await;
+    let ids = long_history(&gw).await;
+    let baseline = gw.rss_bytes();
+    // Each resumes from the oldest id — 14 MiB to replay — and never reads.
+    let request = Request::get("/v1/jobs/long/events")
+        .bearer(&gw.token("u1"))
+        .last_event_id(&ids[0]);
+    let mut stuck = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut conn = Conn::with_tiny_receive_buffer(gw.addr).await;
+        conn.write_all(&request.encode(gw.addr, false))
+            .await
+            .expect("send the request");
+        stuck.push(conn);
+    }
+    wait_until(
+        "every resumer's stream is open",
+        Duration::from_secs(20),
+        || async { gw.metric("sse_gateway_open_connections").await == CLIENTS as f64 },
+    )
+    .await;
+    // Sample while the gateway writes what the sockets take.
+    let mut peak = baseline;
+    for _ in 0..20 {
+        peak = peak.max(gw.rss_bytes());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let growth = peak.saturating_sub(baseline);
+    // One page in memory per stream (at most the send-queue bound), plus what the
+    // sockets and allocator keep: a small multiple of the bound, never the history.
+    let bound = CLIENTS as u64 * 4 * QUEUE_BYTES + 8 * 1024 * 1024;
+    assert!(
+        growth <= bound,
+        "{CLIENTS} stuck resumers grew RSS by {} KiB (bound {} KiB; the history is ~14 MiB each)",
+        growth / 1024,
+        bound / 1024
+    );
+    eprintln!(
+        "{CLIENTS} stuck resumers: RSS +{} KiB (bound {} KiB)",
+        growth / 1024,
+        bound / 1024
+    );
+    drop(stuck);
+}
+
+async fn a_slow_resumer_gets_every_event_once_in_order(backend: Backend) {
+    let gw = Gateway::builder(backend)
+        .flag("--send-queue-bytes", "262144")
+        .start()
+        .await;
+    let mut expected = long_history(&gw).await;
+    let request = Request::get("/v1/jobs/long/events")
+        .bearer(&gw.token("u1"))
+        .last_event_id(&expected[0]);
+    let mut slow = SseStream::open_on(Conn::with_tiny_receive_buffer(gw.addr).await, &request)
+        .await
+        .stream();
+    expect_retry(&mut slow, 3000).await;
+    // Live events arrive while the replay is being paged out.
+    let mut publisher = gw.publisher().await;
+    let mut received = Vec::new();
+    for n in 0..40 {
+        expected.push(
+            publisher
+                .publish("long", &json!({"type": "log", "data": {"live": n}}))
+                .await,
+        );
+        for _ in 0..20 {
+            received.push(slow.next_event().await.id);
+        }
+    }
+    while received.len() < expected.len() - 1 {
+        received.push(slow.next_event().await.id);
+    }
+    assert_eq!(received, expected[1..], "every event once, in order");
+    slow.expect_no_event_for(Duration::from_millis(200)).await;
+}
 
 async fn per_user_stream_limit_is_429(backend: Backend) {
     let gw = Gateway::builder(backend)

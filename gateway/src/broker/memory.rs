@@ -116,13 +116,13 @@ impl Ring {
         }
     }
 
-    fn after(&self, after: EventId) -> Replay {
+    fn after(&self, after: EventId, limit: usize) -> Replay {
         if after < self.max_deleted || after > self.last {
             return Replay::Gap;
         }
         // Ids increase along the ring: binary search for the first one after `after`.
         let start = self.events.partition_point(|e| e.id <= after);
-        Replay::Events(self.events.range(start..).cloned().collect())
+        Replay::Events(self.events.range(start..).take(limit).cloned().collect())
     }
 }
 
@@ -426,7 +426,12 @@ impl Broker for MemoryBroker {
             .map_or(EventId::ZERO, |feed| feed.log.last))
     }
 
-    async fn replay(&self, topic: &Topic, after: EventId) -> Result<Replay, BrokerError> {
+    async fn replay(
+        &self,
+        topic: &Topic,
+        after: EventId,
+        limit: usize,
+    ) -> Result<Replay, BrokerError> {
         let state = self.state();
         let ring = match topic {
             Topic::Feed(name) => state.feeds.get(name).map(|feed| &feed.log),
@@ -440,7 +445,7 @@ impl Broker for MemoryBroker {
             },
         };
         Ok(match ring {
-            Some(ring) => ring.after(after),
+            Some(ring) => ring.after(after, limit),
             // Nothing retained: any id but the empty stream's is a gap.
             None if after == EventId::ZERO => Replay::Events(Vec::new()),
             None => Replay::Gap,
@@ -537,27 +542,42 @@ mod tests {
             owner: "u1".into(),
             job: "j".into(),
         };
-        let Replay::Events(events) = b.replay(&topic, ids[2]).await.unwrap() else {
+        let Replay::Events(events) = b.replay(&topic, ids[2], 100).await.unwrap() else {
             panic!("no gap expected")
         };
         assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), ids[3..]);
         assert!(
-            matches!(b.replay(&topic, ids[0]).await.unwrap(), Replay::Gap),
+            matches!(b.replay(&topic, ids[0], 100).await.unwrap(), Replay::Gap),
             "ids[1] was trimmed"
         );
         assert!(matches!(
-            b.replay(&topic, EventId::new(u64::MAX, 0)).await.unwrap(),
+            b.replay(&topic, EventId::new(u64::MAX, 0), 100)
+                .await
+                .unwrap(),
             Replay::Gap
         ));
-        let Replay::Events(events) = b.replay(&topic, ids[4]).await.unwrap() else {
+        let Replay::Events(events) = b.replay(&topic, ids[4], 100).await.unwrap() else {
             panic!()
         };
         assert!(events.is_empty());
-        let Replay::Events(events) = b.replay(&Topic::User("u1".into()), ids[0]).await.unwrap()
+        let Replay::Events(events) = b
+            .replay(&Topic::User("u1".into()), ids[0], 100)
+            .await
+            .unwrap()
         else {
             panic!()
         };
         assert_eq!(events.len(), 4, "the user stream keeps 100");
+        // Paged: at most `limit`, the oldest first; the next page starts after the last.
+        let user = Topic::User("u1".into());
+        let Replay::Events(first) = b.replay(&user, ids[0], 3).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(first.iter().map(|e| e.id).collect::<Vec<_>>(), ids[1..4]);
+        let Replay::Events(rest) = b.replay(&user, ids[3], 3).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), ids[4..]);
     }
 
     #[tokio::test]
@@ -695,7 +715,7 @@ mod contract_tests {
             .unwrap();
         assert_eq!((done_again.id, done_again.duplicate), (done.id, true));
         let Replay::Events(events) = b
-            .replay(&Topic::User("u1".into()), EventId::ZERO)
+            .replay(&Topic::User("u1".into()), EventId::ZERO, usize::MAX)
             .await
             .unwrap()
         else {

@@ -225,11 +225,13 @@ pub trait Broker: Send + Sync + 'static {
         user: &str,
     ) -> impl Future<Output = Result<UserSnapshot, BrokerError>> + Send;
 
-    /// Retained events of a topic after `after`.
+    /// Retained events of a topic after `after`: at most `limit` of them, the oldest
+    /// first (a reader pages through a long history by calling again after the last).
     fn replay(
         &self,
         topic: &Topic,
         after: EventId,
+        limit: usize,
     ) -> impl Future<Output = Result<Replay, BrokerError>> + Send;
 
     /// Adds a local subscriber; resolves once the upstream subscription is confirmed.
@@ -341,8 +343,13 @@ impl Broker for NodeBroker {
         delegate!(self, broker => broker.user_snapshot(user).await)
     }
 
-    async fn replay(&self, topic: &Topic, after: EventId) -> Result<Replay, BrokerError> {
-        delegate!(self, broker => broker.replay(topic, after).await)
+    async fn replay(
+        &self,
+        topic: &Topic,
+        after: EventId,
+        limit: usize,
+    ) -> Result<Replay, BrokerError> {
+        delegate!(self, broker => broker.replay(topic, after, limit).await)
     }
 
     async fn subscribe(

@@ -197,6 +197,7 @@ mod tests {
             max_connections: 10,
             max_connections_per_user: 10,
             max_anonymous_per_address: 10,
+            replay_page: 16,
         };
         let app = App::new(
             RouteSettings::default(),

@@ -15,6 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use sse_wire::frame as sse;
 use sse_wire::{now_ms, EventId};
 
+use super::backlog::{Backlog, Step};
 use super::StreamSlot;
 use crate::broker::Subscription;
 use crate::hub::{CloseReason, Next};
@@ -38,6 +39,8 @@ pub struct EventStream {
     /// Id of the last event written; live events at or below it are duplicates.
     pub(super) last_id: EventId,
     pub(super) subscription: Subscription,
+    /// The rest of a replay too long for the first frame (`None` once written).
+    pub(super) backlog: Option<Box<Backlog>>,
     /// The other topics of a stream that follows several (`None` for one).
     pub(super) feeds: Option<Box<Feeds>>,
     pub(super) delivered: u64,
@@ -68,6 +71,28 @@ impl EventStream {
         if self.feeds.is_some() {
             return self.poll_feeds(cx);
         }
+        if let Some(backlog) = self.backlog.as_mut() {
+            match backlog.poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Step::Event(_, event)) => {
+                    self.last_id = event.id;
+                    if event.terminal && self.ends_on_terminal {
+                        backlog.ends_after = true;
+                    }
+                    return Poll::Ready(Some(Ok(Item::Event(event))));
+                }
+                Poll::Ready(Step::Done) => {
+                    let ends = backlog.ends_after;
+                    self.backlog = None;
+                    if ends {
+                        self.done = true;
+                        self.end = "job_finished";
+                        return Poll::Ready(None);
+                    }
+                }
+                Poll::Ready(Step::Lost(retry_ms)) => return self.lost(retry_ms),
+            }
+        }
         loop {
             let next = match self.subscription.mailbox().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
@@ -97,6 +122,15 @@ impl EventStream {
         }
     }
 
+    /// The history ran out midway through a replay: the stream ends with a `retry:`, and
+    /// the client resumes from what it has (or gets a resync).
+    fn lost(&mut self, retry_ms: u64) -> Poll<Option<Result<Item, StreamCut>>> {
+        self.backlog = None;
+        self.done = true;
+        self.end = "replay_lost";
+        Poll::Ready(Some(Ok(Item::Bytes(sse::retry(retry_ms)))))
+    }
+
     /// The stream ends as the gateway closed it.
     fn closed(&mut self, reason: CloseReason) -> Poll<Option<Result<Item, StreamCut>>> {
         self.done = true;
@@ -113,6 +147,17 @@ impl EventStream {
     /// A stream of several topics: each topic's mailbox in turn, each event written with
     /// the composite id of every topic's position after it.
     fn poll_feeds(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Item, StreamCut>>> {
+        if let (Some(backlog), Some(feeds)) = (self.backlog.as_mut(), self.feeds.as_mut()) {
+            match backlog.poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Step::Event(i, event)) => {
+                    feeds.positions[i] = Some(event.id);
+                    return Poll::Ready(Some(Ok(Item::Bytes(feeds.render(&event)))));
+                }
+                Poll::Ready(Step::Done) => self.backlog = None,
+                Poll::Ready(Step::Lost(retry_ms)) => return self.lost(retry_ms),
+            }
+        }
         loop {
             let Some(feeds) = self.feeds.as_mut() else {
                 return Poll::Ready(None);
@@ -137,17 +182,14 @@ impl EventStream {
                         }
                         feeds.positions[i] = Some(event.id);
                         feeds.next = (i + 1) % count;
-                        let names: Vec<&str> = feeds.names.iter().map(|name| &**name).collect();
-                        let id = sse_wire::feeds::encode(&names, &feeds.positions);
-                        let mut out = BytesMut::with_capacity(event.frame.len() + id.len());
-                        rerender(&mut out, &id, &event.frame);
+                        let out = feeds.render(&event);
                         self.delivered += 1;
                         self.metrics.events_delivered.inc();
                         let latency_ms = now_ms().saturating_sub(event.id.ms);
                         self.metrics
                             .delivery_latency
                             .observe(latency_ms as f64 / 1000.0);
-                        return Poll::Ready(Some(Ok(Item::Bytes(out.freeze()))));
+                        return Poll::Ready(Some(Ok(Item::Bytes(out))));
                     }
                     // One heartbeat per stream: the first topic's.
                     Next::Heartbeat if i == 0 => return Poll::Ready(Some(Ok(Item::Heartbeat))),
@@ -229,6 +271,16 @@ pub(super) struct Feeds {
 }
 
 impl Feeds {
+    /// `event`'s frame with the composite id of every topic's position (the event's own
+    /// topic already moved to it).
+    fn render(&self, event: &Event) -> Bytes {
+        let names: Vec<&str> = self.names.iter().map(|name| &**name).collect();
+        let id = sse_wire::feeds::encode(&names, &self.positions);
+        let mut out = BytesMut::with_capacity(event.frame.len() + id.len());
+        rerender(&mut out, &id, &event.frame);
+        out.freeze()
+    }
+
     pub(super) fn new(
         names: Vec<Arc<str>>,
         positions: Vec<Option<EventId>>,

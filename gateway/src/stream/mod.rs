@@ -7,9 +7,11 @@
 //!   the last one written (that comparison is in [`body`]);
 //! - [`body`]: [`EventStream`], which drains the connection's mailbox — polled by the
 //!   connection's own task, so a stream costs no task of its own;
+//! - [`backlog`]: the rest of a long replay, read a page at a time as the socket drains;
 //! - [`limits`]: admission (draining, broker readiness) and the node's and each user's
 //!   stream slots.
 
+pub mod backlog;
 pub mod body;
 pub mod limits;
 pub mod open;
@@ -41,6 +43,8 @@ pub struct StreamSettings {
     pub max_connections_per_user: usize,
     /// `--max-anonymous-connections-per-ip`.
     pub max_anonymous_per_address: usize,
+    /// Events read per page of a replay (a stream holds at most one page of its history).
+    pub replay_page: usize,
 }
 
 /// What opening streams needs: the broker, the limits, the settings, the metrics.

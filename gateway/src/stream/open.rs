@@ -21,15 +21,13 @@ use serde::Serialize;
 use sse_wire::frame as sse;
 use sse_wire::{EventId, JobState};
 
+use super::backlog::Backlog;
 use super::{body, EventStream, SlotOwner, Streams};
 use crate::broker::{Broker, Replay};
 use crate::error::{ApiError, ErrorKind};
 use crate::hub::Mailbox;
 use crate::vocab::control::ConnControl;
 use crate::vocab::event::{Event, Topic};
-
-/// How often an open re-reads history when the upstream keeps failing under it.
-const MAX_REREADS: usize = 3;
 
 /// A stream to open, after authentication and authorization.
 pub struct OpenRequest {
@@ -107,6 +105,16 @@ fn append_events(prelude: &mut BytesMut, events: &[Event], after: EventId) -> (E
 }
 
 impl Streams {
+    /// An empty backlog, for the rest of a replay.
+    fn backlog(&self) -> Backlog {
+        Backlog::new(
+            self.broker.clone(),
+            self.settings.replay_page,
+            self.settings.retry.as_millis() as u64,
+            self.metrics.clone(),
+        )
+    }
+
     /// Refuses new streams while draining or while the broker is down.
     pub fn admit(&self) -> Result<(), ApiError> {
         self.limits.admit(&self.broker)
@@ -137,13 +145,16 @@ impl Streams {
             .broker
             .subscribe(topic.clone(), mailbox.clone())
             .await?;
-        let mut generation_at_subscribe = self.broker.generation();
+        let generation_at_subscribe = self.broker.generation();
         self.admit()?;
         let broker = &self.broker;
+        let page = self.settings.replay_page;
         let mut prelude = BytesMut::with_capacity(512);
         prelude.extend_from_slice(&sse::retry(self.settings.retry.as_millis() as u64));
         let mut ends = false;
-        let mut last_written = match &topic {
+        // The first page of a replay was full: the rest is read as the stream is written.
+        let mut more = false;
+        let last_written = match &topic {
             Topic::Job { owner, job } => {
                 let state = broker
                     .job_state(owner, job)
@@ -154,9 +165,10 @@ impl Streams {
                     Some(after) if finished && after >= state.last_event_id => {
                         return Ok(Opened::NoContent)
                     }
-                    Some(after) => match broker.replay(&topic, after).await? {
+                    Some(after) => match broker.replay(&topic, after, page).await? {
                         Replay::Events(events) => {
                             self.metrics.replayed_events.inc_by(events.len() as u64);
+                            more = events.len() >= page;
                             let (last, terminal) = append_events(&mut prelude, &events, after);
                             // A finished job whose replay had no terminal event (events
                             // after it, a re-published terminal) still ends here.
@@ -182,9 +194,10 @@ impl Streams {
                 // lastEventId without firing an event), so a reconnect before the first
                 // event still resumes from there.
                 let replayed = match last_event_id {
-                    Some(after) => match broker.replay(&topic, after).await? {
+                    Some(after) => match broker.replay(&topic, after, page).await? {
                         Replay::Events(events) => {
                             self.metrics.replayed_events.inc_by(events.len() as u64);
+                            more = events.len() >= page;
                             Some(append_events(&mut prelude, &events, after).0)
                         }
                         Replay::Gap => None,
@@ -215,12 +228,13 @@ impl Streams {
             }
             Topic::User(user) => {
                 let replay = match last_event_id {
-                    Some(after) => Some(broker.replay(&topic, after).await?),
+                    Some(after) => Some(broker.replay(&topic, after, page).await?),
                     None => None,
                 };
                 match replay {
                     Some(Replay::Events(events)) => {
                         self.metrics.replayed_events.inc_by(events.len() as u64);
+                        more = events.len() >= page;
                         // User streams never end: a terminal event is just another job's news.
                         append_events(&mut prelude, &events, last_event_id.unwrap_or_default()).0
                     }
@@ -245,23 +259,20 @@ impl Streams {
         };
         // The upstream connection may have been lost while the history was read: events
         // published meanwhile could be in neither that read nor the backfill (which only
-        // knows positions already recorded). Record the position, then read again if so.
-        for _ in 0..MAX_REREADS {
-            let generation = broker.generation();
-            mailbox.set_position(last_written);
-            if ends || generation == generation_at_subscribe {
-                break;
-            }
-            generation_at_subscribe = generation;
-            match broker.replay(&topic, last_written).await? {
-                Replay::Events(events) => {
-                    let (last, terminal) = append_events(&mut prelude, &events, last_written);
-                    last_written = last;
-                    ends |= terminal && topic.ends_on_terminal();
-                }
-                Replay::Gap => return Err(ErrorKind::BrokerUnavailable.into()),
-            }
-        }
+        // knows positions already recorded). Record the position, then read on from it if
+        // so — as the rest of a long replay is read: page by page, as the stream is written.
+        let generation = broker.generation();
+        mailbox.set_position(last_written);
+        let upstream_lost = generation != generation_at_subscribe;
+        let backlog = (more || (upstream_lost && !ends)).then(|| {
+            let mut backlog = self.backlog();
+            let source = backlog.add(topic.clone(), last_written, Vec::new());
+            backlog.read_again(source);
+            // A job stream that would end here ends after the rest instead.
+            backlog.ends_after = ends;
+            Box::new(backlog)
+        });
+        let ends = ends && backlog.is_none();
         self.metrics.open_connections.inc();
         self.metrics
             .connections_accepted
@@ -282,6 +293,7 @@ impl Streams {
             done: ends,
             last_id: last_written,
             subscription,
+            backlog,
             feeds: None,
             delivered: 0,
             opened: Instant::now(),
@@ -319,93 +331,74 @@ impl Streams {
         for subscribed in futures_util::future::join_all(subscribing).await {
             subscriptions.push(subscribed?);
         }
-        let mut generation_at_subscribe = self.broker.generation();
+        let generation_at_subscribe = self.broker.generation();
         self.admit()?;
         let broker = &self.broker;
+        let page = self.settings.replay_page;
         let sorted: Vec<&str> = names.iter().map(|name| &**name).collect();
+        // Where each topic's part of the stream starts: the client's position, or the live
+        // edge (a fresh stream, or a position too old). Source `i` of the backlog is topic
+        // `i`: its first page of history, the rest read as the stream is written.
         let mut positions: Vec<Option<EventId>> = vec![None; names.len()];
-        // (id, topic index, frame) of every event to replay, and resync markers.
-        let mut replayed: Vec<(EventId, usize, bytes::Bytes)> = Vec::new();
         let mut resynced: Vec<usize> = Vec::new();
+        let mut backlog = self.backlog();
         for (i, name) in names.iter().enumerate() {
             let topic = Topic::Feed(name.clone());
-            match resume.as_ref().map(|resume| resume[i]) {
+            let resumed = match resume.as_ref().map(|resume| resume[i]) {
                 Some(after) => match broker
-                    .replay(&topic, after.unwrap_or(EventId::ZERO))
+                    .replay(&topic, after.unwrap_or(EventId::ZERO), page)
                     .await?
                 {
                     Replay::Events(events) => {
-                        positions[i] = events.last().map(|event| event.id).or(after);
-                        replayed.extend(events.into_iter().map(|e| (e.id, i, e.frame)));
+                        self.metrics.replayed_events.inc_by(events.len() as u64);
+                        positions[i] = after;
+                        backlog.add(topic.clone(), after.unwrap_or(EventId::ZERO), events);
+                        true
                     }
                     Replay::Gap => {
-                        let edge = broker.feed_position(name).await?;
-                        positions[i] = (edge != EventId::ZERO).then_some(edge);
                         resynced.push(i);
+                        false
                     }
                 },
-                None => {
-                    let edge = broker.feed_position(name).await?;
-                    positions[i] = (edge != EventId::ZERO).then_some(edge);
-                }
+                None => false,
+            };
+            if !resumed {
+                let edge = broker.feed_position(name).await?;
+                positions[i] = (edge != EventId::ZERO).then_some(edge);
+                backlog.add(topic, edge, Vec::new());
             }
         }
         let mut prelude = BytesMut::with_capacity(512);
         prelude.extend_from_slice(&sse::retry(self.settings.retry.as_millis() as u64));
-        self.metrics.replayed_events.inc_by(replayed.len() as u64);
-        // Each replayed event carries the positions as of itself: the others' at their
-        // resume point or later, so a client cut mid-replay resumes where it was.
-        let mut written: Vec<Option<EventId>> = match &resume {
-            Some(resume) => resume.clone(),
-            None => positions.clone(),
-        };
-        for &i in &resynced {
-            written[i] = positions[i];
-            let data = serde_json::json!({"topic": &*names[i], "resync": true}).to_string();
-            let id = sse_wire::feeds::encode(&sorted, &written);
-            let _ = sse::encode_event(&mut prelude, Some(&id), Some("resync"), &data);
-        }
-        replayed.sort_by_key(|(id, i, _)| (*id, *i));
-        for (id, i, frame) in &replayed {
-            written[*i] = Some(*id);
-            body::rerender(
-                &mut prelude,
-                &sse_wire::feeds::encode(&sorted, &written),
-                frame,
-            );
-        }
-        if resume.is_none() {
+        // Each marker carries the positions as of itself, so a client cut between two
+        // markers still gets the second one when it resumes.
+        if let Some(resume) = &resume {
+            let mut written = resume.clone();
+            for &i in &resynced {
+                written[i] = positions[i];
+                let data = serde_json::json!({"topic": &*names[i], "resync": true}).to_string();
+                let id = sse_wire::feeds::encode(&sorted, &written);
+                let _ = sse::encode_event(&mut prelude, Some(&id), Some("resync"), &data);
+            }
+        } else {
             // Where the live edge is, so a reconnect before the first event resumes there.
             let id = sse_wire::feeds::encode(&sorted, &positions);
             let _ = sse::position(&mut prelude, &id);
         }
-        // The upstream connection may have been lost while the history was read: read
-        // again after what was written (see [`Streams::open`]).
-        for _ in 0..MAX_REREADS {
-            let generation = broker.generation();
-            for (subscription, position) in subscriptions.iter().zip(&positions) {
-                subscription
-                    .mailbox()
-                    .set_position(position.unwrap_or(EventId::ZERO));
-            }
-            if generation == generation_at_subscribe {
-                break;
-            }
-            generation_at_subscribe = generation;
-            for (i, name) in names.iter().enumerate() {
-                let after = positions[i].unwrap_or(EventId::ZERO);
-                match broker.replay(&Topic::Feed(name.clone()), after).await? {
-                    Replay::Events(events) => {
-                        for event in events {
-                            positions[i] = Some(event.id);
-                            let id = sse_wire::feeds::encode(&sorted, &positions);
-                            body::rerender(&mut prelude, &id, &event.frame);
-                        }
-                    }
-                    Replay::Gap => return Err(ErrorKind::BrokerUnavailable.into()),
-                }
+        // The upstream connection may have been lost while the history was read: read on
+        // from each position (see [`Streams::open`]).
+        let generation = broker.generation();
+        for (subscription, position) in subscriptions.iter().zip(&positions) {
+            subscription
+                .mailbox()
+                .set_position(position.unwrap_or(EventId::ZERO));
+        }
+        if generation != generation_at_subscribe {
+            for i in 0..names.len() {
+                backlog.read_again(i);
             }
         }
+        let backlog = (!backlog.is_empty()).then(|| Box::new(backlog));
         self.metrics.open_connections.inc();
         self.metrics
             .connections_accepted
@@ -427,6 +420,7 @@ impl Streams {
             done: false,
             last_id: positions[0].unwrap_or(EventId::ZERO),
             subscription: first,
+            backlog,
             feeds: Some(Box::new(body::Feeds::new(
                 names,
                 positions,
@@ -477,6 +471,7 @@ mod tests {
             max_connections: 100,
             max_connections_per_user: max_per_user,
             max_anonymous_per_address: 4,
+            replay_page: 4,
         };
         Streams::new(broker, settings, metrics)
     }

@@ -9,18 +9,28 @@ use sse_wire::EventId;
 use crate::broker::Replay;
 use crate::vocab::event::Event;
 
-/// Reads a stream's retained events after `after` (exclusive). `after` itself must still
-/// be retained — it is an id this stream once sent — or events after it may be gone: a
-/// gap. `0-0` (a stream that was empty) is a gap only if the stream ever trimmed.
+/// Reads at most `limit` of a stream's retained events after `after` (exclusive), the
+/// oldest first. `after` itself must still be retained — it is an id this stream once
+/// sent — or events after it may be gone: a gap. `0-0` (a stream that was empty) is a gap
+/// only if the stream ever trimmed.
 pub(super) async fn read_after(
     connection: &mut Connection,
     key: &str,
     after: EventId,
+    limit: usize,
 ) -> redis::RedisResult<Replay> {
+    // `after` itself comes first when it is still there: one more than the page.
+    let count = if after == EventId::ZERO {
+        limit
+    } else {
+        limit.saturating_add(1)
+    };
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
         .arg(key)
         .arg(after.to_string())
         .arg("+")
+        .arg("COUNT")
+        .arg(count)
         .query_async(connection)
         .await?;
     let mut events = Vec::with_capacity(entries.len());

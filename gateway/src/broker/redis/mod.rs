@@ -301,8 +301,13 @@ impl Broker for RedisBroker {
         })
     }
 
-    async fn replay(&self, topic: &Topic, after: EventId) -> Result<Replay, BrokerError> {
-        self.shared.read_stream(topic, after).await
+    async fn replay(
+        &self,
+        topic: &Topic,
+        after: EventId,
+        limit: usize,
+    ) -> Result<Replay, BrokerError> {
+        self.shared.read_stream(topic, after, limit).await
     }
 
     async fn subscribe(

@@ -51,6 +51,8 @@ pub(super) const MAX_BATCH: usize = 1024;
 const BACKLOG_LIMIT: usize = 10_000;
 /// `retry:` sent to streams whose history was lost during an outage.
 const RESYNC_RETRY_MS: u64 = 500;
+/// Events read per page when a topic's streams are backfilled after a reconnect.
+const BACKFILL_PAGE: usize = 256;
 
 /// A stream waiting for its channel's subscription.
 pub(super) struct Ensure {
@@ -136,14 +138,15 @@ impl Shared {
         self.ready.store(ready, Ordering::Release);
     }
 
-    /// A topic's retained events after `after`.
+    /// At most `limit` of a topic's retained events after `after`.
     pub(super) async fn read_stream(
         &self,
         topic: &Topic,
         after: EventId,
+        limit: usize,
     ) -> Result<Replay, BrokerError> {
         let mut connection = self.store.connections().get().await?;
-        history::read_after(&mut connection, &self.stream_key(topic), after)
+        history::read_after(&mut connection, &self.stream_key(topic), after, limit)
             .await
             .map_err(|error| BrokerError::from(self.store.failed(error)))
     }
@@ -152,22 +155,33 @@ impl Shared {
     /// lowest position among them. If the history is gone, the streams end and resume
     /// with a resync; other failures are returned (the caller retries or gives up).
     async fn backfill(&self, topic: &Topic) -> Result<(), BrokerError> {
-        let Some(after) = self.hub.backfill_position(topic) else {
+        let Some(mut after) = self.hub.backfill_position(topic) else {
             return Ok(());
         };
-        match self.read_stream(topic, after).await? {
-            Replay::Events(events) => {
-                for event in &events {
-                    self.dispatch(topic, event);
+        // Page by page, so a long history is never held whole; a stream that cannot
+        // take it all is cut as a slow consumer and resumes from history.
+        let mut backfilled = 0;
+        loop {
+            match self.read_stream(topic, after, BACKFILL_PAGE).await? {
+                Replay::Events(events) => {
+                    for event in &events {
+                        self.dispatch(topic, event);
+                    }
+                    backfilled += events.len();
+                    match events.last() {
+                        Some(last) if events.len() == BACKFILL_PAGE => after = last.id,
+                        _ => break,
+                    }
                 }
-                if !events.is_empty() {
-                    tracing::info!(stream = %self.stream_key(topic), events = events.len(), "backfilled after reconnect");
+                Replay::Gap => {
+                    tracing::warn!(stream = %self.stream_key(topic), after = %after, "history lost during the outage; streams resync");
+                    self.resync(topic);
+                    return Ok(());
                 }
             }
-            Replay::Gap => {
-                tracing::warn!(stream = %self.stream_key(topic), after = %after, "history lost during the outage; streams resync");
-                self.resync(topic);
-            }
+        }
+        if backfilled > 0 {
+            tracing::info!(stream = %self.stream_key(topic), events = backfilled, "backfilled after reconnect");
         }
         Ok(())
     }
