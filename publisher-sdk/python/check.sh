@@ -3,6 +3,8 @@
 #
 #   publisher-sdk/python/check.sh        # everything: lint, then the tests
 #   publisher-sdk/python/check.sh lint   # the type check and the linters only
+#   publisher-sdk/python/check.sh setup  # steps 1-2 only: .venv with the package installed
+#                                        # (for other suites that run Python workers)
 #
 # 1. installs what is missing from Debian (as root): python3 with venv, redis-server and
 #    redis-cli (the tests start their own servers and a 3-master cluster), openssl (test
@@ -18,9 +20,9 @@ set -eu
 cd "$(dirname "$0")"
 mode=${1:-all}
 case $mode in
-all | lint) ;;
+all | lint | setup) ;;
 *)
-    echo "usage: check.sh [lint]" >&2
+    echo "usage: check.sh [lint|setup]" >&2
     exit 2
     ;;
 esac
@@ -67,6 +69,7 @@ if [ ! -x $venv/bin/python ] || [ "$(cat $stamp 2>/dev/null)" != "$want" ]; then
 fi
 $venv/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation .
 rm -rf build src/*.egg-info
+[ "$mode" = setup ] && exit 0
 
 python3 scripts/copy_lua.py --check
 $venv/bin/mypy

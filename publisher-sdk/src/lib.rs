@@ -31,6 +31,12 @@ mod http;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+// The Rust examples of the publisher guide are doc tests, so the guide cannot drift from
+// the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/publishers.md")]
+mod publishers_guide {}
+
 /// The wire contract (the `sse-wire` crate): ids, keys, envelope, frames, job state.
 pub use sse_wire as wire;
 use sse_wire::store;

@@ -4,6 +4,8 @@
 #
 #   publisher-sdk/typescript/check.sh          install, build, test
 #   publisher-sdk/typescript/check.sh lint     strict type-check and ESLint
+#   publisher-sdk/typescript/check.sh build    install and build, each only when out of date
+#                                              (for other suites that run the built package)
 #
 # 1. installs what is missing, from Debian only, as root: Node.js >= 18 and npm, and (for
 #    the tests) redis-server and redis-tools;
@@ -20,8 +22,8 @@ here=$(pwd)
 repo=$(cd ../.. && pwd)
 mode=${1:-test}
 case $mode in
-    test | lint) ;;
-    *) echo "usage: $0 [test|lint]" >&2; exit 64 ;;
+    test | lint | build) ;;
+    *) echo "usage: $0 [test|lint|build]" >&2; exit 64 ;;
 esac
 
 missing=
@@ -41,6 +43,20 @@ if [ -n "$missing" ]; then
     apt-get update -qq
     # shellcheck disable=SC2086 # one word per package
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+fi
+
+if [ "$mode" = build ]; then
+    # npm ci when package-lock.json changed since the last install (npm writes
+    # node_modules/.package-lock.json), the build when a source changed since dist/.
+    if [ ! -f node_modules/.package-lock.json ] \
+        || [ -n "$(find package-lock.json -newer node_modules/.package-lock.json)" ]; then
+        npm ci --no-audit --no-fund --loglevel=error
+    fi
+    if [ ! -f dist/index.js ] || [ ! -d lua ] \
+        || [ -n "$(find src ../wire/lua package.json package-lock.json tsconfig.json scripts -newer dist/index.js -print | head -n 1)" ]; then
+        node scripts/build.mjs
+    fi
+    exit 0
 fi
 
 npm ci --no-audit --no-fund --loglevel=error

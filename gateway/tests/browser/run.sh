@@ -7,7 +7,11 @@
 #
 # 1. installs what is missing, from Debian only (apt-get update at most once): chromium,
 #    redis-server, nginx, nodejs/npm;
-# 2. builds the gateway and the publisher CLI (debug, like `cargo test`);
+# 2. builds the gateway, the publisher CLI and the Rust SDK's log_worker example (debug,
+#    like `cargo test`), and readies the other two SDKs for workers.test.js: the Python
+#    package installed into publisher-sdk/python/.venv (its check.sh setup), the TypeScript
+#    package built into publisher-sdk/typescript/dist (its check.sh build); each step
+#    does nothing when what it makes is up to date;
 # 3. `npm ci` here (playwright-core from the npm registry; no browser download: the tests
 #    drive /usr/bin/chromium);
 # 4. runs the tests with Node's own runner, whose closing summary (`# pass`, `# fail`)
@@ -44,8 +48,13 @@ export PATH
 
 # ---- 2. the binaries under test -------------------------------------------------------------
 cargo build --locked -p sse-gateway -p sse-publisher
+# Apart: an example builds with the dev-dependencies, whose features must not change the
+# gateway's build above.
+cargo build --locked -p sse-publisher --example log_worker
 SSE_BIN_DIR=${CARGO_TARGET_DIR:-$repo/target}/debug
 export SSE_BIN_DIR
+publisher-sdk/python/check.sh setup
+publisher-sdk/typescript/check.sh build
 
 # ---- 3. the test dependencies ---------------------------------------------------------------
 cd "$here"
@@ -53,4 +62,4 @@ npm ci --no-audit --no-fund --loglevel=error
 
 # ---- 4. the tests ---------------------------------------------------------------------------
 mkdir -p "$repo/artifacts"
-exec node --test "$@" client.test.js cluster.test.js cors.test.js dashboard.test.js
+exec node --test "$@" client.test.js cluster.test.js cors.test.js dashboard.test.js workers.test.js

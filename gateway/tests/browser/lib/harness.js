@@ -98,18 +98,21 @@ class Processes {
    * Starts `command` in a process group of its own (so that nginx's workers go with their
    * master); its output goes to artifacts/browser-tests/<name>.log (and to `onLine`).
    * `stopSignal` is what `stopAll` sends first (SIGKILL after 5 s if that was not enough).
+   * `stdin: 'pipe'` gives the child a standard input (`child.stdin`) the test can close.
    */
-  spawn(name, command, args, { onLine, stopSignal = 'SIGKILL' } = {}) {
+  spawn(name, command, args, { onLine, stopSignal = 'SIGKILL', stdin = 'ignore' } = {}) {
     const logPath = path.join(LOG_DIR, `${name}.log`);
     const log = fs.createWriteStream(logPath);
     log.write(`$ ${command} ${args.join(' ')}\n`);
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const child = spawn(command, args, { stdio: [stdin, 'pipe', 'pipe'], detached: true });
     child.logPath = logPath;
     child.stopSignal = stopSignal;
     LIVE.add(child);
     child.once('exit', () => LIVE.delete(child));
     child.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
     child.once('error', (error) => log.write(`spawn error: ${error.message}\n`));
+    // Closing the input of a child that has already gone is no error worth a crash.
+    child.stdin?.on('error', () => {});
     let buffered = '';
     const onData = (chunk) => {
       log.write(chunk);
@@ -137,6 +140,7 @@ class Processes {
       await child.exited;
     }
     // Anything left holding the pipes (it should not be) must not keep this process alive.
+    child.stdin?.destroy();
     child.stdout.destroy();
     child.stderr.destroy();
   }
@@ -445,7 +449,7 @@ function readCard(page, jobId) {
 }
 
 module.exports = {
-  REPO, ARTIFACTS, DASHBOARD, CLIENT_BUNDLE, SECRET,
+  REPO, BIN_DIR, ARTIFACTS, DASHBOARD, CLIENT_BUNDLE, SECRET,
   waitFor, mintToken, userToken, unique, freePort, Processes,
   startGateway, startRedis, startNginx, startStaticServer, startTcpProxy,
   publish, notify, metric, launchBrowser, newPage, setTokenCookie, signIn, waitInPage, settled, readCard,
