@@ -175,6 +175,9 @@ pub struct ServeArgs {
     /// Largest publish body accepted (then 413).
     #[arg(long, env = "GATEWAY_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+    /// Longest a request body may take to arrive, from the end of its head (then `408`).
+    #[arg(long, env = "GATEWAY_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
     /// Most events queued for one connection before it counts as a slow consumer and is cut.
     #[arg(long, env = "GATEWAY_SEND_QUEUE_EVENTS", default_value_t = DEFAULT_SEND_QUEUE_EVENTS)]
     pub send_queue_events: usize,
@@ -317,6 +320,9 @@ impl Config {
         if args.max_body_bytes < 256 {
             return Err(invalid_option("--max-body-bytes", "must be at least 256"));
         }
+        if args.body_timeout.is_zero() {
+            return Err(invalid_option("--body-timeout", "must be more than zero"));
+        }
         if args.send_queue_events == 0 {
             return Err(invalid_option("--send-queue-events", "must be at least 1"));
         }
@@ -386,6 +392,7 @@ impl Config {
                 max_topics_per_stream: args.max_topics_per_stream,
                 trusted_proxies,
                 topic_stream_maxlen: args.topic_stream_maxlen,
+                body_timeout: args.body_timeout,
             },
             heartbeat: args.heartbeat,
             drain_timeout: args.drain_timeout,

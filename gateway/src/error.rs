@@ -45,10 +45,19 @@ pub enum ErrorKind {
     /// An event for a job that has ended, without `reopen`.
     JobFinished,
     PayloadTooLarge,
+    /// A request that is not HTTP/1.x as RFC 9112 writes it (request line, header
+    /// syntax, framing): answered, then the connection is closed.
+    MalformedRequest,
+    /// A request head over 8 KiB or 100 header fields.
+    HeadersTooLarge,
+    /// A request body not received within the body timeout.
+    RequestTimeout,
     /// `--max-connections-per-user` reached.
     TooManyConnections,
     /// `--max-connections` reached.
     NodeAtCapacity,
+    /// Too many publish bodies being read at once on this node.
+    PublishBusy,
     Draining,
     BrokerUnavailable,
     Internal,
@@ -70,7 +79,7 @@ pub struct Described {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 22] = [
+    pub const ALL: [ErrorKind; 26] = [
         ErrorKind::InvalidId,
         ErrorKind::InvalidLastEventId,
         ErrorKind::InvalidBody,
@@ -88,8 +97,12 @@ impl ErrorKind {
         ErrorKind::OwnerConflict,
         ErrorKind::JobFinished,
         ErrorKind::PayloadTooLarge,
+        ErrorKind::MalformedRequest,
+        ErrorKind::HeadersTooLarge,
+        ErrorKind::RequestTimeout,
         ErrorKind::TooManyConnections,
         ErrorKind::NodeAtCapacity,
+        ErrorKind::PublishBusy,
         ErrorKind::Draining,
         ErrorKind::BrokerUnavailable,
         ErrorKind::Internal,
@@ -218,6 +231,27 @@ impl ErrorKind {
                 None,
                 "bad_request",
             ),
+            MalformedRequest => (
+                StatusCode::BAD_REQUEST,
+                "malformed_request",
+                "the request is not valid HTTP/1.1",
+                None,
+                "bad_request",
+            ),
+            HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                "the request head is over 8 KiB or 100 header fields",
+                None,
+                "bad_request",
+            ),
+            RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive in time",
+                None,
+                "bad_request",
+            ),
             TooManyConnections => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_connections",
@@ -229,6 +263,13 @@ impl ErrorKind {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "node_at_capacity",
                 "this node has no room for another stream",
+                Some(1),
+                "node_limit",
+            ),
+            PublishBusy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many publish requests are being read on this node; retry",
                 Some(1),
                 "node_limit",
             ),

@@ -53,7 +53,7 @@ pub async fn login(
     app: &App,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let body = read_body(request, 1024).await?;
+    let body = read_body(app, request, 1024).await?;
     let login: Login = serde_json::from_slice(&body)
         .map_err(|_| ApiError::with(ErrorKind::InvalidBody, r#"send {"user":"<name>"}"#))?;
     if !sse_wire::is_valid_id(&login.user) {

@@ -15,6 +15,7 @@ pub mod streams;
 pub mod topics;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -29,7 +30,7 @@ use crate::vocab::control::{ConnControl, PeerAddr};
 pub use client::IpNet;
 
 /// What the routes need beyond auth and streams (built by `config` from the flags).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RouteSettings {
     /// Origins allowed cross-origin, with credentials.
     pub cors_origins: Vec<String>,
@@ -43,6 +44,23 @@ pub struct RouteSettings {
     pub trusted_proxies: Vec<IpNet>,
     /// `--topic-stream-maxlen`, told by `GET /v1/topics/{topic}`.
     pub topic_stream_maxlen: usize,
+    /// `--body-timeout`: longest a request body may take to arrive (then `408`).
+    pub body_timeout: Duration,
+}
+
+impl Default for RouteSettings {
+    /// The flags' defaults.
+    fn default() -> Self {
+        RouteSettings {
+            cors_origins: Vec::new(),
+            max_body_bytes: 64 * 1024,
+            demo: false,
+            max_topics_per_stream: 16,
+            trusted_proxies: Vec::new(),
+            topic_stream_maxlen: 1000,
+            body_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// State shared by every request of a node.
@@ -51,16 +69,24 @@ pub struct App {
     pub auth: Auth,
     pub streams: Streams,
     pub metrics: Arc<Metrics>,
+    /// Request bodies being read at once: at most [`BODY_MEMORY`] of them in all (then
+    /// `503 busy`), so slow bodies cannot pin the node's memory.
+    pub bodies: tokio::sync::Semaphore,
 }
+
+/// Bytes of request bodies a node reads at once, at most (as bodies of the largest size).
+pub const BODY_MEMORY: usize = 64 * 1024 * 1024;
 
 impl App {
     pub fn new(settings: RouteSettings, auth: Auth, streams: Streams) -> Arc<App> {
         let metrics = streams.metrics.clone();
+        let bodies = (BODY_MEMORY / settings.max_body_bytes.max(1)).max(16);
         Arc::new(App {
             settings,
             auth,
             streams,
             metrics,
+            bodies: tokio::sync::Semaphore::new(bodies),
         })
     }
 
@@ -284,6 +310,13 @@ pub fn error_response(error: &ApiError) -> Response<ResponseBody> {
     let headers = response.headers_mut();
     if let Some(seconds) = described.retry_after {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    if matches!(
+        error.kind,
+        ErrorKind::RequestTimeout | ErrorKind::MalformedRequest
+    ) {
+        // Part of the request is unread: the connection cannot carry another.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     if described.status == StatusCode::UNAUTHORIZED {
         headers.insert(

@@ -141,7 +141,7 @@ async fn publish_request(
         ));
     }
     let headers = request.headers().clone();
-    let bytes = read_body(request, app.settings.max_body_bytes).await?;
+    let bytes = read_body(app, request, app.settings.max_body_bytes).await?;
     let body: PublishBody = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::with(
             ErrorKind::InvalidBody,
@@ -160,8 +160,14 @@ async fn publish_request(
     Ok((body, meta))
 }
 
-/// Reads a whole request body, refusing more than `limit` bytes with `413`.
-pub async fn read_body(request: Request<Incoming>, limit: usize) -> Result<bytes::Bytes, ApiError> {
+/// Reads a whole request body: more than `limit` bytes is `413`, a body that takes longer
+/// than `--body-timeout` is `408`, and when the node already reads its most bodies at
+/// once, `503 busy`.
+pub async fn read_body(
+    app: &App,
+    request: Request<Incoming>,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
     let too_large = || {
         ApiError::with(
             ErrorKind::PayloadTooLarge,
@@ -172,12 +178,25 @@ pub async fn read_body(request: Request<Incoming>, limit: usize) -> Result<bytes
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(request.into_body(), limit).collect().await {
+    let Ok(_reading) = app.bodies.try_acquire() else {
+        return Err(ErrorKind::PublishBusy.into());
+    };
+    let timeout = app.settings.body_timeout;
+    let body = Limited::new(request.into_body(), limit).collect();
+    let Ok(read) = tokio::time::timeout(timeout, body).await else {
+        return Err(ApiError::with(
+            ErrorKind::RequestTimeout,
+            format!("the body did not arrive within {} s", timeout.as_secs_f64()),
+        ));
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        // Its framing broke (a malformed chunk, the connection closed midway): what
+        // follows on the connection cannot be read either.
         Err(_) => Err(ApiError::with(
-            ErrorKind::InvalidBody,
-            "the request body could not be read",
+            ErrorKind::MalformedRequest,
+            "the request body broke off or its chunks are malformed",
         )),
     }
 }

@@ -1,6 +1,7 @@
 //! One TCP connection's task: HTTP/1.1 event streams through [`super::h1`], everything
-//! else (other routes, h2c, HTTP/1.0, a bad head) through hyper with the bytes already
-//! read put back in front ([`super::rewind::Rewind`]). A connection can be cut from
+//! else (other routes, h2c, HTTP/1.0) through hyper with the bytes already read put back
+//! in front ([`super::rewind::Rewind`]), every head checked by [`super::guard`] first (a
+//! refused one is answered with the contract's JSON error). A connection can be cut from
 //! outside (slow consumer) through its [`ConnControl`], which works even when hyper is
 //! blocked writing to a full socket.
 
@@ -11,9 +12,11 @@ use bytes::{Bytes, BytesMut};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::guard::{self, Guard};
 use super::h1::{self, After, Head};
 use super::rewind::Rewind;
 use crate::routes::{self, App};
@@ -119,10 +122,19 @@ async fn serve_with_hyper(
         }
         async move { Ok::<_, Infallible>(routes::handle(app, control, request).await) }
     });
-    let io = TokioIo::new(Rewind {
-        read,
-        inner: socket,
-    });
+    let mut guard = Guard::default();
+    guard.feed(&read);
+    drop(read);
+    if let Some(error) = guard.refusal().filter(|_| guard.nothing_released()) {
+        // The first request is refused: answer it here (hyper has not started).
+        let mut reply = guard::reply(error);
+        let mut socket = socket;
+        let _ = socket.write_all_buf(&mut reply).await;
+        let _ = socket.shutdown().await;
+        return;
+    }
+    let refused = Arc::new(tokio::sync::Notify::new());
+    let io = TokioIo::new(Rewind::new(guard, socket, refused.clone()));
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut closing_seen = *closing.borrow();
@@ -142,6 +154,12 @@ async fn serve_with_hyper(
                 break;
             }
             _ = closed(&mut closing), if !closing_seen => {
+                closing_seen = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            // A later request on the connection is refused: finish what came before it;
+            // the refusal is written as hyper closes the connection.
+            _ = refused.notified(), if !closing_seen => {
                 closing_seen = true;
                 connection.as_mut().graceful_shutdown();
             }

@@ -4,7 +4,8 @@
 //!
 //! - [`listener`]: binding (a backlog fit for reconnect storms) and the accept loop;
 //! - [`connection`]: one task per TCP connection — HTTP/1.1 event streams through [`h1`],
-//!   everything else through hyper (with [`rewind`]);
+//!   everything else through hyper (with [`rewind`]), every request head checked first by
+//!   [`guard`], which answers what hyper would refuse with the contract's JSON error;
 //! - [`housekeeping`]: heartbeats and token expiry for every stream, one task per node;
 //! - [`metrics_listener`]: `GET /metrics` on its own port;
 //! - the drain (here): on shutdown readiness fails and new streams are refused at once,
@@ -13,6 +14,7 @@
 //!   closes and the remaining connections get until the end of the timeout.
 
 mod connection;
+mod guard;
 pub mod h1;
 mod housekeeping;
 mod listener;
