@@ -12,7 +12,7 @@
 // docs/clients.md in the gateway's repository is the guide.
 
 export {
-  openStream, streamUrl, StreamError,
+  openStream, streamUrl, pathSegment, StreamError,
   type SseStream, type StreamOptions, type StreamStats, type StateChange, type ConnectionState, type TokenSource,
 } from './stream.js';
 export {

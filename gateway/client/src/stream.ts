@@ -163,12 +163,21 @@ type Outcome =
   | { next: 'reconnect'; error?: StreamError }
   | { next: 'closed' };
 
+/**
+ * A job id or topic name as a path segment. Valid ones (`[A-Za-z0-9._:-]`) are all path
+ * characters and go verbatim — the gateway does not percent-decode paths, so an escaped
+ * `:` (`%3A`) would name another, invalid, id; anything else stays escaped (and is a `400`).
+ */
+export function pathSegment(id: string): string {
+  return encodeURIComponent(id).replace(/%3A/gi, ':');
+}
+
 /** The stream URL for `options`. */
 export function streamUrl(options: Pick<StreamOptions, 'gateway' | 'job' | 'url'>): string {
   if (options.url) { return options.url; }
   const base = (options.gateway || '').replace(/\/+$/, '');
   return options.job !== undefined
-    ? `${base}/v1/jobs/${encodeURIComponent(options.job)}/events`
+    ? `${base}/v1/jobs/${pathSegment(options.job)}/events`
     : `${base}/v1/users/me/events`;
 }
 

@@ -4,7 +4,7 @@
 // sends back verbatim, never compares). Reading, resuming and the retry policy are
 // openStream's; a topic stream has no terminal event and never ends by itself.
 
-import { openStream, type SseStream, type StreamOptions } from './stream.js';
+import { openStream, pathSegment, type SseStream, type StreamOptions } from './stream.js';
 import type { Envelope } from './state.js';
 
 /** Every topic event's data: `topic`, `type`, `ts` (`correlationId`), then the publisher's fields. */
@@ -40,8 +40,16 @@ export interface TopicStreamOptions extends Omit<StreamOptions, 'job' | 'url'> {
   topic?: string;
   /** Follow these topics in one stream (`/v1/topics/events?topic=a&topic=b`), with composite ids. */
   topics?: readonly string[];
-  /** A full stream URL instead of `gateway` and `topic`/`topics`. */
+  /** A full stream URL instead of `gateway`, `topic`/`topics` and `since`. */
   url?: string;
+  /**
+   * Start after this id when the client has no position yet: `?since=<id>` in the URL (`0-0`
+   * for everything the topic keeps; on several topics only a composite id of exactly those
+   * topics is accepted). Unlike
+   * `lastEventId`, the first request carries no `Last-Event-ID` header (no CORS preflight);
+   * reconnections send the position as the header, which the gateway prefers.
+   */
+  since?: string;
   /**
    * Watch without any credential (an `--anonymous-topic`): no token, and no cookie either
    * (`credentials: 'omit'`) — a stale session cookie of the gateway's host would otherwise
@@ -59,14 +67,15 @@ export interface TopicStream<M extends object = Record<never, never>> extends Om
 }
 
 /** The stream URL for `options`. */
-export function topicsUrl(options: Pick<TopicStreamOptions, 'gateway' | 'topic' | 'topics' | 'url'>): string {
+export function topicsUrl(options: Pick<TopicStreamOptions, 'gateway' | 'topic' | 'topics' | 'url' | 'since'>): string {
   if (options.url) { return options.url; }
   const base = (options.gateway || '').replace(/\/+$/, '');
-  if (options.topics) {
-    return `${base}/v1/topics/events?${options.topics.map((t) => `topic=${encodeURIComponent(t)}`).join('&')}`;
-  }
+  const query = (options.topics || []).map((t) => `topic=${encodeURIComponent(t)}`);
+  if (options.since !== undefined) { query.push(`since=${encodeURIComponent(options.since)}`); }
+  const q = query.length ? `?${query.join('&')}` : '';
+  if (options.topics) { return `${base}/v1/topics/events${q}`; }
   if (options.topic === undefined) { throw new TypeError('openTopicStream: give `topic` or `topics`'); }
-  return `${base}/v1/topics/${encodeURIComponent(options.topic)}/events`;
+  return `${base}/v1/topics/${pathSegment(options.topic)}/events${q}`;
 }
 
 /**
@@ -76,7 +85,7 @@ export function topicsUrl(options: Pick<TopicStreamOptions, 'gateway' | 'topic' 
  * event the topic keeps, a too-old position gets a `resync` marker for that topic.
  */
 export function openTopicStream<M extends object = Record<never, never>>(options: TopicStreamOptions): TopicStream<M> {
-  const { topic: _topic, topics: _topics, anonymous, ...rest } = options;
+  const { topic: _topic, topics: _topics, since: _since, anonymous, ...rest } = options;
   return openStream({
     ...rest,
     url: topicsUrl(options),

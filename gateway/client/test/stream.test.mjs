@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
-import { openStream, openTopicStream } from '../dist/index.js';
+import { openStream, openTopicStream, streamUrl, topicsUrl } from '../dist/index.js';
 
 /** A server whose n-th request gets `handlers[n]` (the last one again after the end). */
 async function scripted(handlers) {
@@ -446,6 +446,31 @@ test('an anonymous topic stream sends no credential: no Authorization, credentia
     assert.equal(server.requests[0].headers.authorization, undefined);
   } finally {
     for (const f of [anonymous, withToken, withCookie]) { f.s.close(); }
+    await server.close();
+  }
+});
+
+test('topic stream URLs: one topic, several, `since` in the query; the position of a reconnection goes in the header', async () => {
+  // `:` is a path character, and the gateway does not percent-decode paths: sent verbatim.
+  assert.equal(topicsUrl({ gateway: 'https://sse.example.com/', topic: 'team.42:builds' }), 'https://sse.example.com/v1/topics/team.42:builds/events');
+  assert.equal(streamUrl({ job: 'render:7' }), '/v1/jobs/render:7/events');
+  assert.equal(streamUrl({ job: 'a/b c' }), '/v1/jobs/a%2Fb%20c/events');
+  assert.equal(topicsUrl({ topic: 'news', since: '0-0' }), '/v1/topics/news/events?since=0-0');
+  assert.equal(topicsUrl({ topics: ['news', 'prices'], since: 't1.3qes.m3s6azm0.99~0.0~3' }),
+    '/v1/topics/events?topic=news&topic=prices&since=t1.3qes.m3s6azm0.99~0.0~3');
+  assert.equal(topicsUrl({ url: 'https://x/y', topic: 'news', since: '1-0' }), 'https://x/y');
+  assert.throws(() => topicsUrl({}), TypeError);
+
+  const server = await scripted([stream(`retry: 10\n\n${announcement('7-0', 'news', 7)}`), stream('retry: 10\n\n', { open: true })]);
+  const { s } = followTopics({ topic: 'news', gateway: server.url, since: '0-0' });
+  try {
+    await until('the reconnection', () => server.requests.length === 2);
+    assert.deepEqual(server.requests.map((r) => [r.url, r.headers['last-event-id']]), [
+      ['/v1/topics/news/events?since=0-0', undefined],
+      ['/v1/topics/news/events?since=0-0', '7-0'],
+    ]);
+  } finally {
+    s.close();
     await server.close();
   }
 });
