@@ -1,4 +1,5 @@
-// A job stream or the user stream, read through fetch() and parsed by eventsource-parser.
+// A job stream, the user stream or a topic stream (topics.ts makes its URL), read through
+// fetch() and parsed by eventsource-parser.
 //
 // Why fetch and not EventSource, for the cookie too: EventSource never shows the status
 // of an answer and stops for good on any non-200, so it cannot tell a finished job (204)
@@ -67,7 +68,7 @@ export interface StreamStats {
   events: number;
   /** Events dropped because their id was not above the last one (the gateway sends none). */
   duplicates: number;
-  /** Snapshots that arrived with `"resync": true`. */
+  /** Snapshots (`status`, `jobs`) and topic `resync` markers that arrived with `"resync": true`. */
   resyncs: number;
   /** Calls of `refreshToken()`. */
   refreshes: number;
@@ -98,8 +99,8 @@ export interface StreamOptions {
    */
   refreshToken?: () => unknown;
   /**
-   * Resume after this event id, as if a stream had delivered it: `'0-0'` asks a job stream
-   * for the job's whole retained history.
+   * Resume after this event id, as if a stream had delivered it: `'0-0'` asks a job or topic
+   * stream for its whole retained history. Sent as `Last-Event-ID` from the first request.
    */
   lastEventId?: string | null;
   /** Backoff for failed attempts (see `RetryOptions`). */
@@ -112,7 +113,10 @@ export interface StreamOptions {
   idleTimeoutMs?: number;
   /** The largest event accepted, in characters (a larger one stops the stream). Default 16 MiB. */
   maxEventChars?: number;
-  /** `fetch` credentials mode; default `'include'` for the cookie, `'same-origin'` with a token. */
+  /**
+   * `fetch` credentials mode; default `'include'` for the cookie, `'same-origin'` with a
+   * token (`'omit'` for an anonymous topic stream).
+   */
   credentials?: RequestCredentials;
   /** The `fetch` to use (default: the global one). */
   fetch?: typeof fetch;
@@ -124,7 +128,10 @@ export interface SseStream {
   /** The stream's URL (without `Last-Event-ID`, which travels as a header). */
   readonly url: string;
   readonly state: ConnectionState;
-  /** The id of the last event received: where the next attempt resumes. */
+  /**
+   * Where the next attempt resumes: the id of the last event received, or of a later
+   * id-only block (a topic stream opens with one at its live edge). Sent back verbatim.
+   */
   readonly lastEventId: string | null;
   /** What stopped the stream, or the last failed attempt's cause. */
   readonly error: StreamError | null;
@@ -156,12 +163,21 @@ type Outcome =
   | { next: 'reconnect'; error?: StreamError }
   | { next: 'closed' };
 
+/**
+ * A job id or topic name as a path segment. Valid ones (`[A-Za-z0-9._:-]`) are all path
+ * characters and go verbatim — the gateway does not percent-decode paths, so an escaped
+ * `:` (`%3A`) would name another, invalid, id; anything else stays escaped (and is a `400`).
+ */
+export function pathSegment(id: string): string {
+  return encodeURIComponent(id).replace(/%3A/gi, ':');
+}
+
 /** The stream URL for `options`. */
 export function streamUrl(options: Pick<StreamOptions, 'gateway' | 'job' | 'url'>): string {
   if (options.url) { return options.url; }
   const base = (options.gateway || '').replace(/\/+$/, '');
   return options.job !== undefined
-    ? `${base}/v1/jobs/${encodeURIComponent(options.job)}/events`
+    ? `${base}/v1/jobs/${pathSegment(options.job)}/events`
     : `${base}/v1/users/me/events`;
 }
 
@@ -215,8 +231,23 @@ export function openStream(options: StreamOptions = {}): SseStream {
     }
   }
 
+  // The `id:` of the block being parsed, until its event is seen. eventsource-parser calls
+  // onId for every block with an id, then onEvent when the block has data too; a block
+  // without data (the id-only block a topic stream opens with: `id: <live edge>`) has no
+  // event, and its id is the stream's position all the same, as in EventSource. Without
+  // it, a topic stream that breaks before its first event would reconnect fresh, at a
+  // newer live edge, and miss what was published in between.
+  let blockId: string | null = null;
+  function takeBlockId(): void {
+    // An empty `id:` resets EventSource's position; the gateway sends none, and the client
+    // keeps its position (as for an event with an empty id).
+    if (blockId && !closed && !terminal) { lastEventId = blockId; }
+    blockId = null;
+  }
+
   const parser = createParser({
-    onEvent: dispatch,
+    onId(id) { takeBlockId(); blockId = id; },
+    onEvent(message) { blockId = null; dispatch(message); },
     onRetry(ms) { serverRetryMs = ms; },
     maxBufferSize: options.maxEventChars ?? DEFAULT_MAX_EVENT_CHARS,
     onError(error) {
@@ -239,8 +270,15 @@ export function openStream(options: StreamOptions = {}): SseStream {
       if (id !== null) { lastEventId = id; }
       return;
     }
-    const snapshot = type === 'status' || type === 'jobs';
+    // Gateway-made events that state the position afresh: a job's `status`, the user's
+    // `jobs`, a topic's `resync` marker. After a data loss their id can be lower than the
+    // position the client asked for, so they are never dropped as duplicates.
+    const snapshot = type === 'status' || type === 'jobs' || type === 'resync';
     if (!snapshot && id !== null && lastEventId !== null) {
+      // Only `<ms>-<seq>` ids are ordered: compareIds answers null for anything else — the
+      // composite ids of a stream of several topics (`t1.…`), which are opaque. Their
+      // resumption is the gateway's (each topic after its own position, no duplicate), and
+      // two of them cannot be compared as one stream's ids.
       const order = compareIds(id, lastEventId);
       if (order !== null && order <= 0) {
         stats.duplicates++;
@@ -329,6 +367,7 @@ export function openStream(options: StreamOptions = {}): SseStream {
     terminal = false;
     jobFinished = false;
     tooLarge = false;
+    blockId = null;
     parser.reset();
     const decoder = new TextDecoder();
     let broken: StreamError | undefined;
@@ -340,6 +379,7 @@ export function openStream(options: StreamOptions = {}): SseStream {
           if (ended) { break; }
           armIdle(controller);
           parser.feed(decoder.decode(value, { stream: true }));
+          takeBlockId();
           if (terminal || closed || tooLarge) { break; }
         }
       } finally {

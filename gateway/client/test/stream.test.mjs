@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
-import { openStream } from '../dist/index.js';
+import { openStream, openTopicStream, streamUrl, topicsUrl } from '../dist/index.js';
 
 /** A server whose n-th request gets `handlers[n]` (the last one again after the end). */
 async function scripted(handlers) {
@@ -298,4 +298,179 @@ test('closed before it started: no request, and the state stays closed', async (
   assert.deepEqual(states.map((c) => c.state), ['closed']);
   assert.equal(server.requests.length, 0);
   await server.close();
+});
+
+// ---- topic streams (docs/protocol.md, "Topics") -------------------------------------------------
+
+/** Opens a topic stream that records its events (type, id, topic) and state changes. */
+function followTopics(options) {
+  const s = openTopicStream({ random: () => 0, ...options });
+  const events = [];
+  const states = [];
+  s.onEvent((e) => events.push(`${e.type} ${e.id} ${e.data.topic}`));
+  s.onState((c) => states.push(c.state));
+  return { s, events, states };
+}
+
+const announcement = (id, topic, n) => frame(id, 'announcement', { topic, type: 'announcement', ts: n, title: `a${n}` });
+
+test('an id-only block is the position: a topic stream that breaks before its first event resumes from its live edge', async () => {
+  const server = await scripted([
+    // A fresh stream: `retry:`, the id-only block at the live edge, then the stream breaks
+    // (the block's id and its blank line in two writes, as the network may deliver them).
+    (req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('retry: 10\n\nid: 5-0\n');
+      setTimeout(() => res.end('\n'), 20);
+    },
+    // Resumed: the event after it, then an id-only block again, and the end.
+    stream(`retry: 10\n\n${announcement('6-0', 'news', 6)}id: 6-0\n\n`),
+    stream('retry: 10\n\n', { open: true }),
+  ]);
+  const { s, events } = followTopics({ topic: 'news', gateway: server.url });
+  try {
+    await until('the third request', () => server.requests.length === 3);
+    assert.deepEqual(server.requests.map((r) => [r.url, r.headers['last-event-id']]), [
+      ['/v1/topics/news/events', undefined],
+      ['/v1/topics/news/events', '5-0'],
+      ['/v1/topics/news/events', '6-0'],
+    ]);
+    // The id-only blocks dispatch nothing; the event after the first one is not a duplicate of it.
+    assert.deepEqual(events, ['announcement 6-0 news']);
+    assert.equal(s.stats.duplicates, 0);
+    assert.equal(s.lastEventId, '6-0');
+  } finally {
+    s.close();
+    await server.close();
+  }
+});
+
+test('an id-only block between events moves the position; events are still checked against it', async () => {
+  const server = await scripted([
+    stream(`retry: 10\n\nid: 3-0\n\n${announcement('4-0', 'news', 4)}id: 9-0\n\n${announcement('8-0', 'news', 8)}${announcement('10-0', 'news', 10)}`, { open: true }),
+  ]);
+  const { s, events } = followTopics({ topic: 'news', gateway: server.url });
+  try {
+    await until('the last event', () => events.length === 2);
+    assert.deepEqual(events, ['announcement 4-0 news', 'announcement 10-0 news']);
+    assert.equal(s.stats.duplicates, 1, '8-0 is not above the position 9-0');
+    assert.equal(s.lastEventId, '10-0');
+  } finally {
+    s.close();
+    await server.close();
+  }
+});
+
+test('a topic stream\'s resync marker: typed, counted, never dropped (its id may be lower), and the stream goes on', async () => {
+  const server = await scripted([
+    stream(`retry: 10\n\n${frame('50-0', 'resync', { topic: 'news', resync: true })}${announcement('51-0', 'news', 51)}`
+      // A topic event named like a job's terminal event ends nothing on a topic stream.
+      + frame('52-0', 'complete', { topic: 'news', type: 'complete', ts: 52 })),
+    stream('retry: 10\n\n', { open: true }),
+  ]);
+  const { s, events, states } = followTopics({ topic: 'news', gateway: server.url, lastEventId: '900-0' });
+  const markers = [];
+  s.on('resync', (e) => markers.push([e.data.topic, e.data.resync, e.id]));
+  try {
+    await until('the reconnection', () => server.requests.length === 2);
+    assert.equal(server.requests[0].headers['last-event-id'], '900-0');
+    assert.deepEqual(events, ['resync 50-0 news', 'announcement 51-0 news', 'complete 52-0 news']);
+    assert.deepEqual(markers, [['news', true, '50-0']]);
+    assert.equal(s.stats.resyncs, 1);
+    assert.equal(s.stats.duplicates, 0);
+    assert.equal(server.requests[1].headers['last-event-id'], '52-0');
+    assert.deepEqual(states.slice(0, 3), ['connecting', 'open', 'reconnecting']);
+  } finally {
+    s.close();
+    await server.close();
+  }
+});
+
+test('several topics: composite ids are resumed verbatim, from the id-only block and from events', async () => {
+  // The example of docs/protocol.md, then positions as the gateway moves them.
+  const edge = 't1.3qes.m3s6azm0.99~0.0~3';
+  const first = 't1.3qes.m3s6azm5.9e~0.0~0';
+  const second = 't1.3qes.m3s6azm5._.1~0';
+  const server = await scripted([
+    stream(`retry: 10\n\nid: ${edge}\n\n`),
+    stream(`retry: 10\n\n${announcement(first, 'prices', 1)}${announcement(second, 'news', 2)}`),
+    stream('retry: 10\n\n', { open: true }),
+  ]);
+  const { s, events } = followTopics({ topics: ['prices', 'news'], gateway: server.url });
+  try {
+    await until('the third request', () => server.requests.length === 3);
+    assert.deepEqual(server.requests.map((r) => [r.url, r.headers['last-event-id']]), [
+      ['/v1/topics/events?topic=prices&topic=news', undefined],
+      ['/v1/topics/events?topic=prices&topic=news', edge],
+      ['/v1/topics/events?topic=prices&topic=news', second],
+    ]);
+    assert.deepEqual(events, [`announcement ${first} prices`, `announcement ${second} news`]);
+    assert.equal(s.lastEventId, second);
+  } finally {
+    s.close();
+    await server.close();
+  }
+});
+
+test('composite ids are never compared: an id that would sort lower, or equal the position, is delivered', async () => {
+  // In string order (and by any reading of them as numbers) these go down; each is a new
+  // position all the same. `<ms>-<seq>` ids on the same client are still checked (the first test).
+  const ids = ['t1.3qes.m3s6azm9.0~5.2~0', 't1.3qes.m3s6azm9.0~6.2~0', 't1.3qes.m3s6azma.1~0.0~0', 't1.3qes.m3s6azm0.0~0.0~1'];
+  const server = await scripted([
+    stream(`retry: 10\n\n${ids.map((id, i) => announcement(id, i % 2 ? 'news' : 'prices', i)).join('')}`, { open: true }),
+  ]);
+  const { s, events } = followTopics({ topics: ['news', 'prices'], gateway: server.url, lastEventId: ids[0] });
+  try {
+    await until('every event', () => events.length === ids.length);
+    assert.deepEqual(events.map((e) => e.split(' ')[1]), ids);
+    assert.equal(s.stats.duplicates, 0);
+    assert.equal(s.lastEventId, ids.at(-1));
+  } finally {
+    s.close();
+    await server.close();
+  }
+});
+
+test('an anonymous topic stream sends no credential: no Authorization, credentials "omit"', async () => {
+  const seen = [];
+  const server = await scripted([stream(`retry: 10\n\nid: 0-0\n\n${announcement('1-0', 'lobby', 1)}`, { open: true })]);
+  const spy = (url, init) => { seen.push({ url, credentials: init.credentials, headers: init.headers }); return fetch(url, init); };
+  const anonymous = followTopics({ topic: 'lobby', gateway: server.url, anonymous: true, token: 'stale', fetch: spy });
+  const withToken = followTopics({ topic: 'lobby', gateway: server.url, token: 't1', fetch: spy });
+  const withCookie = followTopics({ topic: 'lobby', gateway: server.url, fetch: spy });
+  try {
+    await until('three events', () => anonymous.events.length + withToken.events.length + withCookie.events.length === 3);
+    assert.deepEqual(seen.map((r) => [r.credentials, r.headers.Authorization]), [
+      ['omit', undefined], ['same-origin', 'Bearer t1'], ['include', undefined],
+    ]);
+    assert.equal(server.requests[0].headers.authorization, undefined);
+  } finally {
+    for (const f of [anonymous, withToken, withCookie]) { f.s.close(); }
+    await server.close();
+  }
+});
+
+test('topic stream URLs: one topic, several, `since` in the query; the position of a reconnection goes in the header', async () => {
+  // `:` is a path character, and the gateway does not percent-decode paths: sent verbatim.
+  assert.equal(topicsUrl({ gateway: 'https://sse.example.com/', topic: 'team.42:builds' }), 'https://sse.example.com/v1/topics/team.42:builds/events');
+  assert.equal(streamUrl({ job: 'render:7' }), '/v1/jobs/render:7/events');
+  assert.equal(streamUrl({ job: 'a/b c' }), '/v1/jobs/a%2Fb%20c/events');
+  assert.equal(topicsUrl({ topic: 'news', since: '0-0' }), '/v1/topics/news/events?since=0-0');
+  assert.equal(topicsUrl({ topics: ['news', 'prices'], since: 't1.3qes.m3s6azm0.99~0.0~3' }),
+    '/v1/topics/events?topic=news&topic=prices&since=t1.3qes.m3s6azm0.99~0.0~3');
+  assert.equal(topicsUrl({ url: 'https://x/y', topic: 'news', since: '1-0' }), 'https://x/y');
+  assert.throws(() => topicsUrl({}), TypeError);
+
+  const server = await scripted([stream(`retry: 10\n\n${announcement('7-0', 'news', 7)}`), stream('retry: 10\n\n', { open: true })]);
+  const { s } = followTopics({ topic: 'news', gateway: server.url, since: '0-0' });
+  try {
+    await until('the reconnection', () => server.requests.length === 2);
+    assert.deepEqual(server.requests.map((r) => [r.url, r.headers['last-event-id']]), [
+      ['/v1/topics/news/events?since=0-0', undefined],
+      ['/v1/topics/news/events?since=0-0', '7-0'],
+    ]);
+  } finally {
+    s.close();
+    await server.close();
+  }
 });

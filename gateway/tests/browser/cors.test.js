@@ -29,7 +29,7 @@ function recordStreams(page) {
   page.on('response', async (response) => {
     if (!new URL(response.url()).pathname.endsWith('/events') || response.request().method() !== 'GET') { return; }
     const headers = await response.allHeaders().catch(() => ({}));
-    seen.push({ status: response.status(), origin: headers['access-control-allow-origin'] || null, credentials: headers['access-control-allow-credentials'] || null });
+    seen.push({ path: new URL(response.url()).pathname, status: response.status(), origin: headers['access-control-allow-origin'] || null, credentials: headers['access-control-allow-credentials'] || null });
   });
   return seen;
 }
@@ -62,16 +62,18 @@ test('a page on an allowed origin signs in through the gateway and streams with 
     const card = await h.readCard(page, job);
     assert.deepEqual([card.progress, card.result], [100, [['result', 'ok']]]);
     assert.deepEqual(await page.evaluate((id) => window.dashboard.jobs.get(id).logs.map((l) => l.message), job), ['half way']);
-    assert.deepEqual(streams, [
-      { status: 200, origin: allowed.origin, credentials: 'true' },
-      { status: 200, origin: allowed.origin, credentials: 'true' },
-    ]);
+    // Two user streams (demo, then the user), and the announcements feed (a topic) beside them.
+    const sorted = (list) => list.map((r) => JSON.stringify(r)).sort();
+    const answer = (path) => ({ path, status: 200, origin: allowed.origin, credentials: 'true' });
+    assert.deepEqual(sorted(streams), sorted([
+      answer('/v1/users/me/events'), answer('/v1/users/me/events'), answer('/v1/topics/demo.announcements/events'),
+    ]));
 
     // The detail view streams cross-origin too (a preflighted request: it sends Last-Event-ID).
     await page.click(`article.job[data-job-id="${job}"] h3 a`);
     await h.waitInPage(page, 'the detail view to say finished', () => document.querySelector('#detail').dataset.stream === 'finished');
     assert.deepEqual(await page.$$eval('#detail ol.log > li', (lis) => lis.map((li) => li.textContent)), ['half way']);
-    assert.deepEqual(streams.at(-1), { status: 200, origin: allowed.origin, credentials: 'true' });
+    assert.deepEqual(streams.at(-1), answer(`/v1/jobs/${job}/events`));
   } finally {
     await context.close();
   }
@@ -106,7 +108,10 @@ test('a page on an origin the gateway does not allow gets no stream, and says so
     assert.match(shown.note, /not allowed/);
     assert.deepEqual(shown.history, ['connecting', 'reconnecting', 'stopped']);
     assert.equal(streams.length, 0, 'the page never sees a response');
-    assert.deepEqual(failed, Array(3).fill([`${gateway.url}/v1/users/me/events`, 'net::ERR_FAILED']));
+    assert.deepEqual(failed.filter(([url]) => !url.includes('/v1/topics/')), Array(3).fill([`${gateway.url}/v1/users/me/events`, 'net::ERR_FAILED']));
+    // The announcements feed failed alike, and the page closed it when it gave up.
+    assert.ok(failed.some(([url]) => url.startsWith(`${gateway.url}/v1/topics/demo.announcements/events`)));
+    assert.equal(await page.evaluate(() => window.dashboard.announcements.stream.state), 'closed');
     // The gateway did answer (the cookie went along); its answer carried no CORS headers.
     await h.waitFor('the gateway to log the stream', () => gateway.lines.some((l) => l.includes('"stream closed"') && l.includes(`"user":"${user}"`)));
     const direct = await fetch(`${gateway.url}/v1/jobs/${job}`, { headers: { origin: refused.origin, cookie: `sse_token=${h.userToken(user)}` } });

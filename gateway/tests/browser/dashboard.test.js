@@ -1,10 +1,12 @@
 'use strict';
 // The dashboard in headless Chromium against one gateway on the embedded broker (--demo
 // serves the page and the client bundle; the demo publisher works for `demo`, our jobs
-// belong to other users): signing in by itself, jobs progressing to their exact final
-// state, the detail view, a session that runs out and is renewed with nothing lost, and
-// the board after many jobs — filter, summaries, notifications clear of the cards — at
-// desktop and phone widths, with screenshots in artifacts/.
+// belong to other users, and it announces on the topic `demo.announcements`): signing in by
+// itself, jobs progressing to their exact final state, the detail view, a session that runs
+// out and is renewed with nothing lost, the announcements feed (the latest one at once on
+// load, then live), and the board after many jobs — filter, summaries, notifications and
+// announcements clear of the cards — at desktop and phone widths, with screenshots in
+// artifacts/.
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -28,12 +30,18 @@ before(async () => {
 
 after(() => procs.stopAll(), { timeout: 60_000 });
 
+const FEED = '/v1/topics/demo.announcements/events';
+
 /** Every response the page gets, as "<status> <path>". */
 function recordResponses(page) {
   const seen = [];
   page.on('response', (r) => seen.push(`${r.status()} ${new URL(r.url()).pathname}`));
   return seen;
 }
+
+/** The responses of one path, and of the others. */
+const only = (responses, path) => responses.filter((r) => r.endsWith(` ${path}`));
+const besides = (responses, path) => responses.filter((r) => !r.endsWith(` ${path}`));
 
 /** Opens the dashboard in a fresh context and switches to `user`. */
 async function pageAs(user, viewport = DESKTOP) {
@@ -56,6 +64,7 @@ test('a first visit signs in as demo by itself: no refusal, no error on screen, 
     const responses = recordResponses(page);
     await page.goto(`${gateway.url}/`);
     await h.waitInPage(page, 'the demo stream', () => window.dashboard.state === 'connected' && window.dashboard.user === 'demo');
+    await h.waitInPage(page, 'the announcements feed', () => window.dashboard.announcements.state === 'live');
     await h.waitInPage(page, 'a demo job on the board', () => document.querySelectorAll('#jobs article.job').length > 0, undefined, 15_000);
     const shown = await page.evaluate(() => ({
       history: window.dashboard.history,
@@ -69,7 +78,10 @@ test('a first visit signs in as demo by itself: no refusal, no error on screen, 
     assert.equal(shown.pill, 'connected');
     assert.equal(shown.who, 'signed in as demo');
     assert.equal(shown.session.user, 'demo');
-    assert.deepEqual(responses, ['200 /', '200 /assets/sse-client.js', '200 /demo/login', '200 /v1/users/me/events']);
+    // The user stream and the feed open side by side after the sign-in, in either order.
+    assert.deepEqual(besides(responses, FEED), ['200 /', '200 /assets/sse-client.js', '200 /demo/login', '200 /v1/users/me/events']);
+    assert.deepEqual(only(responses, FEED), [`200 ${FEED}`]);
+    assert.ok(responses.indexOf(`200 ${FEED}`) > responses.indexOf('200 /demo/login'));
     assert.deepEqual(page.consoleLines, [], 'nothing in the console');
 
     // The gateway serves the bundle that the client package builds (the check in `make
@@ -81,8 +93,10 @@ test('a first visit signs in as demo by itself: no refusal, no error on screen, 
     // Back within the session: straight to the stream, no sign-in.
     responses.length = 0;
     await page.reload();
-    await h.waitInPage(page, 'the stream again', () => window.dashboard.state === 'connected' && window.dashboard.user === 'demo');
-    assert.deepEqual(responses, ['200 /', '200 /assets/sse-client.js', '200 /v1/users/me/events']);
+    await h.waitInPage(page, 'the stream again', () => window.dashboard.state === 'connected' && window.dashboard.user === 'demo'
+      && window.dashboard.announcements.state === 'live');
+    assert.deepEqual(besides(responses, FEED), ['200 /', '200 /assets/sse-client.js', '200 /v1/users/me/events']);
+    assert.deepEqual(only(responses, FEED), [`200 ${FEED}`]);
     assert.deepEqual(await page.evaluate(() => window.dashboard.history), ['connecting', 'connected']);
   } finally {
     await context.close();
@@ -317,10 +331,108 @@ test('a session that runs out: the stream ends at exp, gets 401, the page signs 
     assert.deepEqual(seen.history.slice(0, 4), ['connecting', 'connected', 'reconnecting', 'connecting']);
     assert.ok(seen.history.includes('resumed'), seen.history.join(','));
     assert.ok(!seen.history.includes('stopped'), seen.history.join(','));
-    assert.deepEqual(responses.filter((r) => !r.endsWith('.js') && r !== '200 /'), [
+    assert.deepEqual(besides(responses, FEED).filter((r) => !r.endsWith('.js') && r !== '200 /'), [
       '200 /v1/users/me/events', '401 /v1/users/me/events', '200 /demo/login', '200 /v1/users/me/events',
     ]);
+    // The feed ended at the same expiry and resumed on the same sign-in (one /demo/login for both).
+    await h.waitInPage(page, 'the feed to resume', () => window.dashboard.announcements.stream.stats.opens >= 2);
+    assert.equal(only(responses, FEED).at(-1), `200 ${FEED}`);
     assert.deepEqual((await h.readCard(page, job)).result, [['rows', String(published.length)]]);
+  } finally {
+    await context.close();
+  }
+});
+
+/** The announcements feed as it is on screen: every item, and the ones visible. */
+function readFeed(page) {
+  return page.evaluate(() => {
+    const section = document.querySelector('#announcements');
+    const items = Array.from(section.querySelectorAll('#feed > li'));
+    const box = (n) => n.getBoundingClientRect();
+    return {
+      state: section.dataset.stream,
+      items: items.map((li) => ({
+        key: li.dataset.key,
+        severity: li.dataset.severity,
+        label: li.querySelector('.severity').textContent,
+        title: li.querySelector('.title').textContent,
+        text: li.querySelector('.text').textContent,
+        visible: li.getClientRects().length > 0,
+        border: getComputedStyle(li).borderLeftColor,
+      })),
+      more: section.querySelector('#feed-more').getClientRects().length > 0 ? section.querySelector('#feed-more').textContent : null,
+      injected: section.querySelectorAll('img, b').length,
+      box: { left: box(section).left, right: box(section).right, bottom: box(section).bottom },
+      board: { left: box(document.querySelector('#board')).left, right: box(document.querySelector('#board')).right, top: box(document.querySelector('#board')).top },
+      scrollWidth: document.scrollingElement.scrollWidth,
+    };
+  });
+}
+
+test('the announcements feed: the latest announcement at once on load, then live ones on top, severity shown, a handful kept, at desktop and phone widths', { timeout: 45_000 }, async () => {
+  // The demo announces at start and then every 8 to 14 s: the topic's latest id is one the
+  // page can only show by asking for what the topic keeps (a fresh topic stream starts after it).
+  const token = h.userToken(h.unique('viewer'));
+  const latest = await h.waitFor('the demo\'s first announcement', async () => {
+    const state = await (await fetch(`${gateway.url}/v1/topics/demo.announcements`, { headers: { authorization: `Bearer ${token}` } })).json();
+    return state.lastEventId !== '0-0' && state.lastEventId;
+  });
+  const { context, page } = await pageAs(h.unique('frank'));
+  try {
+    await h.waitInPage(page, `the latest announcement (${latest}) without waiting for the next`,
+      (id) => document.querySelector(`#feed > li[data-key="${id}"]`), latest, 3000);
+    let feed = await readFeed(page);
+    assert.equal(feed.state, 'live');
+    assert.ok(feed.items.length >= 1 && feed.items.length <= 5, `${feed.items.length} items`);
+    assert.ok(feed.items.every((i) => ['info', 'warning'].includes(i.severity) && i.title && i.text), JSON.stringify(feed.items));
+
+    // Live: six announcements of ours, with every severity the page styles (and markup that must stay text).
+    const ours = [
+      ['info', 'Deploy 1', 'Rolling out'], ['warning', 'Deploy 2', 'Slow nodes'], ['critical', 'Outage', 'Imports are down'],
+      ['success', 'Recovered', 'Imports are back'], ['info', '<img src=x onerror="window.pwned=1">', '<b>not bold</b>'], ['warning', 'Last', 'The newest one'],
+    ].map(([severity, title, text]) => ({ severity, title: `${title} ${h.unique('a').slice(2)}`, text }));
+    const ids = [];
+    for (const data of ours) {
+      ids.push(await h.publishTopic(gateway.url, 'demo.announcements', { type: 'announcement', data }));
+    }
+    await h.waitInPage(page, 'our newest announcement on top', (id) => document.querySelector('#feed > li')?.dataset.key === id, ids.at(-1));
+    await h.settled(page);
+    feed = await readFeed(page);
+    // A handful (5), newest first; the demo may have announced in between, never more than once.
+    assert.equal(feed.items.length, 5);
+    const shown = feed.items.filter((i) => ids.includes(i.key));
+    assert.ok(shown.length >= 4, `${shown.length} of ours shown`);
+    assert.deepEqual(shown.map((i) => i.key), ids.slice(-shown.length).reverse(), 'ours newest first');
+    assert.deepEqual(shown.map((i) => [i.severity, i.label, i.title, i.text]),
+      ours.slice(-shown.length).reverse().map((a) => [a.severity, a.severity, a.title, a.text]));
+    assert.equal(feed.injected, 0);
+    assert.equal(await page.evaluate(() => window.pwned), undefined);
+    // Each severity has its own colour; unknown ones would get the accent (info's).
+    const colour = Object.fromEntries(feed.items.map((i) => [i.severity, i.border]));
+    assert.equal(new Set(['warning', 'critical', 'success', 'info'].map((sv) => colour[sv])).size, 4, JSON.stringify(colour));
+    // Desktop: beside the board, all five visible.
+    assert.ok(feed.box.left >= feed.board.right, 'the feed is beside the board');
+    assert.ok(feed.items.every((i) => i.visible));
+    assert.equal(feed.more, null);
+    await page.screenshot({ path: path.join(h.ARTIFACTS, 'dashboard-announcements.png') });
+
+    // Phone: above the board, the newest only, the others behind a button; nothing wider than the screen.
+    await page.setViewportSize(PHONE);
+    await h.settled(page);
+    feed = await readFeed(page);
+    assert.ok(feed.box.bottom <= feed.board.top, 'the feed is above the board');
+    assert.deepEqual(feed.items.map((i) => i.visible), [true, false, false, false, false]);
+    assert.equal(feed.more, 'Show 4 earlier');
+    assert.ok(feed.scrollWidth <= PHONE.width, `no horizontal scrolling (${feed.scrollWidth})`);
+    await page.screenshot({ path: path.join(h.ARTIFACTS, 'dashboard-phone-announcements.png') });
+    await page.click('#feed-more');
+    feed = await readFeed(page);
+    assert.ok(feed.items.every((i) => i.visible));
+    assert.equal(feed.more, 'Show the newest only');
+    assert.ok(feed.scrollWidth <= PHONE.width);
+    const stats = await page.evaluate(() => window.dashboard.announcements.stream.stats);
+    assert.deepEqual([stats.opens, stats.duplicates, stats.resyncs], [1, 0, 0]);
+    assert.deepEqual(page.consoleLines, []);
   } finally {
     await context.close();
   }
@@ -333,8 +445,9 @@ function layout(page) {
     const visible = (node) => node.getClientRects().length > 0;
     const cards = Array.from(document.querySelectorAll('#jobs article.job')).filter(visible).map(box);
     const toasts = Array.from(document.querySelectorAll('#toasts .toast')).filter(visible).map(box);
+    const announcements = Array.from(document.querySelectorAll('#feed > li')).filter(visible).map(box);
     const overlaps = [];
-    for (const t of toasts) {
+    for (const t of [...toasts, ...announcements]) {
       for (const c of cards) {
         if (t.left < c.right && c.left < t.right && t.top < c.bottom && c.top < t.bottom) { overlaps.push([t, c]); }
       }
@@ -392,7 +505,7 @@ test('after many jobs the board stays usable: filter, summaries, a cap on finish
     let shown = await layout(page);
     assert.deepEqual(shown.counts, { all: 70, active: 4, finished: 61, failed: 5 });
     assert.deepEqual([shown.running, shown.finished, shown.more], [4, 12, 'Show all 66 finished']);
-    assert.deepEqual(shown.overlaps, [], 'no notification covers a card');
+    assert.deepEqual(shown.overlaps, [], 'no notification or announcement covers a card');
     assert.equal(shown.toasts, 3);
     assert.ok(shown.scrollWidth <= shown.width, `no horizontal scrolling (${shown.scrollWidth} > ${shown.width}: ${shown.wide})`);
     assert.ok(shown.height < 3 * DESKTOP.height, `the page stays short: ${shown.height}px`);

@@ -62,4 +62,4 @@ npm ci --no-audit --no-fund --loglevel=error
 
 # ---- 4. the tests ---------------------------------------------------------------------------
 mkdir -p "$repo/artifacts"
-exec node --test "$@" client.test.js cluster.test.js cors.test.js dashboard.test.js workers.test.js
+exec node --test "$@" client.test.js cluster.test.js cors.test.js dashboard.test.js topics.test.js workers.test.js

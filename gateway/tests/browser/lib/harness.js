@@ -346,6 +346,19 @@ async function publish(baseUrl, job, body, token = PUBLISHER()) {
   return JSON.parse(text).id;
 }
 
+/** POST one topic event (`{type, data}`) through a gateway's HTTP API; resolves to its id. */
+async function publishTopic(baseUrl, topic, body, token = PUBLISHER()) {
+  const response = await fetch(`${baseUrl}/v1/topics/${topic}/events`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(5000),
+  });
+  const text = await response.text();
+  if (response.status !== 201) { throw new Error(`publish to topic ${topic}: ${response.status} ${text}`); }
+  return JSON.parse(text).id;
+}
+
 async function notify(baseUrl, user, body, token = PUBLISHER()) {
   const response = await fetch(`${baseUrl}/v1/users/${encodeURIComponent(user)}/events`, {
     method: 'POST',
@@ -452,5 +465,5 @@ module.exports = {
   REPO, BIN_DIR, ARTIFACTS, DASHBOARD, CLIENT_BUNDLE, SECRET,
   waitFor, mintToken, userToken, unique, freePort, Processes,
   startGateway, startRedis, startNginx, startStaticServer, startTcpProxy,
-  publish, notify, metric, launchBrowser, newPage, setTokenCookie, signIn, waitInPage, settled, readCard,
+  publish, publishTopic, notify, metric, launchBrowser, newPage, setTokenCookie, signIn, waitInPage, settled, readCard,
 };
