@@ -81,7 +81,7 @@ wait_for "redis gateway readiness" ready "$GW_REDIS"
 # Scaled down: ~470 opens at up to 150/s; 200 subscribers × 150 events; 120 resumes.
 RAMP=(-e PEAK_RATE=150 -e START_RATE=20 -e RAMP=2s -e PLATEAU=2s -e PRE_VUS=20 -e MAX_VUS=60 -e JOBS=20)
 FANOUT=(-e SUBSCRIBERS=200 -e JOBS=20 -e PUBLISH_RATE=50 -e DURATION=3s -e PUBLISH_AFTER=3s -e DRAIN=1s
-    -e PUBLISHER_VUS=5)
+    -e PUBLISHER_VUS=20)
 RESUME=(-e VUS=60 -e ITERATIONS=2 -e EVENTS_BEFORE=3 -e EVENTS_MISSED=20)
 
 for broker in memory redis; do
