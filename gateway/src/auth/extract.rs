@@ -82,4 +82,35 @@ mod tests {
         assert_eq!(find(&http::HeaderMap::new(), Some("token=")), None);
         assert_eq!(find(&http::HeaderMap::new(), None), None);
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn fuzz_any_credentials_are_a_token_or_none(
+                authorization in proptest::option::of(prop::collection::vec(any::<u8>(), 0..40)),
+                cookies in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..3),
+                query in proptest::option::of("\\PC{0,60}|(token=[%+A-Za-z0-9.]{0,10}&?){0,3}"),
+            ) {
+                let mut map = http::HeaderMap::new();
+                let mut sent = Vec::new();
+                if let Some(value) = authorization.and_then(|v| HeaderValue::from_bytes(&v).ok()) {
+                    map.append(AUTHORIZATION, value);
+                }
+                for cookie in cookies {
+                    if let Ok(value) = HeaderValue::from_bytes(&cookie) {
+                        sent.push(cookie);
+                        map.append(COOKIE, value);
+                    }
+                }
+                if let Some(found) = find(&map, query.as_deref()) {
+                    // What is found is never empty, and never spans a separator.
+                    prop_assert!(!found.is_empty());
+                    prop_assert!(!found.contains(';'));
+                }
+            }
+        }
+    }
 }

@@ -73,4 +73,31 @@ mod tests {
         let all: Vec<_> = query_params("topic=a&x=1&topic=b%2Ec&topic=", "topic").collect();
         assert_eq!(all, ["a", "b.c", ""]);
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn fuzz_query_strings_decode_without_panic(query in "(\\PC|%[0-9a-fA-F]{0,2}|\\+|&|=){0,80}") {
+                let _ = query_param(&query, "token");
+                prop_assert_eq!(
+                    query_params(&query, "topic").count(),
+                    query.split('&').filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) == "topic").count()
+                );
+            }
+
+            #[test]
+            fn fuzz_encoded_values_decode_to_themselves(value in "\\PC{1,30}") {
+                let encoded: String = value
+                    .bytes()
+                    .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+                    .collect();
+                let query = format!("a=1&token={encoded}&b");
+                let decoded = query_param(&query, "token").map(|v| v.into_owned());
+                prop_assert_eq!(decoded, Some(value));
+            }
+        }
+    }
 }

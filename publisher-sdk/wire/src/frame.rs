@@ -262,4 +262,34 @@ data: {"jobId":"j","type":"log","ts":1,"correlationId":"req-81","message":"x"}
         assert_eq!(frame_id(b"data: x\n\n"), None);
         assert_eq!(frame_event_name(b"id: 1-0\ndata: x\n\n"), None);
     }
+
+    mod fuzz {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn fuzz_frames_are_read_back_or_refused(
+                id in "\\PC{0,20}|[0-9]{1,13}-[0-9]{1,3}",
+                event in proptest::option::of("\\PC{0,12}"),
+                data in "(\\PC|\r|\n){0,60}",
+                raw in prop::collection::vec(any::<u8>(), 0..80),
+            ) {
+                let mut out = BytesMut::new();
+                match encode_event(&mut out, Some(&id), event.as_deref(), &data) {
+                    Ok(()) => {
+                        prop_assert!(out.ends_with(b"\n\n") || out.ends_with(b"\n"));
+                        prop_assert_eq!(frame_id(&out), Some(id.as_str()));
+                        if let Some(event) = &event {
+                            prop_assert_eq!(frame_event_name(&out), Some(event.as_str()));
+                        }
+                    }
+                    Err(_) => prop_assert!(id.contains(['\n', '\r', '\0']) || event.as_deref().is_some_and(|e| e.contains(['\n', '\r']))),
+                }
+                let _ = frame_id(&raw);
+                let _ = frame_event_name(&raw);
+                let _ = correlation_id(&raw);
+            }
+        }
+    }
 }

@@ -218,4 +218,30 @@ mod tests {
             "clock went back"
         );
     }
+
+    mod fuzz {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn fuzz_event_ids_round_trip(ms in any::<u64>(), seq in any::<u64>()) {
+                let id = EventId::new(ms, seq);
+                prop_assert_eq!(id.to_string().parse::<EventId>().ok(), Some(id));
+            }
+
+            #[test]
+            fn fuzz_any_text_is_an_id_or_refused(text in "\\PC{0,48}|[0-9-]{0,48}") {
+                // Never a panic; what parses prints back as the same canonical id.
+                if let Ok(id) = text.parse::<EventId>() {
+                    prop_assert_eq!(id.to_string().parse::<EventId>().ok(), Some(id));
+                }
+                let _ = is_valid_id(&text);
+                let _ = is_valid_event_type(&text);
+                let _ = is_valid_correlation_id(&text);
+                let _ = is_valid_idempotency_key(&text);
+                let _ = is_valid_traceparent(&text);
+            }
+        }
+    }
 }

@@ -124,4 +124,42 @@ mod tests {
         assert_eq!(reply.id, EventId::new(5, 1));
         assert_eq!(serde_json::to_string(&reply).unwrap(), r#"{"id":"5-1"}"#);
     }
+
+    mod fuzz {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// JSON values of a few levels.
+        fn json() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(serde_json::Value::from),
+                "\\PC{0,12}".prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(3, 24, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map(
+                        prop_oneof!["type|owner|data|correlationId|reopen|\\PC{0,6}"],
+                        inner,
+                        0..5
+                    )
+                    .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn fuzz_publish_bodies_parse_or_are_refused(value in json(), bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+                for text in [value.to_string().into_bytes(), bytes] {
+                    if let Ok(body) = serde_json::from_slice::<PublishBody>(&text) {
+                        let _ = body.validate();
+                    }
+                }
+            }
+        }
+    }
 }

@@ -257,4 +257,44 @@ mod tests {
             Parsed::Partial
         ));
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn fuzz_any_bytes_are_a_stream_another_request_or_partial(
+                bytes in prop::collection::vec(any::<u8>(), 0..200),
+            ) {
+                if let Parsed::Stream { head_len, .. } = parse(&bytes) {
+                    prop_assert!(head_len <= bytes.len());
+                }
+            }
+
+            #[test]
+            fn fuzz_stream_gets_keep_their_target_and_headers(
+                job in "[A-Za-z0-9._:-]{1,128}",
+                last in "[0-9]{1,13}-[0-9]{1,3}",
+                cookie in "[!#-+--:<-~]{1,60}",
+                rest in prop::collection::vec(any::<u8>(), 0..20),
+            ) {
+                let head = format!(
+                    "GET /v1/jobs/{job}/events?lastEventId={last} HTTP/1.1\r\nHost: x\r\nCookie: sse_token={cookie}\r\n\r\n"
+                );
+                let mut bytes = head.clone().into_bytes();
+                bytes.extend_from_slice(&rest);
+                let Parsed::Stream { request, keep_alive, head_len } = parse(&bytes) else {
+                    return Err(TestCaseError::fail(format!("not a stream: {head:?}")));
+                };
+                prop_assert!(keep_alive);
+                prop_assert_eq!(head_len, head.len());
+                prop_assert_eq!(request.uri().path(), format!("/v1/jobs/{job}/events"));
+                let expected_query = format!("lastEventId={last}");
+                prop_assert_eq!(request.uri().query(), Some(expected_query.as_str()));
+                let expected_cookie = format!("sse_token={cookie}");
+                prop_assert_eq!(request.headers()["cookie"].to_str().ok(), Some(expected_cookie.as_str()));
+            }
+        }
+    }
 }
