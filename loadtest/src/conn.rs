@@ -2,7 +2,11 @@
 //! `EventSource` request with its cookie or query token, the response head, the body
 //! (chunked or not) through the WHATWG parser, and per-connection accounting: connect
 //! and first-byte times, the `seq` of every load-test event (gaps, duplicates, order)
-//! and its delivery latency from the publisher's `t_us`.
+//! and its delivery latency from the publisher's `t_us`. On the gateway's streams, also
+//! the ids: the first one the stream gives (a job's `status`, a topic's id-only opening
+//! block) and, for every event, that its `<ms>-<seq>` id is above the one before (the
+//! opening's, or the `Last-Event-ID` sent) — a repeated or lower id is a duplicate or a
+//! reordering whatever the payload says.
 //!
 //! A connection holds one 2 KiB read buffer and its parser; nothing else grows with
 //! time except the latency samples of the events it receives.
@@ -18,6 +22,17 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::http::{parse_head, Chunked};
 use crate::sse::{json_u64, Item, Parser};
+
+/// A gateway event id, `<ms>-<seq>` (both decimal), ordered as the gateway orders them.
+pub fn parse_id(id: &[u8]) -> Option<(u64, u64)> {
+    let text = std::str::from_utf8(id).ok()?;
+    let (ms, seq) = text.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(ms) || !digits(seq) {
+        return None;
+    }
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
 
 /// What every connection shares: progress counters the run polls.
 #[derive(Default)]
@@ -39,6 +54,11 @@ pub struct Spec {
     pub expect: Option<u64>,
     /// Close (with RST, no TIME_WAIT) after the first SSE line: the connect storm.
     pub storm: bool,
+    /// Check that event ids are the gateway's `<ms>-<seq>` and strictly increasing,
+    /// starting above `after_id`.
+    pub check_ids: bool,
+    /// The `Last-Event-ID` this connection sends, parsed: every event must be above it.
+    pub after_id: Option<(u64, u64)>,
     pub connect_timeout: Duration,
 }
 
@@ -51,6 +71,17 @@ pub struct Stats {
     pub connect_us: Option<u32>,
     pub first_byte_us: Option<u32>,
     pub first_event_us: Option<u32>,
+    /// Time until the stream first gave an id: a job's `status`, a user's `jobs`, a
+    /// topic's id-only opening block (its "first event" for an xk6-sse script), the first
+    /// replayed event of a resumed stream.
+    pub first_id_us: Option<u32>,
+    /// Events whose id was not above the previous id (the opening's, the one sent as
+    /// `Last-Event-ID`, the previous event's): a duplicate or a reordering.
+    pub ids_not_increasing: u64,
+    /// Events with no id of their own or one not of the form `<ms>-<seq>` (checked ids
+    /// only); such an event cannot be resumed after.
+    pub bad_ids: u64,
+    last_id: Option<(u64, u64)>,
     /// Time from the start of the connect until the expected events were all in.
     pub complete_us: Option<u32>,
     /// Events without a `seq` (snapshots, gateway `status`/`jobs`).
@@ -115,6 +146,20 @@ impl Stats {
         }
     }
 
+    /// Notes the id of an event (`Some`) or of an id-only block; `None`: an event
+    /// without an id of its own.
+    fn saw_id(&mut self, id: Option<&[u8]>) {
+        match id.and_then(parse_id) {
+            None => self.bad_ids += 1,
+            Some(id) => {
+                if self.last_id.is_some_and(|last| id <= last) {
+                    self.ids_not_increasing += 1;
+                }
+                self.last_id = Some(self.last_id.map_or(id, |last| last.max(id)));
+            }
+        }
+    }
+
     /// Missing sequence numbers between the lowest and highest seen.
     pub fn gaps(&self) -> u64 {
         match (self.min_seq, self.max_seq) {
@@ -153,6 +198,7 @@ pub async fn run(
     let mut permit = permit;
     let mut stats = Stats {
         expect: spec.expect,
+        last_id: spec.after_id,
         ..Stats::default()
     };
     let start = Instant::now();
@@ -263,11 +309,32 @@ pub async fn run(
         }
         let now = now_us();
         let mut saw_line = false;
+        let check_ids = spec.check_ids;
         let mut on_item = |item: Item<'_>| {
             saw_line = true;
-            if let Item::Event { data, .. } = item {
+            if let Item::IdOnly(id) = item {
+                if stats.first_id_us.is_none() {
+                    stats.first_id_us = Some(micros(start));
+                }
+                if check_ids {
+                    stats.saw_id(Some(id));
+                }
+            }
+            if let Item::Event {
+                data,
+                last_event_id,
+                own_id,
+                ..
+            } = item
+            {
                 if stats.first_event_us.is_none() {
                     stats.first_event_us = Some(micros(start));
+                }
+                if own_id && stats.first_id_us.is_none() {
+                    stats.first_id_us = Some(micros(start));
+                }
+                if check_ids {
+                    stats.saw_id(own_id.then_some(last_event_id));
                 }
                 match json_u64(data, "seq") {
                     Some(seq) => {
@@ -326,5 +393,55 @@ fn status_reason(status: u16) -> &'static str {
         502 => "http_502",
         503 => "http_503",
         _ => "http_other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_ids() {
+        assert_eq!(parse_id(b"1732245600123-0"), Some((1_732_245_600_123, 0)));
+        assert_eq!(parse_id(b"0-0"), Some((0, 0)));
+        for bad in [
+            &b""[..],
+            b"17",
+            b"-1",
+            b"1-",
+            b"1-2-3",
+            b"a-1",
+            b"1-+2",
+            b" 1-2",
+        ] {
+            assert_eq!(parse_id(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        assert!(parse_id(b"9-10") > parse_id(b"9-9"));
+        assert!(parse_id(b"10-0") > parse_id(b"9-99"));
+    }
+
+    #[test]
+    fn ids_must_rise_from_the_opening() {
+        let mut stats = Stats {
+            last_id: parse_id(b"5-0"),
+            ..Stats::default()
+        };
+        stats.saw_id(Some(b"5-1"));
+        stats.saw_id(Some(b"6-0"));
+        assert_eq!((stats.ids_not_increasing, stats.bad_ids), (0, 0));
+        stats.saw_id(Some(b"6-0")); // a duplicate
+        stats.saw_id(Some(b"5-9")); // a reordering
+        stats.saw_id(Some(b"7-0")); // fine again: compared with the highest so far
+        assert_eq!(stats.ids_not_increasing, 2);
+        stats.saw_id(None);
+        stats.saw_id(Some(b"12"));
+        assert_eq!(stats.bad_ids, 2);
+        // The opening of a fresh stream (an id-only block) at an empty topic is 0-0.
+        let mut fresh = Stats::default();
+        fresh.saw_id(Some(b"0-0"));
+        fresh.saw_id(Some(b"0-1"));
+        assert_eq!((fresh.ids_not_increasing, fresh.bad_ids), (0, 0));
+        fresh.saw_id(Some(b"0-0"));
+        assert_eq!(fresh.ids_not_increasing, 1);
     }
 }
