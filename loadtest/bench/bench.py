@@ -471,6 +471,7 @@ def merged(reports):
             "dups": events("duplicates"), "ooo": events("out_of_order"),
             "ids_not_increasing": events("ids_not_increasing"), "bad_ids": events("bad_ids"),
             "ended_by_server": events("ended_by_server"),
+            "events_per_read": events("received") / max(1, events("body_reads")),
             "first_id_p50_us": nearest_rank(first_id, .5), "first_id_p95_us": nearest_rank(first_id, .95),
             "first_id_p99_us": nearest_rank(first_id, .99), "first_id_count": len(first_id),
             "last_sub_p50_us": nearest_rank(list(fanout.values()), .5),
@@ -487,9 +488,14 @@ def merged(reports):
 
 
 def fan_in(work, tag, servers, per, common, extra_of):
-    """Starts one sse-load per server (each from its own source address, with
-    --ready-file/--go-file) and waits until every one has finished its connect ramp.
-    Returns the processes and the go file that starts their deliver phase."""
+    """Starts one sse-load per server (each from two loopback source addresses of its
+    own, with --ready-file/--go-file) and waits until every one has finished its connect
+    ramp. Returns the processes and the go file that starts their deliver phase.
+
+    Two addresses, so that no address has more than ~8,400 connections to one server:
+    connect() takes ports of one parity first, and once those (~14,100 of the 28,232 in
+    32768–60999) are taken, every further connect() scans them all first, hundreds of µs
+    of kernel time each, which slows the ramp and fills the connect-time tail."""
     ready = [os.path.join(work, f"{tag}-ready-{i}") for i in range(len(servers))]
     go = os.path.join(work, f"{tag}-go")
     for f in ready + [go]:
@@ -498,7 +504,7 @@ def fan_in(work, tag, servers, per, common, extra_of):
     procs = []
     for i, server in enumerate(servers):
         procs.append(load(work, f"{tag}-{i}", common + ["--url", server.url, "--connections", per[i],
-                                                        "--source-addrs", f"127.0.0.{2 + i}",
+                                                        "--source-addrs", f"127.0.0.{2 + 2 * i},127.0.0.{3 + 2 * i}",
                                                         "--ready-file", ready[i], "--go-file", go,
                                                         "--watch", f"server={server.pid}", *extra_of(i)],
                           cpu=None, background=True))
@@ -534,7 +540,7 @@ def topics(work, q):
     per = [total // nodes + (1 if i < total % nodes else 0) for i in range(nodes)]
     topic_prefix, redis_prefix = "bt", "tp:"
     topic = f"{topic_prefix}t0"
-    common = ["--stream", "topic", "--topics", 1, "--topic-prefix", topic_prefix, "--connect-rate", 2000,
+    common = ["--stream", "topic", "--topics", 1, "--topic-prefix", topic_prefix, "--connect-rate", 1000,
               "--drain-timeout", "180s", "--max-duration", "330s", "--raw-samples"]
     res = {"nodes": nodes, "subscribers": total, "per_node": per, "events": events, "rate": rate,
            "topic": topic, "rounds": []}
@@ -588,6 +594,9 @@ def topics(work, q):
                 f.stop()
         fl = merged(reports)
         fl["publish_failed"] = sum(r.get("publish", {}).get("failed", 0) for r in reports)
+        # The floor answers a publish once it has written the event to every socket, and
+        # each sse-load publishes in order: a slow fan-out slows the publishing.
+        fl["publish_seconds"] = max(r.get("publish", {}).get("seconds", 0.0) for r in reports)
         res["rounds"].append({"gateway": gw, "floor": fl})
         if n == 0:
             names = [f"topics-gw-0-{i}" for i in range(nodes)] + ["topics-gw-0-publisher"] + [f"topics-floor-0-{i}" for i in range(nodes)]

@@ -98,8 +98,8 @@ def topics_section(L, t):
     L.append(f"## 7. Topics: one topic, {t['subscribers']:,} subscribers on {t['nodes']} nodes\n")
     L.append(f"One topic (`{t['topic']}`, a broadcast feed), {t['subscribers']:,} subscribers spread over {t['nodes']} gateway "
              f"nodes ({per}) on one Redis, each node and each load generator under the 20,000-open-files limit: one "
-             "`sse-load` process per node, each from its own loopback source address, every client with its own plain "
-             "token (the gateways run with `--public-topic`). Once every process has finished its ramp (2,000 "
+             "`sse-load` process per node, each from two loopback source addresses of its own, every client with its own plain "
+             "token (the gateways run with `--public-topic`). Once every process has finished its ramp (1,000 "
              f"opens/s each, `--ready-file`), a go file starts the deliver phase and {t['events']} events are published "
              f"at {t['rate']}/s through the SDK's Redis transport (`sse-load --publish sdk-redis`): "
              f"{t['subscribers'] * t['rate']:,} deliveries/s asked of the machine. The floor runs the same fan-out per "
@@ -114,16 +114,16 @@ def topics_section(L, t):
              "the same 2 cores. Deliver phase = from the go file until every subscriber had every event (the publisher "
              f"takes {t['events'] / t['rate']:.0f} s), so what exceeds that is backlog.\n")
     L.append("| round | server | held / attempted | delivered | lost | dup | out of order (seq / id) | last subscriber p50 | p99 | max | "
-             "deliver phase | CPU/delivery | + Redis | vs floor | p99 vs floor | load generators' CPU/delivery |")
-    L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+             "published in | deliver phase | CPU/delivery | + Redis | vs floor | p99 vs floor | load generators' CPU/delivery | events per client read |")
+    L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for i, rd in enumerate(rounds):
         g, fl = rd["gateway"], rd["floor"]
         for name, v in (("gateway × 3 + Redis", g), ("floor × 3", fl)):
             L.append(f"| {i + 1} | {name} | {v['held']:,} / {v['attempted']:,} | {v['delivered']:,} | {v['lost']} | {v['dups']} | "
                      f"{v['ooo']} / {v['ids_not_increasing'] if v is g else '–'} | {ms(v['last_sub_p50_us'])} | {ms(v['last_sub_p99_us'])} | "
-                     f"{ms(v['last_sub_max_us'])} | {secs(v['deliver_seconds'])} | {v['cpu_us_per_delivery']:.2f} µs | "
+                     f"{ms(v['last_sub_max_us'])} | {secs(v.get('publish_seconds'))} | {secs(v['deliver_seconds'])} | {v['cpu_us_per_delivery']:.2f} µs | "
                      f"{v['cpu_us_per_delivery_with_redis']:.2f} µs | {ratio(v['cpu_us_per_delivery'], fl['cpu_us_per_delivery'])} | "
-                     f"{ratio(v['last_sub_p99_us'], fl['last_sub_p99_us'])} | {v['load_cpu_us_per_delivery']:.2f} µs |")
+                     f"{ratio(v['last_sub_p99_us'], fl['last_sub_p99_us'])} | {v['load_cpu_us_per_delivery']:.2f} µs | {f(v.get('events_per_read'), '', 2)} |")
     L.append("")
     L.append("The thresholds a k6 user would set on this run (`loadtest/k6/topics.js` sets the same ones): connection "
              "success = streams that opened and were held to the end ÷ attempted; time to first event = from the "
@@ -173,7 +173,7 @@ def write(stored, label, out):
              f"open files per process (hard): {m['nofile_hard']}")
     L.append(f"- {m['nginx']}, libnginx-mod-nchan {m['nchan']}; {m['redis']}; {m['rustc']}")
     L.append(f"- Servers (gateway, nginx worker, Redis, floor) pinned with `taskset` to CPU {r['pinning']['server_cpu']}, "
-             f"the load generator (`sse-load`, which also publishes) to CPU {r['pinning']['client_cpu']}; scale-out is unpinned.")
+             f"the load generator (`sse-load`, which also publishes) to CPU {r['pinning']['client_cpu']}; scale-out and topics are unpinned.")
     L.append("- Gateway: release build, `--heartbeat 15s --job-stream-maxlen 1100 --max-connections-per-user 100000`, "
              "HS256 JWT in the `sse_token` cookie for every client (minted per user by `sse-load`).")
     L.append("- Nchan: `loadtest/bench/nchan.conf.in` — 1 worker process, Redis storage (`nchan_redis_pass`), "

@@ -81,6 +81,9 @@ pub struct Stats {
     /// Events with no id of their own or one not of the form `<ms>-<seq>` (checked ids
     /// only); such an event cannot be resumed after.
     pub bad_ids: u64,
+    /// Reads that returned body bytes once the stream was established: events ÷ reads
+    /// tells how many events the client found waiting at each wake-up.
+    pub body_reads: u64,
     last_id: Option<(u64, u64)>,
     /// Time from the start of the connect until the expected events were all in.
     pub complete_us: Option<u32>,
@@ -169,6 +172,24 @@ impl Stats {
     }
 }
 
+/// Sets `IP_BIND_ADDRESS_NO_PORT` (Linux ≥ 4.2): a later `bind(addr, 0)` only sets the
+/// source address. Best effort: without it the run is slower to connect, not wrong.
+fn bind_address_no_port(socket: &TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: the fd is the socket's, open for the duration of the call; the option value
+    // is a c_int read by the kernel, whose size is passed along.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 fn classify(e: &std::io::Error) -> &'static str {
     use std::io::ErrorKind::*;
     match e.kind() {
@@ -216,6 +237,12 @@ pub async fn run(
         }
     };
     if let Some(source) = spec.source {
+        // The port is then chosen at connect(), as for an unbound socket: one free for
+        // this destination, in a bind bucket that other programs' connect() may share.
+        // A bind() to port 0 takes a port for any destination, and while tens of
+        // thousands of such sockets (or their TIME_WAITs) exist, a connect() without
+        // bind() anywhere on the machine can find no port left (EADDRNOTAVAIL).
+        bind_address_no_port(&socket);
         if let Err(e) = socket.bind(SocketAddr::new(source, 0)) {
             fail(&mut stats, &shared, classify(&e));
             return stats;
@@ -252,7 +279,15 @@ pub async fn run(
     loop {
         let n = tokio::select! {
             biased;
-            _ = stop.changed() => break,
+            _ = stop.changed() => {
+                // The run is over: close with RST. A FIN would leave this side in
+                // TIME_WAIT for a minute, and tens of thousands of those hold the
+                // ephemeral ports that the next run, and every other client of this
+                // machine, need to connect (the kernel gives no port to a connect()
+                // without bind() while an explicitly bound socket keeps it).
+                let _ = stream.set_zero_linger();
+                break;
+            }
             r = stream.read(&mut buf) => r,
         };
         let n = match n {
@@ -272,6 +307,9 @@ pub async fn run(
         };
         if stats.first_byte_us.is_none() {
             stats.first_byte_us = Some(micros(start));
+        }
+        if in_body {
+            stats.body_reads += 1;
         }
         let mut body: &[u8] = &buf[..n];
         let owned_rest;

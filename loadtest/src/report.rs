@@ -74,8 +74,8 @@ pub fn text(report: &Value) -> String {
         e["out_of_order"], e["other"], e["ended_by_server"]
     ));
     out.push_str(&format!(
-        "  ids: not increasing {} bad {}; connections held to the end {}\n",
-        e["ids_not_increasing"], e["bad_ids"], c["held"]
+        "  ids: not increasing {} bad {}; connections held to the end {}; body reads {}\n",
+        e["ids_not_increasing"], e["bad_ids"], c["held"], e["body_reads"]
     ));
     out.push_str(&line("delivery latency", &report["latency_us"]));
     out.push_str(&line("last subscriber/event", &report["fanout_last_us"]));

@@ -505,7 +505,7 @@ fn aggregate(args: &RunArgs, all: Vec<Stats>, attempted: usize) -> Value {
     let (mut connect, mut first_byte, mut first_event, mut complete, mut latency) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut first_id = Vec::new();
-    let (mut held, mut ids_not_increasing, mut bad_ids) = (0u64, 0u64, 0u64);
+    let (mut held, mut ids_not_increasing, mut bad_ids, mut body_reads) = (0u64, 0u64, 0u64, 0u64);
     let mut fanout: HashMap<u32, u32> = HashMap::new();
     let (mut received, mut unique, mut dups, mut ooo, mut gaps, mut other, mut lost, mut expected) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
@@ -522,6 +522,7 @@ fn aggregate(args: &RunArgs, all: Vec<Stats>, attempted: usize) -> Value {
         first_id.extend(s.first_id_us);
         ids_not_increasing += s.ids_not_increasing;
         bad_ids += s.bad_ids;
+        body_reads += s.body_reads;
         if s.ended_by_server {
             ended_by_server += 1;
         }
@@ -575,6 +576,7 @@ fn aggregate(args: &RunArgs, all: Vec<Stats>, attempted: usize) -> Value {
             "gaps": gaps, "duplicates": dups, "out_of_order": ooo, "other": other,
             "ended_by_server": ended_by_server,
             "ids_not_increasing": ids_not_increasing, "bad_ids": bad_ids,
+            "body_reads": body_reads,
         },
         "latency_us": percentiles(latency),
         "fanout_last_us": percentiles(fanout.into_values().collect()),
