@@ -671,6 +671,9 @@ def main():
         partial = {"only": a.only, "started": results["started"], "seconds": results["seconds"]}
         if a.why:
             partial["why"] = a.why
+        # The slot's machine is the full run's; this part's is kept with it.
+        for k in ("machine", "quick", "pinning"):
+            partial[k] = results.pop(k)
         # An earlier partial run whose scenarios this one replaces is no longer shown.
         kept = [p for p in slot.get("partial_runs", []) if not set(p["only"].split(",")) <= set(a.only.split(","))]
         results["partial_runs"] = kept + [partial]
