@@ -120,7 +120,8 @@ function subscriberToken(i, n) {
 }
 
 // Each topic's latest id before this run publishes: a subscriber whose stream opened there
-// must get this run's events from the first (`seq` 0).
+// must get this run's events from the first (`seq` 0). k6 hands setup's return value to
+// every scenario's exec function (js/runner.go, ActiveVU.RunOnce: runFn(…, u.setupData)).
 export function setup() {
   const before = [];
   const token = AUTH === "none" ? null : mintToken(`${PREFIX}-setup`, AUTH === "claim" ? { topics: [`${PREFIX}-topic-*`] } : {});
