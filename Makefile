@@ -65,7 +65,8 @@ test-browser:
 	gateway/tests/browser/run.sh
 
 # Side-by-side benchmarks (gateway embedded, gateway + Redis, Nginx + Nchan + Redis, and
-# the raw-write floor); writes docs/benchmarks.md and docs/bench/*.png. About 8 minutes.
+# the raw-write floor; a topic to 50,000 subscribers over 3 gateway nodes); writes
+# docs/benchmarks.md and docs/bench/*.png. About 14 minutes.
 BENCH_DEBS = nginx libnginx-mod-nchan redis-server redis-tools python3 python3-matplotlib
 bench:
 	@missing=""; for p in $(BENCH_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -7,11 +7,12 @@ Every process it starts is on loopback, stopped by its own PID (SIGTERM, then SI
 every load run is bounded in connections and time. Servers are pinned to CPU 0 and load
 generators to CPU 1 where the scenario says so (taskset).
 
-    python3 loadtest/bench/bench.py [--quick] [--only idle,broadcast,...] [--out DIR]
+    python3 loadtest/bench/bench.py [--quick] [--only idle,broadcast,...] [--out DIR] [--label NAME] [--why TEXT]
 """
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -30,6 +31,7 @@ NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
 SERVER_CPU = "0"
 CLIENT_CPU = "1" if (os.cpu_count() or 1) > 1 else "0"
 STARTED = []  # every Popen this script started, for cleanup by PID
+COMMANDS = {}  # name → the sse-load command as run, for the report (paths made relative)
 
 
 def log(*a):
@@ -187,6 +189,7 @@ def load(work, name, args, cpu=CLIENT_CPU, timeout=300, background=False):
     if cpu is not None:
         cmd = ["taskset", "-c", cpu] + cmd
     log("  $", " ".join(c if c != SECRET else "$SECRET" for c in cmd))
+    COMMANDS[name] = " ".join("$SECRET" if c == SECRET else c.replace(work, "$WORK").replace(ROOT + os.sep, "") for c in cmd)
     if background:
         p = subprocess.Popen(cmd, stdout=open(path + ".txt", "w"), stderr=subprocess.STDOUT, start_new_session=True)
         STARTED.append(p)
@@ -436,7 +439,177 @@ def scale_out(work, q):
             "redis_cpu_s": sum(r["phases"].get("deliver", {}).get("procs", {}).get("redis", {}).get("cpu_s", 0) for r in reports[:1])}
 
 
-SCENARIOS = {"idle": idle, "broadcast": broadcast, "many_jobs": many_jobs, "storm": storm, "resume": resume, "scale_out": scale_out}
+def nearest_rank(values, q):
+    """The q-quantile of values by nearest rank, as sse-load's percentiles."""
+    if not values:
+        return None
+    v = sorted(values)
+    return v[min(len(v), max(1, math.ceil(q * len(v)))) - 1]
+
+
+def merged(reports):
+    """One figure set from the reports of the processes that shared one run."""
+    fanout = {}
+    for r in reports:
+        for seq, us in r["fanout_last_by_seq"]:
+            fanout[seq] = max(fanout.get(seq, 0), us)
+    first_id = [x for r in reports for x in (r.get("raw") or {}).get("first_id_us", [])]
+    deliver = [r["phases"].get("deliver", {}) for r in reports]
+    procs = [d.get("procs", {}) for d in deliver]
+    attempted = sum(r["connections"]["attempted"] for r in reports)
+    held = sum(r["connections"]["held"] for r in reports)
+    events = lambda k: sum(r["events"][k] for r in reports)
+    delivered = events("unique")
+    server_cpu = sum(p.get("server", {}).get("cpu_s", 0.0) for p in procs)
+    # Every process watches the one Redis: its longest deliver window covers the others'.
+    redis_cpu = max((p.get("redis", {}).get("cpu_s", 0.0) for p in procs), default=0.0)
+    load_cpu = sum(p.get("sse-load", {}).get("cpu_s", 0.0) for p in procs)
+    return {"attempted": attempted, "established": sum(r["connections"]["established"] for r in reports),
+            "held": held, "connect_success": held / max(1, attempted),
+            "failed": [r["connections"]["failed_by_reason"] for r in reports],
+            "delivered": delivered, "expected": events("expected"), "lost": events("lost"),
+            "dups": events("duplicates"), "ooo": events("out_of_order"),
+            "ids_not_increasing": events("ids_not_increasing"), "bad_ids": events("bad_ids"),
+            "ended_by_server": events("ended_by_server"),
+            "events_per_read": events("received") / max(1, events("body_reads")),
+            "first_id_p50_us": nearest_rank(first_id, .5), "first_id_p95_us": nearest_rank(first_id, .95),
+            "first_id_p99_us": nearest_rank(first_id, .99), "first_id_count": len(first_id),
+            "last_sub_p50_us": nearest_rank(list(fanout.values()), .5),
+            "last_sub_p99_us": nearest_rank(list(fanout.values()), .99),
+            "last_sub_max_us": max(fanout.values(), default=None), "fanout_events": len(fanout),
+            "latency_p50_us_per_process": [r["latency_us"].get("p50") for r in reports],
+            "latency_p99_us_per_process": [r["latency_us"].get("p99") for r in reports],
+            "deliver_seconds": max((d.get("seconds", 0.0) for d in deliver), default=0.0),
+            "server_cpu_s": server_cpu, "redis_cpu_s": redis_cpu, "load_cpu_s": load_cpu,
+            "cpu_us_per_delivery": 1e6 * server_cpu / max(1, delivered),
+            "cpu_us_per_delivery_with_redis": 1e6 * (server_cpu + redis_cpu) / max(1, delivered),
+            "load_cpu_us_per_delivery": 1e6 * load_cpu / max(1, delivered),
+            "server_rss_kib": [r["phases"]["connect"]["procs"].get("server", {}).get("rss_kib") for r in reports]}
+
+
+def fan_in(work, tag, servers, per, common, extra_of):
+    """Starts one sse-load per server (each from two loopback source addresses of its
+    own, with --ready-file/--go-file) and waits until every one has finished its connect
+    ramp. Returns the processes and the go file that starts their deliver phase.
+
+    Two addresses, so that no address has more than ~8,400 connections to one server:
+    connect() takes ports of one parity first, and once those (~14,100 of the 28,232 in
+    32768–60999) are taken, every further connect() scans them all first, hundreds of µs
+    of kernel time each, which slows the ramp and fills the connect-time tail."""
+    ready = [os.path.join(work, f"{tag}-ready-{i}") for i in range(len(servers))]
+    go = os.path.join(work, f"{tag}-go")
+    for f in ready + [go]:
+        if os.path.exists(f):
+            os.remove(f)
+    procs = []
+    for i, server in enumerate(servers):
+        procs.append(load(work, f"{tag}-{i}", common + ["--url", server.url, "--connections", per[i],
+                                                        "--source-addrs", f"127.0.0.{2 + 2 * i},127.0.0.{3 + 2 * i}",
+                                                        "--ready-file", ready[i], "--go-file", go,
+                                                        "--watch", f"server={server.pid}", *extra_of(i)],
+                          cpu=None, background=True))
+    deadline = time.time() + 180
+    while time.time() < deadline and not all(os.path.exists(f) for f in ready):
+        if any(p.poll() is not None for p, _ in procs):
+            break
+        time.sleep(0.2)
+    if not all(os.path.exists(f) for f in ready):
+        raise RuntimeError(f"{tag}: not every sse-load reached the end of its ramp")
+    return procs, go
+
+
+def collect(procs, timeout=400):
+    reports = []
+    for p, path in procs:
+        p.wait(timeout)
+        with open(path) as f:
+            reports.append(json.load(f))
+    return reports
+
+
+def topics(work, q):
+    """One topic, 50,000 subscribers over 3 gateway nodes on one Redis, 10 events/s for
+    10 s through the SDK's Redis transport; then the same fan-out per process against 3
+    floor processes. Two rounds (gateway, floor, gateway, floor); one in quick mode.
+
+    Unpinned: 3 servers (+ Redis) and 3 load generators share the 2 CPUs, as in the
+    scale-out scenario, so the ratio to the floor compares like with like, and the
+    latencies are the whole machine's."""
+    nodes, total, events, rate = (3, 3000, 20, 10) if q else (3, 50000, 100, 10)
+    rounds = 1 if q else 2
+    per = [total // nodes + (1 if i < total % nodes else 0) for i in range(nodes)]
+    topic_prefix, redis_prefix = "bt", "tp:"
+    topic = f"{topic_prefix}t0"
+    common = ["--stream", "topic", "--topics", 1, "--topic-prefix", topic_prefix, "--connect-rate", 1000,
+              "--drain-timeout", "180s", "--max-duration", "330s", "--raw-samples"]
+    res = {"nodes": nodes, "subscribers": total, "per_node": per, "events": events, "rate": rate,
+           "topic": topic, "rounds": []}
+    for n in range(rounds):
+        log(f"topics: gateway × {nodes} + Redis, {total} subscribers (round {n + 1} of {rounds})")
+        redis = Redis(work, cpu=None)
+        gws, procs = [], []
+        try:
+            for _ in range(nodes):
+                gws.append(Gateway(work, redis, cpu=None, prefix=redis_prefix, extra=("--public-topic", f"{topic_prefix}*")))
+            procs, go = fan_in(work, f"topics-gw-{n}", gws, per,
+                               ["--target", "gateway", *common, "--expect-events", events],
+                               lambda i: ["--watch", f"redis={redis.pid}"])
+            before = [g.metrics() for g in gws]
+            numsub = redis.cli("PUBSUB", "NUMSUB", f"{redis_prefix}{{t:{topic}}}").split()
+            open(go, "w").close()
+            pub = load(work, f"topics-gw-{n}-publisher", ["--target", "gateway", "--url", gws[0].url, "--stream", "topic",
+                                                          "--topics", 1, "--topic-prefix", topic_prefix, "--connections", 0,
+                                                          "--publish", "sdk-redis", "--redis-url", redis.url,
+                                                          "--redis-prefix", redis_prefix, "--events", events, "--rate", rate,
+                                                          "--max-duration", "120s"], cpu=None)
+            reports = collect(procs)
+            after = [g.metrics() for g in gws]
+        finally:
+            for p, _ in procs:
+                stop(p)
+            for g in gws:
+                g.stop()
+            redis.stop()
+        gw = merged(reports)
+        delta = lambda name: sum(a.get(name, 0) - b.get(name, 0) for a, b in zip(after, before))
+        gw.update({"published": pub.get("publish", {}).get("sent"), "publish_failed": pub.get("publish", {}).get("failed"),
+                   "publish_seconds": pub.get("publish", {}).get("seconds"),
+                   "redis_messages_per_event": delta("sse_gateway_events_received_total") / max(1, events),
+                   "slow_consumer_disconnects": delta("sse_gateway_slow_consumer_disconnects_total"),
+                   "numsub": numsub[1] if len(numsub) > 1 else None})
+        log(f"topics: floor × {nodes}, same fan-out per process (round {n + 1} of {rounds})")
+        floors, procs = [], []
+        try:
+            for _ in range(nodes):
+                floors.append(Floor(work, cpu=None))
+            procs, go = fan_in(work, f"topics-floor-{n}", floors, per,
+                               ["--target", "floor", *common, "--publish", "http", "--events", events, "--rate", rate],
+                               lambda i: [])
+            open(go, "w").close()
+            reports = collect(procs)
+        finally:
+            for p, _ in procs:
+                stop(p)
+            for f in floors:
+                f.stop()
+        fl = merged(reports)
+        fl["publish_failed"] = sum(r.get("publish", {}).get("failed", 0) for r in reports)
+        # The floor answers a publish once it has written the event to every socket, and
+        # each sse-load publishes in order: a slow fan-out slows the publishing.
+        fl["publish_seconds"] = max(r.get("publish", {}).get("seconds", 0.0) for r in reports)
+        res["rounds"].append({"gateway": gw, "floor": fl})
+        if n == 0:
+            names = [f"topics-gw-0-{i}" for i in range(nodes)] + ["topics-gw-0-publisher"] + [f"topics-floor-0-{i}" for i in range(nodes)]
+            res["commands"] = [COMMANDS[k] for k in names]
+        log(f"topics round {n + 1}: gateway delivered {gw['delivered']} of {gw['expected']}, lost {gw['lost']}, "
+            f"last subscriber p50 {gw['last_sub_p50_us']} µs p99 {gw['last_sub_p99_us']} µs, "
+            f"{gw['cpu_us_per_delivery']:.2f} µs/delivery; floor {fl['cpu_us_per_delivery']:.2f} µs/delivery, "
+            f"last subscriber p99 {fl['last_sub_p99_us']} µs")
+    return res
+
+
+SCENARIOS = {"idle": idle, "broadcast": broadcast, "many_jobs": many_jobs, "storm": storm, "resume": resume,
+             "scale_out": scale_out, "topics": topics}
 
 
 def machine():
@@ -469,6 +642,7 @@ def main():
     ap.add_argument("--only", default=",".join(SCENARIOS))
     ap.add_argument("--out", default=os.path.join(ROOT, "docs"))
     ap.add_argument("--label", default="current", help="results slot in docs/bench/results.json")
+    ap.add_argument("--why", default="", help="with --only: why those scenarios were run again (shown in the report)")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="sse-bench-")
     signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(1)))
@@ -494,7 +668,15 @@ def main():
     # A partial run (--only) updates its scenarios and keeps the others.
     slot = stored.setdefault(a.label, {})
     if slot and a.only != ",".join(SCENARIOS):
-        results["partial_runs"] = slot.get("partial_runs", []) + [{"only": a.only, "started": results["started"], "seconds": results["seconds"]}]
+        partial = {"only": a.only, "started": results["started"], "seconds": results["seconds"]}
+        if a.why:
+            partial["why"] = a.why
+        # The slot's machine is the full run's; this part's is kept with it.
+        for k in ("machine", "quick", "pinning"):
+            partial[k] = results.pop(k)
+        # An earlier partial run whose scenarios this one replaces is no longer shown.
+        kept = [p for p in slot.get("partial_runs", []) if not set(p["only"].split(",")) <= set(a.only.split(","))]
+        results["partial_runs"] = kept + [partial]
         for k in ("started", "seconds"):
             results.pop(k)
     slot.update(results)

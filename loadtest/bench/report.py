@@ -28,6 +28,14 @@ def ratio(a, b):
     return f"{a / b:.2f}×"
 
 
+def pct(x):
+    return "–" if x is None else f"{100 * x:.3f} %"
+
+
+def secs(x):
+    return "–" if x is None else f"{x:.1f} s"
+
+
 def verdict(ok):
     return "**holds**" if ok else "**missed**"
 
@@ -84,6 +92,84 @@ def plots(r, out):
     return made
 
 
+def topics_section(L, t):
+    rounds = t["rounds"]
+    per = ", ".join(f"{n:,}" for n in t["per_node"])
+    L.append(f"## 7. Topics: one topic, {t['subscribers']:,} subscribers on {t['nodes']} nodes\n")
+    L.append(f"One topic (`{t['topic']}`, a broadcast feed), {t['subscribers']:,} subscribers spread over {t['nodes']} gateway "
+             f"nodes ({per}) on one Redis, each node and each load generator under the 20,000-open-files limit: one "
+             "`sse-load` process per node, each from two loopback source addresses of its own, every client with its own plain "
+             "token (the gateways run with `--public-topic`). Once every process has finished its ramp (1,000 "
+             f"opens/s each, `--ready-file`), a go file starts the deliver phase and {t['events']} events are published "
+             f"at {t['rate']}/s through the SDK's Redis transport (`sse-load --publish sdk-redis`): "
+             f"{t['subscribers'] * t['rate']:,} deliveries/s asked of the machine. The floor runs the same fan-out per "
+             f"process in the same run: {t['nodes']} `sse-floor` processes with the same subscribers each, every "
+             "`sse-load` publishing to its own floor over HTTP at the same rate. Unpinned, like the scale-out: the "
+             "servers, Redis and the three load generators share the machine's 2 CPUs, so what is measured is the "
+             "whole machine under that load, for the gateway and for the floor alike.\n")
+    L.append("\"Last subscriber\" = per event, the latency (publish → parsed by `sse-load`) of the last of all "
+             f"{t['subscribers']:,} subscribers to receive it, merged over the processes; percentiles over the events. "
+             "CPU per delivery = the servers' CPU (Σ over nodes; Redis beside it) over the deliver phase ÷ events "
+             "delivered; the load generators' own CPU per delivery is shown too, since they read the same events on "
+             "the same 2 cores. Deliver phase = from the go file until every subscriber had every event (the publisher "
+             f"takes {t['events'] / t['rate']:.0f} s), so what exceeds that is backlog.\n")
+    L.append("| round | server | held / attempted | delivered | lost | dup | out of order (seq / id) | last subscriber p50 | p99 | max | "
+             "published in | deliver phase | CPU/delivery | + Redis | vs floor | p99 vs floor | load generators' CPU/delivery | events per client read |")
+    L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for i, rd in enumerate(rounds):
+        g, fl = rd["gateway"], rd["floor"]
+        for name, v in (("gateway × 3 + Redis", g), ("floor × 3", fl)):
+            L.append(f"| {i + 1} | {name} | {v['held']:,} / {v['attempted']:,} | {v['delivered']:,} | {v['lost']} | {v['dups']} | "
+                     f"{v['ooo']} / {v['ids_not_increasing'] if v is g else '–'} | {ms(v['last_sub_p50_us'])} | {ms(v['last_sub_p99_us'])} | "
+                     f"{ms(v['last_sub_max_us'])} | {secs(v.get('publish_seconds'))} | {secs(v['deliver_seconds'])} | {v['cpu_us_per_delivery']:.2f} µs | "
+                     f"{v['cpu_us_per_delivery_with_redis']:.2f} µs | {ratio(v['cpu_us_per_delivery'], fl['cpu_us_per_delivery'])} | "
+                     f"{ratio(v['last_sub_p99_us'], fl['last_sub_p99_us'])} | {v['load_cpu_us_per_delivery']:.2f} µs | {f(v.get('events_per_read'), '', 2)} |")
+    L.append("")
+    L.append("The thresholds a k6 user would set on this run (`loadtest/k6/topics.js` sets the same ones): connection "
+             "success = streams that opened and were held to the end ÷ attempted; time to first event = from the "
+             "connect to the stream's id-only opening block (what xk6-sse hands a script first with an id; a fresh "
+             "topic stream has no snapshot), over every subscriber.\n")
+    L.append("| round | connection success | > 99.9 % | time to first event p50 | p95 | p99 | p95 < 1 s |")
+    L.append("| --- | --- | --- | --- | --- | --- | --- |")
+    for i, rd in enumerate(rounds):
+        g = rd["gateway"]
+        p95 = g["first_id_p95_us"]
+        L.append(f"| {i + 1} | {pct(g['connect_success'])} | {verdict(g['connect_success'] > 0.999)} | {ms(g['first_id_p50_us'])} | "
+                 f"{ms(p95)} | {ms(g['first_id_p99_us'])} | {verdict(p95 is not None and p95 < 1_000_000)} |")
+    L.append("")
+    for i, rd in enumerate(rounds):
+        g, fl = rd["gateway"], rd["floor"]
+        L.append(f"Round {i + 1}, gateway: published {g['published']} in {secs(g['publish_seconds'])} (failed {g['publish_failed']}); "
+                 f"Redis pub/sub messages per event (Σ nodes' `sse_gateway_events_received_total` ÷ events) "
+                 f"{g['redis_messages_per_event']:.2f}, `PUBSUB NUMSUB` on the topic's channel {g['numsub']}; "
+                 f"slow-consumer disconnects {g['slow_consumer_disconnects']:.0f}; streams ended by the server {g['ended_by_server']}; "
+                 f"connection failures {g['failed']}; delivery latency p50 / p99 per node "
+                 + ", ".join(f"{ms(a)} / {ms(b)}" for a, b in zip(g["latency_p50_us_per_process"], g["latency_p99_us_per_process"]))
+                 + f"; gateway RSS per node after the ramp {', '.join(f(x, ' KiB') for x in g['server_rss_kib'])}; "
+                 f"CPU over the deliver phase: gateways {g['server_cpu_s']:.1f} s, Redis {g['redis_cpu_s']:.1f} s, "
+                 f"load generators {g['load_cpu_s']:.1f} s. Floor: CPU {fl['server_cpu_s']:.1f} s, load generators "
+                 f"{fl['load_cpu_s']:.1f} s, connection failures {fl['failed']}.\n")
+    cmds = t.get("commands")
+    if cmds:
+        L.append("The commands of round 1, as `bench.py` ran them (`$WORK` is its temporary directory; the ports and "
+                 "PIDs are that run's):\n")
+        L.append("```sh")
+        L.extend(cmds)
+        L.append("```\n")
+
+
+def partial_note(p, m):
+    """A sentence on scenarios that come from a separate `--only` run."""
+    other = p.get("machine")
+    where = ""
+    if other and (other["cpu"], other["kernel"]) != (m["cpu"], m["kernel"]):
+        where = f", on another machine of the same size: CPU {other['cpu']} × {other['cpus']}, kernel {other['kernel']}"
+    why = f"; {p['why']}" if p.get("why") else ""
+    quick = " (**quick mode**)" if p.get("quick") else ""
+    return (f" Scenarios `{p['only']}` come from a separate run{quick}, started {p['started']} "
+            f"({p['seconds'] / 60:.1f} min{why}){where}; compare their figures with each other, not with the other scenarios'.")
+
+
 def write(stored, label, out):
     r = stored[label]
     m = r["machine"]
@@ -93,13 +179,13 @@ def write(stored, label, out):
     L.append("Generated by `make bench` (`loadtest/bench/bench.py`); every figure below comes from one run "
              f"on the machine described here, started {r['started']}, which took {r['seconds'] / 60:.1f} minutes"
              + (" (**quick mode: small counts, not the figures of record**)" if r.get("quick") else "") + "."
-             + "".join(f" Scenarios `{p['only']}` were re-run at {p['started']} ({p['seconds'] / 60:.1f} min) after a bench fix; their tables come from that run." for p in r.get("partial_runs", [])) + "\n")
+             + "".join(partial_note(p, m) for p in r.get("partial_runs", [])) + "\n")
     L.append("## Machine and setup\n")
     L.append(f"- CPU: {m['cpu']} × {m['cpus']}; memory {m['memory_gib']} GiB; kernel {m['kernel']}; "
              f"open files per process (hard): {m['nofile_hard']}")
     L.append(f"- {m['nginx']}, libnginx-mod-nchan {m['nchan']}; {m['redis']}; {m['rustc']}")
     L.append(f"- Servers (gateway, nginx worker, Redis, floor) pinned with `taskset` to CPU {r['pinning']['server_cpu']}, "
-             f"the load generator (`sse-load`, which also publishes) to CPU {r['pinning']['client_cpu']}; scale-out is unpinned.")
+             f"the load generator (`sse-load`, which also publishes) to CPU {r['pinning']['client_cpu']}; scale-out and topics are unpinned.")
     L.append("- Gateway: release build, `--heartbeat 15s --job-stream-maxlen 1100 --max-connections-per-user 100000`, "
              "HS256 JWT in the `sse_token` cookie for every client (minted per user by `sse-load`).")
     L.append("- Nchan: `loadtest/bench/nchan.conf.in` — 1 worker process, Redis storage (`nchan_redis_pass`), "
@@ -152,6 +238,16 @@ def write(stored, label, out):
         s = r["scale_out"]
         ok = s["lost"] == 0 and s["clients"] == s["attempted"] and abs(s["redis_messages_per_event"] - s["nodes"]) < 0.01
         rows.append(("6", "scale-out: all reached, pub/sub messages per event = nodes", f"{s['clients']} clients, lost {s['lost']}, {s['redis_messages_per_event']:.2f} messages/event for {s['nodes']} nodes — {verdict(ok)}"))
+    if "topics" in r:
+        t = r["topics"]
+        for i, rd in enumerate(t["rounds"]):
+            g = rd["gateway"]
+            tag = f"topics round {i + 1}" if len(t["rounds"]) > 1 else "topics"
+            rows.append(("7", f"{tag}: connection success > 99.9 %", f"{pct(g['connect_success'])} ({g['held']} of {g['attempted']} held to the end) — {verdict(g['connect_success'] > 0.999)}"))
+            p95 = g["first_id_p95_us"]
+            rows.append(("7", f"{tag}: time to first event p95 < 1 s", f"{ms(p95)} — {verdict(p95 is not None and p95 < 1_000_000)}"))
+            clean = g["lost"] == 0 and g["dups"] == 0 and g["ooo"] == 0 and g["ids_not_increasing"] == 0 and g["bad_ids"] == 0
+            rows.append(("7", f"{tag}: zero lost, no duplicate, in order", f"lost {g['lost']}, duplicates {g['dups']}, out of order {g['ooo']} (by id {g['ids_not_increasing']}) — {verdict(clean)}"))
     for row in rows:
         L.append("| " + " | ".join(row) + " |")
     L.append("")
@@ -243,6 +339,8 @@ def write(stored, label, out):
         L.append(f"- delivery latency p99 per node: {', '.join(ms(x) for x in s['latency_p99_us_per_node'])}")
         L.append(f"- gateway RSS per node after the ramp: {', '.join(f(x, ' KiB') for x in s['gateway_rss_kib'])}\n")
         L.append("Nchan is not run here: one nginx is one node; Nchan's multi-server mode also shares one Redis.\n")
+    if "topics" in r:
+        topics_section(L, r["topics"])
     base = stored.get("baseline")
     if base and label != "baseline":
         L.append("## Before and after\n")

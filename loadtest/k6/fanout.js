@@ -116,7 +116,7 @@ export function subscribe() {
   // The `timeout` ends a healthy stream, so one that ended sooner was cut.
   const endedEarly = result.status === 200 && result.elapsedMs < HOLD_MS;
   if (!recordConnection(result, { failure: endedEarly ? "ended_early" : "" })) {
-    if (result.status === 200 && result.gotStatus) {
+    if (result.status === 200 && result.opened) {
       complete.add(false);
     }
     return;

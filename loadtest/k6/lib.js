@@ -1,6 +1,6 @@
 // Shared by the xk6-sse scenarios: configuration from the environment, HS256 tokens minted
-// in k6, the gateway's URLs, opening a job stream the way xk6-sse allows it, and the
-// connection metrics every script records the same way.
+// in k6, the gateway's URLs, opening a job or topic stream the way xk6-sse allows it, and
+// the connection metrics every script records the same way.
 //
 // How xk6-sse behaves, which everything below is written around (phymbert/xk6-sse sse.go):
 // - `sse.open` blocks until the stream ends and returns the response; there is no
@@ -12,7 +12,10 @@
 //   without any event or error. Only the returned status tells a refused connection.
 // - Every blank line is an event: the gateway's `retry:` opening and its `: hb`
 //   heartbeats arrive as events with an empty name; the job stream's first real event is
-//   the `status` snapshot.
+//   the `status` snapshot. A fresh topic stream has no snapshot: it opens with an id-only
+//   block (`id: <the topic's latest id>` and a blank line), which arrives as an event with
+//   an empty name and that id (sse.go's readEvents dispatches every blank line with the
+//   fields seen since the last one, and resets them after).
 // - The `timeout` param bounds the whole stream: when it expires, `error` fires and the
 //   handler must close.
 import crypto from "k6/crypto";
@@ -28,7 +31,7 @@ export const JWT_SECRET = __ENV.JWT_SECRET || "dev-only-secret-change-me-0123456
 export const JWT_ISSUER = __ENV.JWT_ISSUER || "";
 export const JWT_AUDIENCE = __ENV.JWT_AUDIENCE || "";
 export const COOKIE_NAME = __ENV.COOKIE_NAME || "sse_token";
-// Job and user ids start with it; give each run its own to keep runs apart.
+// Job, user and topic names start with it; give each run its own to keep runs apart.
 export const PREFIX = __ENV.PREFIX || "k6";
 
 // ---- configuration ------------------------------------------------------------------------
@@ -118,9 +121,22 @@ export function jobStreamUrl(n) {
   return `${jobUrl(n)}/events`;
 }
 
-// What a browser's EventSource sends: the token cookie, and Last-Event-ID when resuming.
+export function topicName(n) {
+  return `${PREFIX}-topic-${n}`;
+}
+
+export function topicUrl(n) {
+  return `${BASE_URL}/v1/topics/${topicName(n)}`;
+}
+
+export function topicStreamUrl(n) {
+  return `${topicUrl(n)}/events`;
+}
+
+// What a browser's EventSource sends: the token cookie (none without a token: a topic
+// open to anonymous watchers), and Last-Event-ID when resuming.
 export function streamHeaders(token, lastEventId) {
-  const headers = { Cookie: `${COOKIE_NAME}=${token}` };
+  const headers = token ? { Cookie: `${COOKIE_NAME}=${token}` } : {};
   if (lastEventId) {
     headers["Last-Event-ID"] = lastEventId;
   }
@@ -154,6 +170,20 @@ export function publish(n, type, data) {
   return res.json("id");
 }
 
+// Publishes one topic event over HTTP (role publisher); returns its id, or null (the
+// response is in http_req_failed{name:publish}).
+export function publishTopic(n, type, data) {
+  const res = http.post(`${topicStreamUrl(n)}`, JSON.stringify({ type: type, data: data }), {
+    headers: { "Content-Type": "application/json", Authorization: publisherAuth() },
+    tags: { name: "publish" },
+  });
+  if (res.status !== 201) {
+    logOnce(`publish_${res.status}`, `publishing to ${topicName(n)} got ${res.status} ${res.error || res.body}`);
+    return null;
+  }
+  return res.json("id");
+}
+
 // Creates the jobs the scenario watches (a stream of an unknown job is a 404). Fails the
 // setup on the first refusal, with the gateway's answer: nothing else can work then.
 export function createJobs(count) {
@@ -176,7 +206,8 @@ export function createJobs(count) {
 
 // Share of stream opens that succeeded (see recordConnection).
 export const connectSuccess = new Rate("sse_connect_success");
-// Failed opens, tagged with `reason`: http_<status>, connect_error, no_status, ended_early.
+// Failed opens, tagged with `reason`: http_<status>, connect_error, no_status, no_opening,
+// ended_early.
 export const connectErrors = new Counter("sse_connect_errors");
 // From calling sse.open to the job's `status` snapshot, the gateway's first event.
 export const timeToFirstStatus = new Trend("sse_time_to_first_status", true);
@@ -191,24 +222,27 @@ export function logOnce(reason, text) {
   }
 }
 
-// Opens job stream `n` and blocks until it ends. `onOpen(stream)` runs once the response
-// head is in; `onEvent(event, stream)` gets each named event (the empty events of the
-// `retry:` opening and of heartbeats are skipped); `stream.close()` ends it. Returns
-// { status, error, streamError, gotStatus, elapsedMs }.
-export function openJobStream(n, { token, lastEventId, timeout, onOpen, onEvent }) {
+// Opens the stream at `url` and blocks until it ends. The stream is open once
+// `isOpening(event)` holds for an event, whose time since sse.open goes to `openingTrend`
+// and whose id is the result's and the stream's `openingId`. `onOpen(stream)` runs once
+// the response head is in; `onEvent(event, stream)` gets each named event (the empty
+// events of the `retry:` opening, of heartbeats and of id-only blocks are skipped);
+// `stream.close()` ends it. Returns { kind, status, error, streamError, opened, openingId, elapsedMs }.
+export function openStream(url, { kind, token, lastEventId, timeout, isOpening, openingTrend, onOpen, onEvent }) {
   const started = Date.now();
-  const result = { status: 0, error: "", streamError: "", gotStatus: false, elapsedMs: 0 };
+  const result = { kind: kind, status: 0, error: "", streamError: "", opened: false, openingId: "", elapsedMs: 0 };
   let response = null;
   let setupRan = false;
   try {
     response = sse.open(
-      jobStreamUrl(n),
-      { headers: streamHeaders(token, lastEventId), timeout: timeout, tags: { name: "job_stream" } },
+      url,
+      { headers: streamHeaders(token, lastEventId), timeout: timeout, tags: { name: `${kind}_stream` } },
       (client) => {
         setupRan = true;
         let closed = false;
         const stream = {
           started: started,
+          openingId: "",
           close() {
             closed = true;
             client.close();
@@ -221,14 +255,16 @@ export function openJobStream(n, { token, lastEventId, timeout, onOpen, onEvent 
         });
         client.on("event", (event) => {
           // xk6-sse may still dispatch an event that was in flight when close() was called.
-          if (closed || event.name === "") {
+          if (closed) {
             return;
           }
-          if (event.name === "status" && !result.gotStatus) {
-            result.gotStatus = true;
-            timeToFirstStatus.add(Date.now() - started);
+          if (!result.opened && isOpening(event)) {
+            result.opened = true;
+            result.openingId = event.id;
+            stream.openingId = event.id;
+            openingTrend.add(Date.now() - started);
           }
-          if (onEvent) {
+          if (event.name !== "" && onEvent) {
             onEvent(event, stream);
           }
         });
@@ -252,11 +288,27 @@ export function openJobStream(n, { token, lastEventId, timeout, onOpen, onEvent 
   return result;
 }
 
+// Opens job stream `n` (see openStream): it is open at the job's `status` snapshot, the
+// first event of a fresh stream.
+export function openJobStream(n, { token, lastEventId, timeout, onOpen, onEvent }) {
+  return openStream(jobStreamUrl(n), {
+    kind: "job",
+    token: token,
+    lastEventId: lastEventId,
+    timeout: timeout,
+    isOpening: (event) => event.name === "status",
+    openingTrend: timeToFirstStatus,
+    onOpen: onOpen,
+    onEvent: onEvent,
+  });
+}
+
 // Records one open in sse_connect_success / sse_connect_errors, from what `open`
-// returned: it succeeded when the gateway answered 200 and, for a fresh job stream
-// (`needStatus`), its `status` snapshot arrived. `failure` names a script-specific failure
-// (such as a stream that ended before it should). Returns whether it succeeded.
-export function recordConnection(result, { needStatus = true, failure = "" } = {}) {
+// returned: it succeeded when the gateway answered 200 and, for a fresh stream
+// (`needOpening`), its opening arrived (a job's `status`: else `no_status`; a topic's
+// id-only block: else `no_opening`). `failure` names a script-specific failure (such as a
+// stream that ended before it should). Returns whether it succeeded.
+export function recordConnection(result, { needOpening = true, failure = "" } = {}) {
   let reason = "";
   let detail = "";
   if (result.error || result.status === 0) {
@@ -264,8 +316,8 @@ export function recordConnection(result, { needStatus = true, failure = "" } = {
     detail = result.error;
   } else if (result.status !== 200) {
     reason = `http_${result.status}`;
-  } else if (needStatus && !result.gotStatus) {
-    reason = "no_status";
+  } else if (needOpening && !result.opened) {
+    reason = result.kind === "job" ? "no_status" : "no_opening";
     detail = result.streamError;
   } else if (failure) {
     reason = failure;
@@ -274,13 +326,15 @@ export function recordConnection(result, { needStatus = true, failure = "" } = {
   connectSuccess.add(reason === "");
   if (reason) {
     connectErrors.add(1, { reason: reason });
-    logOnce(reason, `job stream at ${BASE_URL}: ${reason}${detail ? `: ${detail}` : ""}`);
+    logOnce(reason, `${result.kind} stream at ${BASE_URL}: ${reason}${detail ? `: ${detail}` : ""}`);
   }
   return reason === "";
 }
 
-// The connection thresholds every script shares, each overridable by env.
-export function connectThresholds() {
+// The connection thresholds every script shares, each overridable by env. A script whose
+// streams open with something else than a job's `status` names its own time-to-opening
+// Trend (`firstMetric`) and the env suffix that overrides its threshold (`firstEnv`).
+export function connectThresholds({ firstMetric = "sse_time_to_first_status", firstEnv = "FIRST_STATUS_P95" } = {}) {
   return {
     // Stream opens that succeeded. The usual bar for an SSE load test: more than 99.9 %.
     // The second entry stops the run early when most opens fail (wrong secret, gateway
@@ -291,7 +345,8 @@ export function connectThresholds() {
     ],
     // Failed opens over the whole run, whatever the reason (see sse_connect_errors' tags).
     sse_connect_errors: [threshold("CONNECT_ERRORS", "count<10")],
-    // Time to the first `status` snapshot, 95th percentile under a second.
-    sse_time_to_first_status: [threshold("FIRST_STATUS_P95", "p(95)<1000")],
+    // Time to the stream's opening (a job's `status` snapshot), 95th percentile under a
+    // second.
+    [firstMetric]: [threshold(firstEnv, "p(95)<1000")],
   };
 }

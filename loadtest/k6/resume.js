@@ -146,7 +146,7 @@ export default function () {
   for (let s = BEFORE; s <= BEFORE + MISSED; s++) {
     expected.push(s);
   }
-  const ok = recordConnection(second, { needStatus: false }) && !publishFailed && !snapshot && resumed.join() === expected.join();
+  const ok = recordConnection(second, { needOpening: false }) && !publishFailed && !snapshot && resumed.join() === expected.join();
   exact.add(ok);
   if (!ok) {
     logOnce(

@@ -2,7 +2,8 @@
 # The k6 scripts, run unchanged through the stand-in (standin/run.mjs) against real
 # gateways on ephemeral loopback ports, scaled down to hundreds of connections and seconds:
 # every script against the embedded broker (with --jwt-issuer/--jwt-audience, so the tokens'
-# iss/aud claims are exercised) and against Redis. Fails when a threshold fails. Then the
+# iss/aud claims are exercised) and against Redis; topics.js with a `topics` claim on the
+# first and plain tokens for a --public-topic on the second. Fails when a threshold fails. Then the
 # negative cases, which must fail their threshold (exit 99): a gateway whose history is
 # shorter than the resume gap (sse_resume_exact), a gateway refusing the streams (401,
 # wrong secret) and a gateway that is not there (the connect thresholds).
@@ -71,24 +72,29 @@ wait_for redis redis-cli -p "$REDIS_PORT" ping
 
 gateway memory --jwt-issuer "$ISSUER" --jwt-audience "$AUDIENCE"
 GW_MEM=$ADDR
-gateway redis --redis-url "redis://127.0.0.1:$REDIS_PORT"
+gateway redis --redis-url "redis://127.0.0.1:$REDIS_PORT" --public-topic 'top-topic-*'
 GW_REDIS=$ADDR
 ready() { # address: exits 0 once /readyz answers 200
     node -e 'require("http").get(`http://${process.argv[1]}/readyz`, (r) => process.exit(r.statusCode === 200 ? 0 : 1)).on("error", () => process.exit(1))' "$1"
 }
 wait_for "redis gateway readiness" ready "$GW_REDIS"
 
-# Scaled down: ~470 opens at up to 150/s; 200 subscribers × 150 events; 120 resumes.
+# Scaled down: ~470 opens at up to 150/s; 200 subscribers × 150 events; 120 resumes;
+# 100 topic subscribers × 20 events each.
 RAMP=(-e PEAK_RATE=150 -e START_RATE=20 -e RAMP=2s -e PLATEAU=2s -e PRE_VUS=20 -e MAX_VUS=60 -e JOBS=20)
 FANOUT=(-e SUBSCRIBERS=200 -e JOBS=20 -e PUBLISH_RATE=50 -e DURATION=3s -e PUBLISH_AFTER=3s -e DRAIN=1s
     -e PUBLISHER_VUS=20)
 RESUME=(-e VUS=60 -e ITERATIONS=2 -e EVENTS_BEFORE=3 -e EVENTS_MISSED=20)
+TOPICS=(-e SUBSCRIBERS=100 -e TOPICS=2 -e PUBLISH_RATE=20 -e DURATION=2s -e PUBLISH_AFTER=2s -e DRAIN=1s
+    -e PUBLISHER_VUS=3)
 
 for broker in memory redis; do
     if [ $broker = memory ]; then
         TARGET=(-e "BASE_URL=http://$GW_MEM" -e "JWT_SECRET=$SECRET" -e "JWT_ISSUER=$ISSUER" -e "JWT_AUDIENCE=$AUDIENCE")
+        AUTH=claim
     else
         TARGET=(-e "BASE_URL=http://$GW_REDIS" -e "JWT_SECRET=$SECRET")
+        AUTH=token
     fi
     echo "== k6 connect-ramp.js ($broker broker)"
     "${RUN[@]}" "${TARGET[@]}" "${RAMP[@]}" -e PREFIX=ramp loadtest/k6/connect-ramp.js
@@ -96,6 +102,8 @@ for broker in memory redis; do
     "${RUN[@]}" "${TARGET[@]}" "${FANOUT[@]}" -e PREFIX=fan loadtest/k6/fanout.js
     echo "== k6 resume.js ($broker broker)"
     "${RUN[@]}" "${TARGET[@]}" "${RESUME[@]}" -e PREFIX=res loadtest/k6/resume.js
+    echo "== k6 topics.js ($broker broker, AUTH=$AUTH)"
+    "${RUN[@]}" "${TARGET[@]}" "${TOPICS[@]}" -e AUTH=$AUTH -e PREFIX=top loadtest/k6/topics.js
 done
 
 # A refused stream must fail the connect thresholds: the scripts learn it only from the

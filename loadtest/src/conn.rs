@@ -2,7 +2,11 @@
 //! `EventSource` request with its cookie or query token, the response head, the body
 //! (chunked or not) through the WHATWG parser, and per-connection accounting: connect
 //! and first-byte times, the `seq` of every load-test event (gaps, duplicates, order)
-//! and its delivery latency from the publisher's `t_us`.
+//! and its delivery latency from the publisher's `t_us`. On the gateway's streams, also
+//! the ids: the first one the stream gives (a job's `status`, a topic's id-only opening
+//! block) and, for every event, that its `<ms>-<seq>` id is above the one before (the
+//! opening's, or the `Last-Event-ID` sent) — a repeated or lower id is a duplicate or a
+//! reordering whatever the payload says.
 //!
 //! A connection holds one 2 KiB read buffer and its parser; nothing else grows with
 //! time except the latency samples of the events it receives.
@@ -18,6 +22,17 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::http::{parse_head, Chunked};
 use crate::sse::{json_u64, Item, Parser};
+
+/// A gateway event id, `<ms>-<seq>` (both decimal), ordered as the gateway orders them.
+pub fn parse_id(id: &[u8]) -> Option<(u64, u64)> {
+    let text = std::str::from_utf8(id).ok()?;
+    let (ms, seq) = text.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(ms) || !digits(seq) {
+        return None;
+    }
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
 
 /// What every connection shares: progress counters the run polls.
 #[derive(Default)]
@@ -39,6 +54,11 @@ pub struct Spec {
     pub expect: Option<u64>,
     /// Close (with RST, no TIME_WAIT) after the first SSE line: the connect storm.
     pub storm: bool,
+    /// Check that event ids are the gateway's `<ms>-<seq>` and strictly increasing,
+    /// starting above `after_id`.
+    pub check_ids: bool,
+    /// The `Last-Event-ID` this connection sends, parsed: every event must be above it.
+    pub after_id: Option<(u64, u64)>,
     pub connect_timeout: Duration,
 }
 
@@ -51,6 +71,20 @@ pub struct Stats {
     pub connect_us: Option<u32>,
     pub first_byte_us: Option<u32>,
     pub first_event_us: Option<u32>,
+    /// Time until the stream first gave an id: a job's `status`, a user's `jobs`, a
+    /// topic's id-only opening block (its "first event" for an xk6-sse script), the first
+    /// replayed event of a resumed stream.
+    pub first_id_us: Option<u32>,
+    /// Events whose id was not above the previous id (the opening's, the one sent as
+    /// `Last-Event-ID`, the previous event's): a duplicate or a reordering.
+    pub ids_not_increasing: u64,
+    /// Events with no id of their own or one not of the form `<ms>-<seq>` (checked ids
+    /// only); such an event cannot be resumed after.
+    pub bad_ids: u64,
+    /// Reads that returned body bytes once the stream was established: events ÷ reads
+    /// tells how many events the client found waiting at each wake-up.
+    pub body_reads: u64,
+    last_id: Option<(u64, u64)>,
     /// Time from the start of the connect until the expected events were all in.
     pub complete_us: Option<u32>,
     /// Events without a `seq` (snapshots, gateway `status`/`jobs`).
@@ -115,12 +149,44 @@ impl Stats {
         }
     }
 
+    /// Notes the id of an event (`Some`) or of an id-only block; `None`: an event
+    /// without an id of its own.
+    fn saw_id(&mut self, id: Option<&[u8]>) {
+        match id.and_then(parse_id) {
+            None => self.bad_ids += 1,
+            Some(id) => {
+                if self.last_id.is_some_and(|last| id <= last) {
+                    self.ids_not_increasing += 1;
+                }
+                self.last_id = Some(self.last_id.map_or(id, |last| last.max(id)));
+            }
+        }
+    }
+
     /// Missing sequence numbers between the lowest and highest seen.
     pub fn gaps(&self) -> u64 {
         match (self.min_seq, self.max_seq) {
             (Some(min), Some(max)) => (max - min + 1).saturating_sub(self.unique),
             _ => 0,
         }
+    }
+}
+
+/// Sets `IP_BIND_ADDRESS_NO_PORT` (Linux ≥ 4.2): a later `bind(addr, 0)` only sets the
+/// source address. Best effort: without it the run is slower to connect, not wrong.
+fn bind_address_no_port(socket: &TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: the fd is the socket's, open for the duration of the call; the option value
+    // is a c_int read by the kernel, whose size is passed along.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 
@@ -153,6 +219,7 @@ pub async fn run(
     let mut permit = permit;
     let mut stats = Stats {
         expect: spec.expect,
+        last_id: spec.after_id,
         ..Stats::default()
     };
     let start = Instant::now();
@@ -170,6 +237,12 @@ pub async fn run(
         }
     };
     if let Some(source) = spec.source {
+        // The port is then chosen at connect(), as for an unbound socket: one free for
+        // this destination, in a bind bucket that other programs' connect() may share.
+        // A bind() to port 0 takes a port for any destination, and while tens of
+        // thousands of such sockets (or their TIME_WAITs) exist, a connect() without
+        // bind() anywhere on the machine can find no port left (EADDRNOTAVAIL).
+        bind_address_no_port(&socket);
         if let Err(e) = socket.bind(SocketAddr::new(source, 0)) {
             fail(&mut stats, &shared, classify(&e));
             return stats;
@@ -206,7 +279,15 @@ pub async fn run(
     loop {
         let n = tokio::select! {
             biased;
-            _ = stop.changed() => break,
+            _ = stop.changed() => {
+                // The run is over: close with RST. A FIN would leave this side in
+                // TIME_WAIT for a minute, and tens of thousands of those hold the
+                // ephemeral ports that the next run, and every other client of this
+                // machine, need to connect (the kernel gives no port to a connect()
+                // without bind() while an explicitly bound socket keeps it).
+                let _ = stream.set_zero_linger();
+                break;
+            }
             r = stream.read(&mut buf) => r,
         };
         let n = match n {
@@ -226,6 +307,9 @@ pub async fn run(
         };
         if stats.first_byte_us.is_none() {
             stats.first_byte_us = Some(micros(start));
+        }
+        if in_body {
+            stats.body_reads += 1;
         }
         let mut body: &[u8] = &buf[..n];
         let owned_rest;
@@ -263,11 +347,32 @@ pub async fn run(
         }
         let now = now_us();
         let mut saw_line = false;
+        let check_ids = spec.check_ids;
         let mut on_item = |item: Item<'_>| {
             saw_line = true;
-            if let Item::Event { data, .. } = item {
+            if let Item::IdOnly(id) = item {
+                if stats.first_id_us.is_none() {
+                    stats.first_id_us = Some(micros(start));
+                }
+                if check_ids {
+                    stats.saw_id(Some(id));
+                }
+            }
+            if let Item::Event {
+                data,
+                last_event_id,
+                own_id,
+                ..
+            } = item
+            {
                 if stats.first_event_us.is_none() {
                     stats.first_event_us = Some(micros(start));
+                }
+                if own_id && stats.first_id_us.is_none() {
+                    stats.first_id_us = Some(micros(start));
+                }
+                if check_ids {
+                    stats.saw_id(own_id.then_some(last_event_id));
                 }
                 match json_u64(data, "seq") {
                     Some(seq) => {
@@ -326,5 +431,55 @@ fn status_reason(status: u16) -> &'static str {
         502 => "http_502",
         503 => "http_503",
         _ => "http_other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_ids() {
+        assert_eq!(parse_id(b"1732245600123-0"), Some((1_732_245_600_123, 0)));
+        assert_eq!(parse_id(b"0-0"), Some((0, 0)));
+        for bad in [
+            &b""[..],
+            b"17",
+            b"-1",
+            b"1-",
+            b"1-2-3",
+            b"a-1",
+            b"1-+2",
+            b" 1-2",
+        ] {
+            assert_eq!(parse_id(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        assert!(parse_id(b"9-10") > parse_id(b"9-9"));
+        assert!(parse_id(b"10-0") > parse_id(b"9-99"));
+    }
+
+    #[test]
+    fn ids_must_rise_from_the_opening() {
+        let mut stats = Stats {
+            last_id: parse_id(b"5-0"),
+            ..Stats::default()
+        };
+        stats.saw_id(Some(b"5-1"));
+        stats.saw_id(Some(b"6-0"));
+        assert_eq!((stats.ids_not_increasing, stats.bad_ids), (0, 0));
+        stats.saw_id(Some(b"6-0")); // a duplicate
+        stats.saw_id(Some(b"5-9")); // a reordering
+        stats.saw_id(Some(b"7-0")); // fine again: compared with the highest so far
+        assert_eq!(stats.ids_not_increasing, 2);
+        stats.saw_id(None);
+        stats.saw_id(Some(b"12"));
+        assert_eq!(stats.bad_ids, 2);
+        // The opening of a fresh stream (an id-only block) at an empty topic is 0-0.
+        let mut fresh = Stats::default();
+        fresh.saw_id(Some(b"0-0"));
+        fresh.saw_id(Some(b"0-1"));
+        assert_eq!((fresh.ids_not_increasing, fresh.bad_ids), (0, 0));
+        fresh.saw_id(Some(b"0-0"));
+        assert_eq!(fresh.ids_not_increasing, 1);
     }
 }

@@ -10,7 +10,7 @@
 //!
 //! Architecture invariant: every run is bounded in connections and time, targets
 //! loopback only, and never signals a process; it only reads `/proc` of the pids it is
-//! told to watch.
+//! told to watch, and its own.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 
@@ -26,7 +26,8 @@ pub mod token;
 /// The kind of server under test, which decides URL shapes and publish bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Target {
-    /// `/v1/jobs/{job}/events`, `/v1/users/me/events`, JWT auth.
+    /// `/v1/jobs/{job}/events`, `/v1/users/me/events`, `/v1/topics/{topic}/events`,
+    /// JWT auth.
     Gateway,
     /// `/sub/{channel}` (eventsource), `/pub/{channel}`.
     Nchan,
@@ -39,6 +40,10 @@ pub enum Target {
 pub enum StreamKind {
     Job,
     User,
+    /// A topic (broadcast feed): opens at the live edge with an id-only block; clients
+    /// carry plain tokens, so the gateway must make the topics public
+    /// (`--public-topic`), or anonymous with `--auth none`.
+    Topic,
 }
 
 /// The topics of a run: names, owners, and which user each connection is.
@@ -50,11 +55,13 @@ pub struct Topics {
 }
 
 impl Topics {
-    /// Job id (`{prefix}j{t}`) or user id (`{prefix}u{t}`) of topic `t`.
+    /// Job id (`{prefix}j{t}`), user id (`{prefix}u{t}`) or topic name (`{prefix}t{t}`)
+    /// of topic `t`.
     pub fn name(&self, t: usize) -> String {
         match self.stream {
             StreamKind::Job => format!("{}j{t}", self.prefix),
             StreamKind::User => format!("{}u{t}", self.prefix),
+            StreamKind::Topic => format!("{}t{t}", self.prefix),
         }
     }
 

@@ -1,6 +1,6 @@
-//! Publishing load-test events to the system under test: the gateway (HTTP API or the
-//! `sse-publisher` SDK over HTTP or Redis), Nchan's publisher location, or the floor
-//! server. Every event carries `seq` (per topic) and `t_us` (publish time, µs since
+//! Publishing load-test events to the system under test: the gateway's jobs, users or
+//! topics (HTTP API, or the `sse-publisher` SDK over HTTP or Redis), Nchan's publisher
+//! location, or the floor server. Every event carries `seq` (per topic) and `t_us` (publish time, µs since
 //! the epoch, taken just before sending) for the subscribers' accounting; a `stage`
 //! string pads frames to about the same size on every target.
 //!
@@ -129,6 +129,11 @@ impl Sender {
         let name = topics.name(t);
         let t_us = now_us();
         let (event_type, data) = match seq {
+            // A topic event has no job semantics (no `progress`): a custom type.
+            Some(seq) if self.cfg.stream == StreamKind::Topic => (
+                "update",
+                json!({"seq": seq, "t_us": t_us, "stage": self.pad}),
+            ),
             Some(seq) => (
                 if self.cfg.stream == StreamKind::User {
                     "notice"
@@ -149,6 +154,12 @@ impl Sender {
                             .await?
                     }
                     StreamKind::User => publisher.notify(&name, event_type, data).await?,
+                    StreamKind::Topic => {
+                        publisher
+                            .topic(name.clone())
+                            .publish(event_type, data)
+                            .await?
+                    }
                 };
                 Ok(id.to_string())
             }
@@ -163,11 +174,18 @@ impl Sender {
                             format!("/v1/users/{name}/events"),
                             json!({"type": event_type, "data": data}),
                         ),
+                        StreamKind::Topic => (
+                            format!("/v1/topics/{name}/events"),
+                            json!({"type": event_type, "data": data}),
+                        ),
                     },
                     Target::Nchan | Target::Floor => {
                         // The same fields the gateway's envelope adds, so frames match in size.
-                        let mut body =
-                            json!({"jobId": name, "type": event_type, "ts": t_us / 1000});
+                        let key = match self.cfg.stream {
+                            StreamKind::Topic => "topic",
+                            StreamKind::Job | StreamKind::User => "jobId",
+                        };
+                        let mut body = json!({key: name, "type": event_type, "ts": t_us / 1000});
                         if let (Some(obj), Some(extra)) = (body.as_object_mut(), data.as_object()) {
                             obj.extend(extra.clone());
                         }

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-/// Summary of µs samples: count, p50, p90, p99, p99.9, max (nearest-rank).
+/// Summary of µs samples: count, p50, p90, p95, p99, p99.9, max (nearest-rank).
 pub fn percentiles(mut samples: Vec<u32>) -> Value {
     if samples.is_empty() {
         return json!({"count": 0});
@@ -17,6 +17,7 @@ pub fn percentiles(mut samples: Vec<u32>) -> Value {
         "count": samples.len(),
         "p50": at(0.50),
         "p90": at(0.90),
+        "p95": at(0.95),
         "p99": at(0.99),
         "p999": at(0.999),
         "max": samples[samples.len() - 1],
@@ -64,12 +65,17 @@ pub fn text(report: &Value) -> String {
     out.push_str(&line("connect", &report["connect_us"]));
     out.push_str(&line("first byte", &report["first_byte_us"]));
     out.push_str(&line("first event", &report["first_event_us"]));
+    out.push_str(&line("first id", &report["first_id_us"]));
     out.push_str(&line("all expected events", &report["complete_us"]));
     let e = &report["events"];
     out.push_str(&format!(
         "  events: received {} unique {} expected {} lost {} gaps {} duplicates {} out-of-order {} other {} ended-by-server {}\n",
         e["received"], e["unique"], e["expected"], e["lost"], e["gaps"], e["duplicates"],
         e["out_of_order"], e["other"], e["ended_by_server"]
+    ));
+    out.push_str(&format!(
+        "  ids: not increasing {} bad {}; connections held to the end {}; body reads {}\n",
+        e["ids_not_increasing"], e["bad_ids"], c["held"], e["body_reads"]
     ));
     out.push_str(&line("delivery latency", &report["latency_us"]));
     out.push_str(&line("last subscriber/event", &report["fanout_last_us"]));
@@ -102,7 +108,8 @@ pub fn text(report: &Value) -> String {
     out
 }
 
-/// What makes a run unclean: failed connections, lost, duplicated or reordered events,
+/// What makes a run unclean: failed connections, lost, duplicated or reordered events
+/// (by `seq`, or by id: an id not above the one before, an event without a proper id),
 /// failed publishes.
 pub fn problems(report: &Value) -> Vec<String> {
     let mut out = Vec::new();
@@ -115,7 +122,13 @@ pub fn problems(report: &Value) -> Vec<String> {
         ));
     }
     let e = &report["events"];
-    for key in ["lost", "duplicates", "out_of_order"] {
+    for key in [
+        "lost",
+        "duplicates",
+        "out_of_order",
+        "ids_not_increasing",
+        "bad_ids",
+    ] {
         if n(&e[key]) > 0 {
             out.push(format!("{key} {}", e[key]));
         }
@@ -135,6 +148,7 @@ mod tests {
     fn nearest_rank() {
         let v = super::percentiles((1..=100).collect());
         assert_eq!(v["p50"], 50);
+        assert_eq!(v["p95"], 95);
         assert_eq!(v["p99"], 99);
         assert_eq!(v["max"], 100);
         assert_eq!(super::percentiles(vec![7])["p999"], 7);

@@ -132,6 +132,10 @@ pub struct RunArgs {
     /// Write the JSON report here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also put the raw samples that percentiles cannot be merged from into the JSON
+    /// report (`first_id_us` of every connection), for runs split over processes.
+    #[arg(long)]
+    pub raw_samples: bool,
 }
 
 fn humantime_secs(s: &str) -> Result<Duration, String> {
@@ -229,6 +233,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Value> {
         ))
     };
     let mut phases = serde_json::Map::new();
+    // This process too: what the clients cost is part of reading a saturated run.
+    let mut args = args;
+    args.watch.push(Watched {
+        name: "sse-load".into(),
+        pid: std::process::id(),
+    });
 
     // Set-up: jobs must exist before a gateway job stream opens; resume history.
     let mut resume_ids: HashMap<usize, String> = HashMap::new();
@@ -304,7 +314,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Value> {
         }
         let t = topics.of_connection(c);
         let user = match args.stream {
-            StreamKind::Job => format!("{}u{c}", args.topic_prefix),
+            StreamKind::Job | StreamKind::Topic => format!("{}u{c}", args.topic_prefix),
             StreamKind::User => topics.owner(t),
         };
         let jobs = if args.stream == StreamKind::Job && c != t {
@@ -319,6 +329,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Value> {
         let mut path = match (args.target, args.stream) {
             (Target::Gateway, StreamKind::Job) => format!("/v1/jobs/{}/events", topics.name(t)),
             (Target::Gateway, StreamKind::User) => "/v1/users/me/events".to_string(),
+            (Target::Gateway, StreamKind::Topic) => {
+                format!("/v1/topics/{}/events", topics.name(t))
+            }
             (Target::Nchan | Target::Floor, _) => format!("/sub/{}", topics.name(t)),
         };
         let mut cookie = None;
@@ -349,6 +362,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Value> {
             ),
             expect,
             storm: args.storm,
+            check_ids: args.target == Target::Gateway,
+            after_id: last_event_id
+                .as_deref()
+                .and_then(|id| conn::parse_id(id.as_bytes())),
             connect_timeout: args.connect_timeout,
         });
         let permit = in_flight.clone().acquire_owned().await?;
@@ -487,6 +504,8 @@ fn aggregate(args: &RunArgs, all: Vec<Stats>, attempted: usize) -> Value {
     let (mut established, mut ended_by_server, mut storm_completed) = (0u64, 0u64, 0u64);
     let (mut connect, mut first_byte, mut first_event, mut complete, mut latency) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut first_id = Vec::new();
+    let (mut held, mut ids_not_increasing, mut bad_ids, mut body_reads) = (0u64, 0u64, 0u64, 0u64);
     let mut fanout: HashMap<u32, u32> = HashMap::new();
     let (mut received, mut unique, mut dups, mut ooo, mut gaps, mut other, mut lost, mut expected) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
@@ -496,7 +515,14 @@ fn aggregate(args: &RunArgs, all: Vec<Stats>, attempted: usize) -> Value {
         }
         if s.established {
             established += 1;
+            if s.failure.is_none() && !s.ended_by_server {
+                held += 1;
+            }
         }
+        first_id.extend(s.first_id_us);
+        ids_not_increasing += s.ids_not_increasing;
+        bad_ids += s.bad_ids;
+        body_reads += s.body_reads;
         if s.ended_by_server {
             ended_by_server += 1;
         }
@@ -524,6 +550,11 @@ fn aggregate(args: &RunArgs, all: Vec<Stats>, attempted: usize) -> Value {
         }
     }
     let failed: u64 = failed_by_reason.values().sum();
+    let mut fanout_by_seq: Vec<(u32, u32)> = fanout.iter().map(|(&s, &l)| (s, l)).collect();
+    fanout_by_seq.sort_unstable();
+    let raw = args
+        .raw_samples
+        .then(|| json!({"first_id_us": first_id.clone()}));
     json!({
         "target": format!("{:?}", args.target).to_lowercase(),
         "url": args.url,
@@ -533,18 +564,26 @@ fn aggregate(args: &RunArgs, all: Vec<Stats>, attempted: usize) -> Value {
             "failed": failed,
             "failed_by_reason": failed_by_reason,
             "storm_completed": storm_completed,
+            "held": held,
         },
         "connect_us": percentiles(connect),
         "first_byte_us": percentiles(first_byte),
         "first_event_us": percentiles(first_event),
+        "first_id_us": percentiles(first_id),
         "complete_us": percentiles(complete),
         "events": {
             "received": received, "unique": unique, "expected": expected, "lost": lost,
             "gaps": gaps, "duplicates": dups, "out_of_order": ooo, "other": other,
             "ended_by_server": ended_by_server,
+            "ids_not_increasing": ids_not_increasing, "bad_ids": bad_ids,
+            "body_reads": body_reads,
         },
         "latency_us": percentiles(latency),
         "fanout_last_us": percentiles(fanout.into_values().collect()),
+        // Per event (`seq`), the latency of its last subscriber here: runs split over
+        // processes take the highest per `seq` to get the whole fan-out's.
+        "fanout_last_by_seq": fanout_by_seq,
+        "raw": raw,
     })
 }
 

@@ -7,6 +7,11 @@
 //! ASCII digits; an empty line dispatches, unless no `data` was seen (then the buffers
 //! are reset and nothing is dispatched).
 //!
+//! One addition for the caller's accounting, outside the algorithm: a block that set the
+//! id but dispatched nothing (`id: 5-0\n\n`, the gateway's opening of a topic stream at
+//! its live edge) is reported as [`Item::IdOnly`]. An `EventSource` fires nothing for it
+//! and only updates its `lastEventId`, which is what the parser's state does too.
+//!
 //! Buffers start empty and grow to the largest line seen, so an idle connection costs
 //! nothing here.
 
@@ -19,7 +24,13 @@ pub enum Item<'a> {
         event_type: &'a [u8],
         data: &'a [u8],
         last_event_id: &'a [u8],
+        /// Whether this event's own block had an `id` field (else `last_event_id` is
+        /// an earlier block's, persisted).
+        own_id: bool,
     },
+    /// A block that had an `id` field and no `data`: no event is dispatched, the last
+    /// event id is now this.
+    IdOnly(&'a [u8]),
     /// A comment line (without the leading `:`), e.g. a heartbeat.
     Comment(&'a [u8]),
     /// A valid `retry:` field, in milliseconds.
@@ -35,6 +46,8 @@ pub struct Parser {
     last_event_id: Vec<u8>,
     /// Whether any `data` field was seen since the last dispatch (data can be empty).
     has_data: bool,
+    /// Whether an `id` field was seen since the last empty line.
+    has_id: bool,
     /// The previous chunk ended with CR: an LF at the start of this one is part of it.
     after_cr: bool,
     /// The stream's first bytes were checked for a BOM.
@@ -120,11 +133,15 @@ impl Parser {
                     event_type,
                     data: &self.data,
                     last_event_id: &self.last_event_id,
+                    own_id: self.has_id,
                 });
+            } else if self.has_id {
+                on(Item::IdOnly(&self.last_event_id));
             }
             self.data.clear();
             self.event_type.clear();
             self.has_data = false;
+            self.has_id = false;
             return;
         }
         if line[0] == b':' {
@@ -151,6 +168,7 @@ impl Parser {
             b"id" if !value.contains(&0) => {
                 self.last_event_id.clear();
                 self.last_event_id.extend_from_slice(value);
+                self.has_id = true;
             }
             b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
                 if let Ok(ms) = std::str::from_utf8(value).unwrap_or("x").parse() {
@@ -206,12 +224,15 @@ mod tests {
                         event_type,
                         data,
                         last_event_id,
+                        own_id,
                     } => format!(
-                        "event {} [{}] id={}",
+                        "event {} [{}] id={}{}",
                         String::from_utf8_lossy(event_type),
                         String::from_utf8_lossy(data),
-                        String::from_utf8_lossy(last_event_id)
+                        String::from_utf8_lossy(last_event_id),
+                        if own_id { "" } else { " (persisted)" }
                     ),
+                    Item::IdOnly(id) => format!("id-only {}", String::from_utf8_lossy(id)),
                     Item::Comment(c) => format!("comment {}", String::from_utf8_lossy(c)),
                     Item::Retry(ms) => format!("retry {ms}"),
                 })
@@ -240,7 +261,11 @@ mod tests {
         let whole = parse_all(&[body]);
         assert_eq!(
             whole,
-            vec!["event message [a\nb] id=", "event x [] id=7", "comment c"]
+            vec![
+                "event message [a\nb] id= (persisted)",
+                "event x [] id=7",
+                "comment c"
+            ]
         );
         for split in 0..body.len() {
             assert_eq!(
@@ -257,11 +282,30 @@ mod tests {
     fn no_data_no_dispatch_and_id_persists() {
         assert_eq!(
             parse_all(&[b"id: 5\nevent: x\n\ndata: y\n\nid\ndata: z\n\n"]),
-            vec!["event message [y] id=5", "event message [z] id="]
+            vec![
+                "id-only 5",
+                "event message [y] id=5 (persisted)",
+                "event message [z] id="
+            ]
         );
         assert_eq!(
             parse_all(&[b"id: a\0b\ndata: y\n\n"]),
-            vec!["event message [y] id="]
+            vec!["event message [y] id= (persisted)"]
+        );
+    }
+
+    #[test]
+    fn topic_opening_is_an_id_only_block() {
+        // A fresh topic stream: retry, the live edge as an id-only block, then events.
+        let body = b"retry: 3000\n\nid: 1732245600123-0\n\n: hb\n\nid: 1732245600124-0\nevent: update\ndata: {}\n\n";
+        assert_eq!(
+            parse_all(&[body]),
+            vec![
+                "retry 3000",
+                "id-only 1732245600123-0",
+                "comment  hb",
+                "event update [{}] id=1732245600124-0"
+            ]
         );
     }
 

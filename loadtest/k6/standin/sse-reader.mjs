@@ -11,7 +11,10 @@
 // - `retry:` lines are ignored.
 // - Every blank line (`\n`, or `\r\n` since the isLineEnd change) dispatches an event, even
 //   an empty one: the gateway's `retry: 3000\n\n` opening and each `: hb\n\n` heartbeat reach
-//   the script as events with an empty name (the heartbeat with `comment` "hb").
+//   the script as events with an empty name (the heartbeat with `comment` "hb"), and an
+//   id-only block (`id: 7-0\n\n`, a topic stream's opening) as one with only its id. The
+//   fields start empty for each event (`ev = Event{}` after a dispatch): no id carries over
+//   to the next event.
 // - Any other line is reported as an error `unknown event: <line with its \n>` and reading
 //   goes on.
 // - At EOF a partial last line is dropped (`ReadBytes` returns it together with io.EOF, and

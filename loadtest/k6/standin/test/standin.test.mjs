@@ -20,6 +20,11 @@ function serve() {
         sse();
         res.end("retry: 3000\n\nid: 5-0\nevent: status\ndata: {}\n\n: hb\n\ndata: a\ndata: b\n\n");
         return;
+      case "/topic":
+        // A fresh topic stream of the gateway: its live edge as an id-only block.
+        sse();
+        res.end("retry: 3000\n\nid: 7-0\n\nid: 8-0\nevent: update\ndata: {\"seq\":0}\n\n: hb\n\n");
+        return;
       case "/401":
         res.writeHead(401, { "Content-Type": "application/json" });
         res.end("{\"error\":\"missing_token\"}");
@@ -94,8 +99,8 @@ test("xk6-sse and k6 semantics the scripts rely on", async () => {
     const failed = Object.entries(r.json?.checks || {}).filter(([, c]) => c.fails > 0).map(([n]) => n);
     assert.deepEqual(failed, [], r.stdout + r.stderr);
     assert.equal(r.code, 0, r.stdout + r.stderr);
-    assert.equal(Object.keys(r.json.checks).length, 26);
-    assert.equal(r.json.metrics.checks.values.passes, 4 * 26);
+    assert.equal(Object.keys(r.json.checks).length, 28);
+    assert.equal(r.json.metrics.checks.values.passes, 4 * 28);
   } finally {
     server.close();
   }
