@@ -8,7 +8,7 @@ DEV_JWT_SECRET ?= dev-only-secret-change-me-0123456789
 LISTEN ?= 127.0.0.1:8080
 METRICS_LISTEN ?= 127.0.0.1:9090
 
-.PHONY: run build test deps deploy-check test-publishers test-client test-browser bench cluster cluster-down lint fmt clean token
+.PHONY: run build test deps deploy-check test-publishers test-client test-browser fuzz bench cluster cluster-down lint fmt clean token
 
 build:
 	$(CARGO) build --release --workspace --locked
@@ -63,6 +63,13 @@ test-client:
 # nginx (installs chromium/nginx/redis-server/nodejs if missing, npm ci, debug build).
 test-browser:
 	gateway/tests/browser/run.sh
+
+# The property-based fuzzing of every parser and encoder (the fuzz_* proptests: request
+# heads, the head guard, tokens, queries, event ids, composite ids, SSE frames, publish
+# bodies) run long: `make test` runs 256 cases each, this 50,000 (PROPTEST_CASES=…).
+PROPTEST_CASES ?= 50000
+fuzz:
+	PROPTEST_CASES=$(PROPTEST_CASES) $(CARGO) test --release --workspace --locked --lib -- fuzz_
 
 # Side-by-side benchmarks (gateway embedded, gateway + Redis, Nginx + Nchan + Redis, and
 # the raw-write floor; a topic to 50,000 subscribers over 3 gateway nodes); writes

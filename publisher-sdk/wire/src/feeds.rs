@@ -191,7 +191,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn every_set_of_positions_round_trips(
+        fn fuzz_every_set_of_positions_round_trips(
             positions in prop::collection::vec(prop::option::of((0u64..=u64::MAX / 2, 0u64..1_000_000)), 1..17)
         ) {
             let names: Vec<String> = (0..positions.len()).map(|i| format!("topic-{i:02}")).collect();
@@ -204,7 +204,7 @@ mod tests {
         }
 
         #[test]
-        fn arbitrary_text_never_panics(text in ".{0,80}") {
+        fn fuzz_arbitrary_text_never_panics(text in ".{0,80}") {
             let _ = decode(&text, &["a", "b"]);
         }
     }
