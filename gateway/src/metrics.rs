@@ -167,7 +167,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
             Box::new(self.open_connections.clone()),
             Box::new(self.tcp_connections.clone()),
             Box::new(self.max_connections.clone()),
@@ -184,6 +184,8 @@ impl Metrics {
             Box::new(self.broker_errors.clone()),
             Box::new(self.auth_failures.clone()),
             Box::new(self.events_published.clone()),
+            // Process-wide: the span queue is one per process (`telemetry`).
+            Box::new(crate::telemetry::SPANS.clone()),
         ];
         for collector in collectors {
             // Invariant: each name above is registered once, into a fresh registry.
