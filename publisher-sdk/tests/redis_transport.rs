@@ -213,9 +213,10 @@ async fn retention_sets_lengths_and_ttls() {
             (6..=8).contains(&length),
             "user stream trimmed to about 6, got {length}"
         );
+        // Renewed TTLs are the retention plus the refresh window (min(1 min, 600 s / 10)).
         let ttl: i64 = redis.cmd(&["PTTL", "sse:{u:u1}:job:j1"]);
         assert!(
-            ttl > 60_000 && ttl <= 600_000,
+            ttl > 600_000 - 10_000 && ttl <= 660_000,
             "a running job lives as long as its user: {ttl}"
         );
         job.complete(json!(null)).await.unwrap();
@@ -229,7 +230,7 @@ async fn retention_sets_lengths_and_ttls() {
         for key in ["sse:{u:u1}:log", "sse:{u:u1}:jobs", "sse:owner:j1"] {
             let ttl: i64 = redis.cmd(&["PTTL", key]);
             assert!(
-                ttl > 60_000 && ttl <= 600_000,
+                ttl > 600_000 - 10_000 && ttl <= 660_000,
                 "{key} expires with the user: {ttl}"
             );
         }
@@ -283,6 +284,132 @@ async fn an_outage_is_retried_then_reported_and_publishing_resumes() {
             !stages.iter().any(|s| s == "during"),
             "nothing was written while Redis was down: {stages:?}"
         );
+    })
+    .await
+}
+
+/// `calls` of one command in `INFO commandstats` (0 when it never ran).
+fn calls(redis: &RedisServer, command: &str) -> u64 {
+    let info: String = redis.cmd(&["INFO", "commandstats"]);
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn concurrent_publishes_share_one_connection_and_pay_no_check() {
+    bounded(async {
+        let redis = RedisServer::start();
+        let publisher = Publisher::connect(&redis.url()).await.unwrap();
+        publisher.job("j0", "u1").stage("first").await.unwrap();
+        let pings = calls(&redis, "ping");
+        let publishes = (0..200).map(|n| {
+            let publisher = publisher.clone();
+            async move {
+                publisher
+                    .job(format!("j{}", n % 20), "u1")
+                    .stage("go")
+                    .await
+            }
+        });
+        for result in futures_util::future::join_all(publishes).await {
+            result.unwrap();
+        }
+        // A pooled connection is checked (`UNWATCH` + `PING`) each time it is handed out.
+        assert_eq!(calls(&redis, "ping"), pings, "no check per publish");
+        assert_eq!(calls(&redis, "unwatch"), 0, "no check per publish");
+        let clients: String = redis.cmd(&["CLIENT", "LIST"]);
+        let publishing = clients
+            .lines()
+            .filter(|line| line.contains("cmd=evalsha"))
+            .count();
+        assert_eq!(
+            publishing, 1,
+            "one connection carried every publish:\n{clients}"
+        );
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_publish_after_a_redis_restart_succeeds() {
+    bounded(async {
+        let mut redis = RedisServer::start();
+        // One attempt: a publish that met the dead connection would fail.
+        let retry = RetryPolicy::default().attempts(1);
+        let publisher = Publisher::connect_with(&redis.url(), RedisOptions::default().retry(retry))
+            .await
+            .unwrap();
+        let job = publisher.job("j1", "u1");
+        job.stage("before").await.unwrap();
+        // Off the runtime, as for a process whose Redis restarts while it goes on.
+        let redis = tokio::task::spawn_blocking(move || {
+            redis.stop();
+            redis.restart();
+            redis
+        })
+        .await
+        .unwrap();
+        job.stage("after").await.unwrap();
+        assert_eq!(entries(&redis, "sse:{u:u1}:joblog:j1").len(), 2);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn ttls_are_renewed_once_per_window_yet_outlive_the_last_event() {
+    bounded(async {
+        let redis = RedisServer::start();
+        // A user retention of 10 s: the refresh window is 1 s.
+        let retention = Retention {
+            retention_ms: 1_000,
+            user_retention_ms: 10_000,
+            ..Retention::default()
+        };
+        let publisher =
+            Publisher::connect_with(&redis.url(), RedisOptions::default().retention(retention))
+                .await
+                .unwrap();
+        let job = publisher.job("j1", "u1");
+        let keys = [
+            "sse:{u:u1}:job:j1",
+            "sse:{u:u1}:joblog:j1",
+            "sse:{u:u1}:log",
+            "sse:{u:u1}:jobs",
+        ];
+        let started = std::time::Instant::now();
+        let mut events = 0u64;
+        // 2.5 s of events every 10 ms: three or four windows.
+        while started.elapsed() < Duration::from_millis(2_500) {
+            job.progress(events as u32 % 100, "running").await.unwrap();
+            events += 1;
+            for key in keys {
+                let ttl: i64 = redis.cmd(&["PTTL", key]);
+                // Read just after the publish (allowing 300 ms for a busy machine): renewed
+                // to the retention alone, a key would be down to 9 s by a window's end.
+                assert!(
+                    (9_700..=11_000).contains(&ttl),
+                    "{key} lives at least the user retention after the last event: {ttl}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let renewals = calls(&redis, "pexpire");
+        assert!(
+            renewals <= 4 * 6,
+            "TTLs renewed once per window (or on a status change), not per event: {renewals} PEXPIREs for {events} events"
+        );
+        assert!(calls(&redis, "zadd") <= 6, "the jobs index too");
+        job.complete(json!(null)).await.unwrap();
+        for key in &keys[..2] {
+            let ttl: i64 = redis.cmd(&["PTTL", key]);
+            assert!(
+                (700..=1_000).contains(&ttl),
+                "{key} expires --retention after the terminal event: {ttl}"
+            );
+        }
     })
     .await
 }

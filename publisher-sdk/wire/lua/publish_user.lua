@@ -10,7 +10,10 @@ if KEYS[2] then
   if first then return { 'duplicate', first } end
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'type', ARGV[1], 'data', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+-- Plus the refresh window of publish_job.lua, which renews the user's keys only once
+-- per window: a notification never shortens what a job event set.
+local window = math.max(1, math.min(60000, math.floor(tonumber(ARGV[4]) / 10)))
+redis.call('PEXPIRE', KEYS[1], ARGV[4] + window)
 if KEYS[2] then redis.call('SET', KEYS[2], id, 'PX', ARGV[7]) end
 redis.call(ARGV[6], ARGV[5], 'id: ' .. id .. '\nevent: ' .. ARGV[1] .. '\ndata: ' .. ARGV[2] .. '\n\n')
 return { 'published', id }

@@ -5,12 +5,19 @@
 //! Scripts run with `EVALSHA`; on `NOSCRIPT` (after a restart or `SCRIPT FLUSH`) the
 //! script is loaded and the call repeated, which is safe because a `NOSCRIPT` call did
 //! nothing.
+//!
+//! On one Redis, every publish of a store shares one multiplexed connection
+//! ([`Multiplexed`]): publishes made at the same time travel in one write and are read by
+//! Redis in one read, and none pays for a pooled connection's check. Other commands (a
+//! gateway's reads) use the pool. On a Redis Cluster, the cluster connection is
+//! multiplexed already.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use deadpool_redis::{Pool, PoolError};
-use redis::aio::ConnectionLike;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, ServerErrorKind, Value};
 use serde_json::{Map, Value as Json};
@@ -87,11 +94,15 @@ impl From<PoolError> for StoreError {
     }
 }
 
-/// Where commands go: a pool of connections to one Redis, or a Redis Cluster connection
-/// (multiplexed, routing each command to the shard of its key, following `MOVED`).
+/// Where commands go: one Redis (a pool of connections, and the one connection publishes
+/// share), or a Redis Cluster connection (multiplexed, routing each command to the shard
+/// of its key, following `MOVED`).
 #[derive(Clone)]
 pub enum Connections {
-    Pool(Pool),
+    Pool {
+        pool: Pool,
+        publishing: Arc<Multiplexed>,
+    },
     Cluster(Arc<ClusterConnections>),
 }
 
@@ -110,16 +121,32 @@ impl Connections {
             },
             ..Default::default()
         });
-        config
+        let invalid =
+            |e: &dyn std::fmt::Display| StoreError::Rejected(format!("redis url {url:?}: {e}"));
+        let client = redis::Client::open(url).map_err(|e| invalid(&e))?;
+        let publishing =
+            Arc::new(Multiplexed::new(client.get_connection_info()).map_err(|e| invalid(&e))?);
+        let pool = config
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-            .map(Connections::Pool)
-            .map_err(|e| StoreError::Rejected(format!("redis url {url:?}: {e}")))
+            .map_err(|e| invalid(&e))?;
+        Ok(Connections::Pool { pool, publishing })
     }
 
     /// A connection for one or a few commands.
     pub async fn get(&self) -> Result<Connection, StoreError> {
         match self {
-            Connections::Pool(pool) => Ok(Connection::Pooled(pool.get().await?)),
+            Connections::Pool { pool, .. } => Ok(Connection::Pooled(pool.get().await?)),
+            Connections::Cluster(cluster) => Ok(Connection::Cluster(cluster.current())),
+        }
+    }
+
+    /// The connection publishes go through (scripts, owner lookups): on one Redis, the
+    /// one multiplexed connection they all share; on a cluster, the cluster connection.
+    pub async fn publishing(&self) -> Result<Connection, StoreError> {
+        match self {
+            Connections::Pool { publishing, .. } => {
+                Ok(Connection::Multiplexed(publishing.get().await?))
+            }
             Connections::Cluster(cluster) => Ok(Connection::Cluster(cluster.current())),
         }
     }
@@ -133,11 +160,109 @@ impl Connections {
     /// died, which redis-rs does not always notice (a request that times out against a
     /// killed master triggers no slot refresh), so the connection is rebuilt from the
     /// seeds, which reads the current shard map.
+    ///
+    /// On one Redis, such an error (a timeout included) makes the next publish connect
+    /// anew: a connection that a dead Redis left open without a word is not kept.
     pub fn report(&self, error: &StoreError) {
-        if let (Connections::Cluster(cluster), StoreError::Refused(_) | StoreError::Ambiguous(_)) =
-            (self, error)
+        if !matches!(error, StoreError::Refused(_) | StoreError::Ambiguous(_)) {
+            return;
+        }
+        match self {
+            Connections::Cluster(cluster) => cluster.rebuild_soon(),
+            Connections::Pool { publishing, .. } => publishing.discard(),
+        }
+    }
+}
+
+/// The one connection every publish of a store shares on a single Redis.
+///
+/// Multiplexed: publishes made at the same time are written together and Redis reads
+/// them in one read, answers them in one write and runs them back to back, so a burst of
+/// publishes costs Redis one round of system calls instead of one each. And no check per
+/// call: a pooled connection is checked with an `UNWATCH` + `PING` round trip each time
+/// the pool hands it out, which cost Redis about as much as the publish itself
+/// (loadtest/bench/profile-notes.md).
+///
+/// Made on first use. It speaks RESP3 (Redis ≥ 6) so that the client library tells it at
+/// once when the connection drops (a `Disconnection` push): the next publish then
+/// connects anew instead of failing on a dead connection, as the pool's check used to
+/// ensure. A call that fails as unreachable or times out ([`Connections::report`]) has the
+/// same effect; calls in flight on the old connection finish on it.
+pub struct Multiplexed {
+    client: redis::Client,
+    current: Mutex<Option<Live>>,
+    /// Held while connecting, so that a burst of publishes makes one connection.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+struct Live {
+    connection: MultiplexedConnection,
+    /// Set by the library's disconnection push, or by [`Multiplexed::discard`].
+    closed: Arc<AtomicBool>,
+}
+
+impl Multiplexed {
+    /// For the Redis of `info` (address, credentials, database, TLS), over RESP3.
+    fn new(info: &redis::ConnectionInfo) -> Result<Multiplexed, RedisError> {
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        Ok(Multiplexed {
+            client: redis::Client::open(info.clone().set_redis_settings(settings))?,
+            current: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn alive(&self) -> Option<MultiplexedConnection> {
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        current
+            .as_ref()
+            .filter(|live| !live.closed.load(Ordering::Acquire))
+            .map(|live| live.connection.clone())
+    }
+
+    async fn get(&self) -> Result<MultiplexedConnection, StoreError> {
+        if let Some(connection) = self.alive() {
+            return Ok(connection);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(connection) = self.alive() {
+            return Ok(connection);
+        }
+        let closed = Arc::new(AtomicBool::new(false));
+        let on_push = {
+            let closed = closed.clone();
+            move |push: redis::PushInfo| {
+                if push.kind == redis::PushKind::Disconnection {
+                    closed.store(true, Ordering::Release);
+                }
+                Ok::<(), std::convert::Infallible>(())
+            }
+        };
+        let config = redis::AsyncConnectionConfig::new().set_push_sender(on_push);
+        let connection = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(Live {
+            connection: connection.clone(),
+            closed,
+        });
+        Ok(connection)
+    }
+
+    /// The next publish connects anew.
+    fn discard(&self) {
+        if let Some(live) = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
         {
-            cluster.rebuild_soon();
+            live.closed.store(true, Ordering::Release);
         }
     }
 }
@@ -229,6 +354,7 @@ fn drained_push_channel() -> tokio::sync::mpsc::UnboundedSender<redis::PushInfo>
 /// One connection from [`Connections`].
 pub enum Connection {
     Pooled(deadpool_redis::Connection),
+    Multiplexed(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
 
@@ -236,6 +362,7 @@ impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Connection::Pooled(connection) => connection.req_packed_command(cmd),
+            Connection::Multiplexed(connection) => connection.req_packed_command(cmd),
             Connection::Cluster(connection) => connection.req_packed_command(cmd),
         }
     }
@@ -248,6 +375,9 @@ impl ConnectionLike for Connection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Connection::Pooled(connection) => connection.req_packed_commands(cmd, offset, count),
+            Connection::Multiplexed(connection) => {
+                connection.req_packed_commands(cmd, offset, count)
+            }
             Connection::Cluster(connection) => connection.req_packed_commands(cmd, offset, count),
         }
     }
@@ -255,6 +385,7 @@ impl ConnectionLike for Connection {
     fn get_db(&self) -> i64 {
         match self {
             Connection::Pooled(connection) => connection.get_db(),
+            Connection::Multiplexed(connection) => connection.get_db(),
             Connection::Cluster(connection) => connection.get_db(),
         }
     }
@@ -350,7 +481,7 @@ impl Store {
         if let Some(owner) = self.owners.get(job) {
             return Ok(Some(owner));
         }
-        let mut connection = self.connections.get().await?;
+        let mut connection = self.connections.publishing().await?;
         let owner: Option<String> = redis::cmd("GET")
             .arg(self.keys.owner(job))
             .query_async(&mut connection)
@@ -369,7 +500,7 @@ impl Store {
             return Ok(());
         }
         let call = scripts::register_owner_call(&self.keys, job, owner, &self.retention);
-        let mut connection = self.connections.get().await?;
+        let mut connection = self.connections.publishing().await?;
         let mut invocation = self.scripts.register_owner.prepare_invoke();
         invocation.key(&call.keys).arg(&call.args);
         let current: Option<String> = invocation
@@ -467,7 +598,7 @@ impl Store {
         script: &Script,
         call: &scripts::ScriptCall,
     ) -> Result<Outcome, StoreError> {
-        let mut connection = self.connections.get().await?;
+        let mut connection = self.connections.publishing().await?;
         let mut invocation = script.prepare_invoke();
         invocation.key(&call.keys).arg(&call.args);
         let reply: Vec<String> = invocation

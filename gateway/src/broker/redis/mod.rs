@@ -290,7 +290,7 @@ impl Broker for RedisBroker {
             .invoke_async(&mut connection)
             .await
             .map_err(|e| self.failed(e))?;
-        let jobs = states
+        let mut jobs: Vec<JobState> = states
             .iter()
             .filter_map(|flat| {
                 sse_wire::state::job_state_from_hash(
@@ -299,6 +299,10 @@ impl Broker for RedisBroker {
                 )
             })
             .collect();
+        // Most recent first, exactly: the index's scores may lag a job's last update by
+        // up to a refresh window (publish_job.lua), its latest event id does not. Stable,
+        // so jobs with equal ids keep the index's order.
+        jobs.sort_by(|a, b| b.last_event_id.cmp(&a.last_event_id));
         Ok(UserSnapshot {
             latest_id: latest.parse().unwrap_or_default(),
             jobs,

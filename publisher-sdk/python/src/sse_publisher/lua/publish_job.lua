@@ -20,7 +20,8 @@ if KEYS[5] then
   local first = redis.call('GET', KEYS[5])
   if first then return { 'duplicate', first } end
 end
-local status = redis.call('HGET', KEYS[1], 'status')
+local prior = redis.call('HMGET', KEYS[1], 'status', 'lastEventId')
+local status = prior[1]
 local finished = status == '"completed"' or status == '"failed"' or status == '"cancelled"'
 if finished and ARGV[14] ~= '1' then return { 'finished' } end
 local job_id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'type', ARGV[3], 'data', ARGV[4])
@@ -45,16 +46,33 @@ state[#state + 1] = ARGV[5]
 state[#state + 1] = 'lastEventId'
 state[#state + 1] = '"' .. job_id .. '"'
 redis.call('HSET', KEYS[1], unpack(state))
--- The index only grows when the job is new to it; only then can it pass 1000.
-if redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1]) == 1 then
-  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -1001)
+-- The TTLs and the jobs index are written when the job is new, reopened, finishing or
+-- changing status, and otherwise by the first event of each refresh window of Redis's
+-- own clock (the stream ids' milliseconds): min(1 min, user retention / 10). A renewed
+-- TTL is the retention plus one window, so every key lives at least its retention after
+-- the job's last event, and the index's score lags the last update by less than a window.
+local window = math.max(1, math.min(60000, math.floor(tonumber(ARGV[10]) / 10)))
+local now = tonumber(string.match(job_id, '^%d+'))
+local last = prior[2] and tonumber(string.match(prior[2], '%d+'))
+local renew = not status or finished or ARGV[8] == '1' or not last
+  or math.floor(now / window) ~= math.floor(last / window)
+if not renew then
+  for i = 16, #ARGV, 2 do
+    if ARGV[i] == 'status' and ARGV[i + 1] ~= status then renew = true end
+  end
 end
-local job_ttl = ARGV[10]
-if ARGV[8] == '1' then job_ttl = ARGV[9] end
-redis.call('PEXPIRE', KEYS[1], job_ttl)
-redis.call('PEXPIRE', KEYS[2], job_ttl)
-redis.call('PEXPIRE', KEYS[3], ARGV[10])
-redis.call('PEXPIRE', KEYS[4], ARGV[10])
+if renew then
+  -- The index only grows when the job is new to it; only then can it pass 1000.
+  if redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1]) == 1 then
+    redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -1001)
+  end
+  local job_ttl = ARGV[10] + window
+  if ARGV[8] == '1' then job_ttl = ARGV[9] end
+  redis.call('PEXPIRE', KEYS[1], job_ttl)
+  redis.call('PEXPIRE', KEYS[2], job_ttl)
+  redis.call('PEXPIRE', KEYS[3], ARGV[10] + window)
+  redis.call('PEXPIRE', KEYS[4], ARGV[10] + window)
+end
 if KEYS[5] then redis.call('SET', KEYS[5], job_id, 'PX', ARGV[15]) end
 local tail = '\nevent: ' .. ARGV[3] .. '\ndata: ' .. ARGV[4] .. '\n\n'
 redis.call(ARGV[13], ARGV[11], 'id: ' .. job_id .. tail)
