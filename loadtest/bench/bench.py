@@ -8,6 +8,12 @@ every load run is bounded in connections and time. Servers are pinned to CPU 0 a
 generators to CPU 1 where the scenario says so (taskset).
 
     python3 loadtest/bench/bench.py [--quick] [--only idle,broadcast,...] [--out DIR] [--label NAME] [--why TEXT]
+                                    [--rounds N] [--before-bin DIR]
+
+--before-bin DIR: release binaries (sse-gateway, sse-floor, sse-load) built from the code
+before a change; broadcast then also runs that floor, and many_jobs that gateway with Redis
+(HTTP and SDK publish, the SDK being in sse-load), as "(before)" rows interleaved with the
+current ones, so a change is measured side by side in one run.
 """
 
 import argparse
@@ -30,12 +36,42 @@ SECRET = "bench-only-secret-0123456789abcdefghij"
 NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
 SERVER_CPU = "0"
 CLIENT_CPU = "1" if (os.cpu_count() or 1) > 1 else "0"
+BEFORE_BIN = None  # --before-bin: the binaries of the code before a change
+FLOOR_C = None  # the C floor (loadtest/bench/floor.c), compiled into the work dir when cc is there
+ROUNDS = None  # --rounds: overrides broadcast's and many_jobs' interleaved rounds
 STARTED = []  # every Popen this script started, for cleanup by PID
 COMMANDS = {}  # name → the sse-load command as run, for the report (paths made relative)
 
 
 def log(*a):
     print("[bench]", *a, flush=True)
+
+
+def binary(kind, name):
+    """A program of the build `kind` runs with: `<kind>@before` runs --before-bin's."""
+    return os.path.join(BEFORE_BIN if kind.endswith("@before") else BIN, name)
+
+
+def build_floor_c(work):
+    """Compiles loadtest/bench/floor.c with `cc -O2`; None when there is no C compiler."""
+    cc = shutil.which("cc")
+    if not cc:
+        log("no cc: the C floor is not measured")
+        return None
+    out = os.path.join(work, "floor-c")
+    r = subprocess.run([cc, "-O2", "-o", out, os.path.join(os.path.dirname(__file__), "floor.c")],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        log("floor.c did not compile; the C floor is not measured:", r.stderr.strip())
+        return None
+    return out
+
+
+def proc_cpu_s(pid):
+    """utime + stime of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port():
@@ -122,14 +158,29 @@ class Redis:
         r = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True)
         return r.stdout.strip()
 
+    def counters(self):
+        """What Redis has done so far: CPU seconds (/proc), per command (`INFO commandstats`:
+        calls and µs, calls from scripts included) and its reads and writes (`INFO stats`)."""
+        out = {"cpu_s": proc_cpu_s(self.pid), "commands": {}}
+        for line in self.cli("INFO", "commandstats").splitlines():
+            if line.startswith("cmdstat_"):
+                name, rest = line[len("cmdstat_"):].split(":", 1)
+                kv = dict(x.split("=", 1) for x in rest.split(","))
+                out["commands"][name] = {"calls": int(kv["calls"]), "usec": int(kv["usec"])}
+        for line in self.cli("INFO", "stats").splitlines():
+            key, _, value = line.partition(":")
+            if key in ("total_reads_processed", "total_writes_processed", "total_commands_processed"):
+                out[key] = int(value)
+        return out
+
     def stop(self):
         stop(self.proc)
 
 
 class Gateway:
-    def __init__(self, work, redis=None, cpu=SERVER_CPU, prefix="sse:", extra=()):
+    def __init__(self, work, redis=None, cpu=SERVER_CPU, prefix="sse:", extra=(), program=None):
         self.port, self.mport = free_port(), free_port()
-        cmd = [os.path.join(BIN, "sse-gateway"), "--listen", f"127.0.0.1:{self.port}",
+        cmd = [program or os.path.join(BIN, "sse-gateway"), "--listen", f"127.0.0.1:{self.port}",
                "--metrics-listen", f"127.0.0.1:{self.mport}", "--jwt-secret", SECRET,
                "--max-connections-per-user", "100000", "--job-stream-maxlen", "1100",
                "--heartbeat", "15s", "--log-format", "json", *extra]
@@ -171,10 +222,13 @@ class Nchan:
 
 
 class Floor:
-    def __init__(self, work, cpu=SERVER_CPU):
+    """`sse-floor` (Rust), or the C floor when `c` (same program, same protocol)."""
+
+    def __init__(self, work, cpu=SERVER_CPU, program=None, c=False):
         self.port = free_port()
-        self.proc = start([os.path.join(BIN, "sse-floor"), "--listen", f"127.0.0.1:{self.port}"],
-                          cpu, os.path.join(work, f"floor-{self.port}.log"))
+        addr = f"127.0.0.1:{self.port}"
+        cmd = [program, addr] if c else [program or os.path.join(BIN, "sse-floor"), "--listen", addr]
+        self.proc = start(cmd, cpu, os.path.join(work, f"floor-{self.port}.log"))
         self.url = f"http://127.0.0.1:{self.port}"
         self.pid = self.proc.pid
         wait_http(self.url + "/healthz")
@@ -183,9 +237,9 @@ class Floor:
         stop(self.proc)
 
 
-def load(work, name, args, cpu=CLIENT_CPU, timeout=300, background=False):
+def load(work, name, args, cpu=CLIENT_CPU, timeout=300, background=False, program=None):
     path = os.path.join(work, f"{name}.json")
-    cmd = [os.path.join(BIN, "sse-load"), "--jwt-secret", SECRET, "--json", path, *map(str, args)]
+    cmd = [program or os.path.join(BIN, "sse-load"), "--jwt-secret", SECRET, "--json", path, *map(str, args)]
     if cpu is not None:
         cmd = ["taskset", "-c", cpu] + cmd
     log("  $", " ".join(c if c != SECRET else "$SECRET" for c in cmd))
@@ -203,26 +257,31 @@ def load(work, name, args, cpu=CLIENT_CPU, timeout=300, background=False):
 
 
 def start_target(work, kind, cpu=SERVER_CPU, prefix="sse:"):
-    """(server, redis or None, watch args, load args) for one target."""
+    """(server, redis or None, load args) for one target; `<kind>@before` runs the
+    --before-bin build of it."""
     redis = None
-    if kind in ("gw-redis", "gw-redis-sdk", "nchan"):
+    base = kind.split("@")[0]
+    if base in ("gw-redis", "gw-redis-sdk", "nchan"):
         redis = Redis(work, cpu)
-    if kind == "gw-emb":
-        server = Gateway(work, None, cpu)
-    elif kind in ("gw-redis", "gw-redis-sdk"):
-        server = Gateway(work, redis, cpu, prefix)
-    elif kind == "nchan":
+    if base == "gw-emb":
+        server = Gateway(work, None, cpu, program=binary(kind, "sse-gateway"))
+    elif base in ("gw-redis", "gw-redis-sdk"):
+        server = Gateway(work, redis, cpu, prefix, program=binary(kind, "sse-gateway"))
+    elif base == "nchan":
         server = Nchan(work, redis, cpu)
+    elif base == "floor-c":
+        server = Floor(work, cpu, program=FLOOR_C, c=True)
     else:
-        server = Floor(work, cpu)
+        server = Floor(work, cpu, program=binary(kind, "sse-floor"))
     watch = ["--watch", f"server={server.pid}"]
     if redis:
         watch += ["--watch", f"redis={redis.pid}"]
-    target = {"gw-emb": "gateway", "gw-redis": "gateway", "gw-redis-sdk": "gateway", "nchan": "nchan", "floor": "floor"}[kind]
-    base = ["--target", target, "--url", server.url, *watch]
-    if kind == "gw-redis-sdk":
-        base += ["--redis-url", redis.url, "--redis-prefix", prefix]
-    return server, redis, base
+    target = {"gw-emb": "gateway", "gw-redis": "gateway", "gw-redis-sdk": "gateway", "nchan": "nchan", "floor": "floor",
+              "floor-c": "floor"}[base]
+    args = ["--target", target, "--url", server.url, *watch]
+    if base == "gw-redis-sdk":
+        args += ["--redis-url", redis.url, "--redis-prefix", prefix]
+    return server, redis, args
 
 
 def cpu_of(report, phase, procs):
@@ -231,7 +290,20 @@ def cpu_of(report, phase, procs):
 
 
 LABELS = {"gw-emb": "gateway (embedded)", "gw-redis": "gateway + Redis (HTTP publish)",
-          "gw-redis-sdk": "gateway + Redis (SDK publish)", "nchan": "Nchan + Redis", "floor": "floor (raw writes)"}
+          "gw-redis-sdk": "gateway + Redis (SDK publish)", "nchan": "Nchan + Redis", "floor": "floor (raw writes)",
+          "floor-c": "floor in C (raw writes)"}
+
+
+def median_of(rs):
+    """One figure set from interleaved rounds: each figure the median round's (None as 0),
+    losses summed (one lost event in any round counts), the rounds kept beside."""
+    numbers = [k for k in rs[0] if isinstance(rs[0][k], (int, float)) or rs[0][k] is None]
+    median = {k: sorted(x[k] or 0 for x in rs)[len(rs) // 2] for k in numbers}
+    for k in ("lost", "dups", "ooo", "delivered"):
+        if k in median:
+            median[k] = sum(x[k] for x in rs)
+    median["rounds"] = rs
+    return median
 
 
 # ---------------------------------------------------------------- scenarios
@@ -269,17 +341,21 @@ def broadcast(work, q):
     frequency), more than the differences being measured; interleaving the servers and
     taking medians keeps that noise out of the comparison."""
     subs, events = (1000, 30) if q else (5000, 100)
-    rounds = 1 if q else 3
-    runs = {kind: [] for kind in ("gw-emb", "gw-redis", "nchan", "floor")}
+    rounds = ROUNDS or (1 if q else 3)
+    kinds = ["gw-emb", "gw-redis", "nchan", "floor"] + (["floor-c"] if FLOOR_C else [])
+    if BEFORE_BIN:
+        kinds.append("floor@before")
+    runs = {kind: [] for kind in kinds}
     for n in range(rounds):
         for kind in runs:
             log(f"broadcast: {kind} (round {n + 1} of {rounds})")
             server, redis, base = start_target(work, kind)
             try:
-                r = load(work, f"broadcast-{kind}-{n}", base + ["--topics", 1, "--connections", subs, "--connect-rate", 5000,
+                r = load(work, f"broadcast-{kind}-{n}".replace("@", "-"), base + ["--topics", 1, "--connections", subs, "--connect-rate", 5000,
                                                                 "--publish", "http", "--events", events, "--rate", 10,
                                                                 "--topic-prefix", "bc", "--source-addrs", "127.0.0.2",
-                                                                "--max-duration", "60s"])
+                                                                "--max-duration", "60s"],
+                         program=binary(kind, "sse-load"))
             finally:
                 server.stop()
                 redis and redis.stop()
@@ -290,41 +366,97 @@ def broadcast(work, q):
                                "cpu_us_per_delivery_with_redis": 1e6 * cpu_of(r, "deliver", ["server", "redis"]) / max(1, delivered),
                                "last_sub_p50_us": r["fanout_last_us"].get("p50"), "last_sub_p99_us": r["fanout_last_us"].get("p99"),
                                "latency_p50_us": r["latency_us"].get("p50"), "latency_p99_us": r["latency_us"].get("p99")})
-    res = {}
-    for kind, rs in runs.items():
-        median = {k: sorted(x[k] or 0 for x in rs)[len(rs) // 2] for k in rs[0]}
-        # Losses are summed, not medianed: one lost event in any round counts.
-        for k in ("lost", "dups", "ooo"):
-            median[k] = sum(x[k] for x in rs)
-        median["delivered"] = sum(x["delivered"] for x in rs)
-        median["rounds"] = rs
-        res[kind] = median
+    res = {kind: median_of(rs) for kind, rs in runs.items()}
+    # The floor of record: the cheaper of the two floor programs in this run (median CPU
+    # per delivery); every ratio to "the floor" is to it.
+    floors = [k for k in ("floor", "floor-c") if k in res]
+    res["floor_ref"] = min(floors, key=lambda k: res[k]["cpu_us_per_delivery"])
     return res
 
 
+def redis_per_event(before, after, events):
+    """Redis's cost per published event between two `Redis.counters()`: CPU (/proc), reads
+    and writes (system calls' worth), and per command its calls and µs (`INFO commandstats`
+    counts the commands a script calls too, so `evalsha`'s µs include theirs)."""
+    d = lambda k: after.get(k, 0) - before.get(k, 0)
+    commands = {}
+    for name, a in after["commands"].items():
+        b = before["commands"].get(name, {"calls": 0, "usec": 0})
+        calls = a["calls"] - b["calls"]
+        if calls > 0 and not name.startswith(("info", "config")):
+            commands[name] = {"calls_per_event": calls / events, "usec_per_event": (a["usec"] - b["usec"]) / events,
+                              "usec_per_call": (a["usec"] - b["usec"]) / calls}
+    return {"events": events, "cpu_us_per_event": 1e6 * d("cpu_s") / max(1, events),
+            "reads_per_event": d("total_reads_processed") / max(1, events),
+            "writes_per_event": d("total_writes_processed") / max(1, events),
+            "commands": commands}
+
+
 def many_jobs(work, q):
+    """Interleaved rounds (three; one in quick mode), each figure the median round's.
+
+    For the kinds with Redis, Redis's own cost per published event is measured around the
+    deliver phase alone (sse-load waits on a go file after its ramp): CPU from /proc,
+    commands from `INFO commandstats`, reads and writes from `INFO stats`."""
     jobs, rate, secs = (500, 1000, 3) if q else (2000, 2000, 10)
+    rounds = ROUNDS or (1 if q else 3)
+    kinds = ["gw-emb", "gw-redis", "gw-redis-sdk", "nchan", "floor"]
+    if BEFORE_BIN:
+        kinds += ["gw-redis@before", "gw-redis-sdk@before"]
+    runs = {kind: [] for kind in kinds}
+    for n in range(rounds):
+        for kind in kinds:
+            log(f"many-jobs: {kind} (round {n + 1} of {rounds})")
+            server, redis, base = start_target(work, kind, prefix="mj:")
+            via = "sdk-redis" if kind.startswith("gw-redis-sdk") else "http"
+            name = f"manyjobs-{kind}-{n}".replace("@", "-")
+            ready, go = os.path.join(work, name + ".ready"), os.path.join(work, name + ".go")
+            per_event = None
+            try:
+                proc, path = load(work, name, base + ["--topics", jobs, "--connections", jobs, "--connect-rate", 5000,
+                                                      "--publish", via, "--events", rate * secs, "--rate", rate,
+                                                      "--topic-prefix", "mj", "--source-addrs", "127.0.0.2",
+                                                      "--ready-file", ready, "--go-file", go, "--max-duration", "90s"],
+                                  background=True, program=binary(kind, "sse-load"))
+                deadline = time.time() + 60
+                while not os.path.exists(ready) and proc.poll() is None and time.time() < deadline:
+                    time.sleep(0.05)
+                counters = redis.counters() if redis else None
+                open(go, "w").close()
+                proc.wait(120)
+                if redis:
+                    per_event = redis_per_event(counters, redis.counters(), rate * secs)
+                with open(path) as f:
+                    r = json.load(f)
+            finally:
+                server.stop()
+                redis and redis.stop()
+            delivered = r["events"]["unique"]
+            run = {"delivered": delivered, "lost": r["events"]["lost"], "dups": r["events"]["duplicates"],
+                   "ooo": r["events"]["out_of_order"], "publish_failed": r.get("publish", {}).get("failed"),
+                   "server_cpu_us": 1e6 * cpu_of(r, "deliver", ["server"]) / max(1, delivered),
+                   "redis_cpu_us": 1e6 * cpu_of(r, "deliver", ["redis"]) / max(1, delivered),
+                   "cpu_us_per_delivery": 1e6 * cpu_of(r, "deliver", ["server", "redis"]) / max(1, delivered),
+                   "latency_p50_us": r["latency_us"].get("p50"), "latency_p99_us": r["latency_us"].get("p99"),
+                   "latency_p999_us": r["latency_us"].get("p999")}
+            if per_event:
+                run["redis_cpu_us_per_event"] = per_event["cpu_us_per_event"]
+                run["redis_reads_per_event"] = per_event["reads_per_event"]
+                run["redis_writes_per_event"] = per_event["writes_per_event"]
+                run["redis"] = per_event
+            log(f"  {kind}: server {run['server_cpu_us']:.1f} µs + Redis {run['redis_cpu_us']:.1f} µs per delivery"
+                + (f"; Redis {per_event['cpu_us_per_event']:.1f} µs, {per_event['reads_per_event']:.2f} reads, "
+                   f"{per_event['writes_per_event']:.2f} writes per event; "
+                   + ", ".join(f"{c} {v['calls_per_event']:.2f}×{v['usec_per_call']:.1f} µs"
+                               for c, v in sorted(per_event["commands"].items())) if per_event else ""))
+            runs[kind].append(run)
     res = {}
-    for kind in ("gw-emb", "gw-redis", "gw-redis-sdk", "nchan", "floor"):
-        log(f"many-jobs: {kind}")
-        server, redis, base = start_target(work, kind, prefix="mj:")
-        via = "sdk-redis" if kind == "gw-redis-sdk" else "http"
-        try:
-            r = load(work, f"manyjobs-{kind}", base + ["--topics", jobs, "--connections", jobs, "--connect-rate", 5000,
-                                                        "--publish", via, "--events", rate * secs, "--rate", rate,
-                                                        "--topic-prefix", "mj", "--source-addrs", "127.0.0.2",
-                                                        "--max-duration", "90s"])
-        finally:
-            server.stop()
-            redis and redis.stop()
-        delivered = r["events"]["unique"]
-        res[kind] = {"delivered": delivered, "lost": r["events"]["lost"], "dups": r["events"]["duplicates"],
-                     "ooo": r["events"]["out_of_order"], "publish_failed": r.get("publish", {}).get("failed"),
-                     "server_cpu_us": 1e6 * cpu_of(r, "deliver", ["server"]) / max(1, delivered),
-                     "redis_cpu_us": 1e6 * cpu_of(r, "deliver", ["redis"]) / max(1, delivered),
-                     "cpu_us_per_delivery": 1e6 * cpu_of(r, "deliver", ["server", "redis"]) / max(1, delivered),
-                     "latency_p50_us": r["latency_us"].get("p50"), "latency_p99_us": r["latency_us"].get("p99"),
-                     "latency_p999_us": r["latency_us"].get("p999")}
+    for kind, rs in runs.items():
+        res[kind] = median_of(rs)
+        with_redis = [x for x in rs if "redis" in x]
+        if with_redis:
+            # Commands of the median round by Redis CPU per event.
+            res[kind]["redis"] = sorted(with_redis, key=lambda x: x["redis_cpu_us_per_event"])[len(with_redis) // 2]["redis"]
     return res
 
 
@@ -643,12 +775,22 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "docs"))
     ap.add_argument("--label", default="current", help="results slot in docs/bench/results.json")
     ap.add_argument("--why", default="", help="with --only: why those scenarios were run again (shown in the report)")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds of broadcast and many_jobs")
+    ap.add_argument("--before-bin", default=None,
+                    help="release binaries of the code before a change, run beside the current ones (see the module doc)")
     a = ap.parse_args()
+    global BEFORE_BIN, FLOOR_C, ROUNDS
+    BEFORE_BIN = os.path.abspath(a.before_bin) if a.before_bin else None
+    ROUNDS = a.rounds
     work = tempfile.mkdtemp(prefix="sse-bench-")
+    FLOOR_C = build_floor_c(work)
     signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(1)))
     t0 = time.time()
     results = {"machine": machine(), "quick": a.quick, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                "pinning": {"server_cpu": SERVER_CPU, "client_cpu": CLIENT_CPU}}
+    if BEFORE_BIN:
+        results["before_bin"] = {"dir": os.path.relpath(BEFORE_BIN, ROOT) if BEFORE_BIN.startswith(ROOT) else BEFORE_BIN,
+                                 "why": a.why}
     try:
         for name in a.only.split(","):
             s = time.time()
@@ -672,8 +814,9 @@ def main():
         if a.why:
             partial["why"] = a.why
         # The slot's machine is the full run's; this part's is kept with it.
-        for k in ("machine", "quick", "pinning"):
-            partial[k] = results.pop(k)
+        for k in ("machine", "quick", "pinning", "before_bin"):
+            if k in results:
+                partial[k] = results.pop(k)
         # An earlier partial run whose scenarios this one replaces is no longer shown.
         kept = [p for p in slot.get("partial_runs", []) if not set(p["only"].split(",")) <= set(a.only.split(","))]
         results["partial_runs"] = kept + [partial]

@@ -7,7 +7,23 @@ import sys
 
 KINDS = ["gw-emb", "gw-redis", "gw-redis-sdk", "nchan", "floor"]
 NAMES = {"gw-emb": "gateway (embedded)", "gw-redis": "gateway + Redis", "gw-redis-sdk": "gateway + Redis (SDK publish)",
-         "nchan": "Nchan + Redis", "floor": "floor"}
+         "nchan": "Nchan + Redis", "floor": "floor (Rust)", "floor-c": "floor (C)"}
+
+
+def name(k):
+    """A kind's row name; `<kind>@before` is that kind built from the code before a change."""
+    base, _, tag = k.partition("@")
+    return NAMES.get(base, base) + (" — before" if tag == "before" else "")
+
+
+def kinds_of(scenario):
+    """The kinds measured in a scenario (its entries that are figure sets)."""
+    return [k for k, v in scenario.items() if isinstance(v, dict)]
+
+
+def floor_of(b):
+    """The floor of record of a broadcast run: the cheaper floor program in it."""
+    return b[b.get("floor_ref", "floor")]
 
 
 def f(x, unit="", nd=1):
@@ -158,6 +174,49 @@ def topics_section(L, t):
         L.append("```\n")
 
 
+def side_by_side(L, r):
+    """Before and after a change, measured in one run (`bench.py --before-bin`)."""
+    b, j = r.get("broadcast", {}), r.get("many_jobs", {})
+    if "floor@before" not in b and "gw-redis@before" not in j:
+        return
+    L.append("## Before and after, side by side in one run\n")
+    L.append("`bench.py --before-bin DIR` runs the programs of the code before a change (built from another "
+             "checkout into DIR) interleaved with the current ones, round by round, in the same run: broadcast "
+             "runs the old floor beside the new ones, many jobs the old gateway and SDK (`sse-load` links the SDK) "
+             "with Redis beside the new ones. Figures are medians of the rounds; each round's own ratios are in the "
+             "scenario's tables above.\n")
+    L.append("| scenario | figure | before | after | after ÷ before |\n| --- | --- | --- | --- | --- |")
+    if "floor@before" in b:
+        old = b["floor@before"]["cpu_us_per_delivery"]
+        for k in ("floor", "floor-c"):
+            if k in b:
+                new = b[k]["cpu_us_per_delivery"]
+                L.append(f"| broadcast | raw-write floor CPU per delivery, {name(k)} | {old:.2f} µs (old `sse-floor`) | "
+                         f"{new:.2f} µs | {ratio(new, old)} |")
+        for k in ("gw-emb", "gw-redis"):
+            if k in b:
+                g = b[k]["cpu_us_per_delivery"]
+                L.append(f"| broadcast | {name(k)} CPU per delivery ÷ the floor | {ratio(g, old)} | "
+                         f"{ratio(g, floor_of(b)['cpu_us_per_delivery'])} | – |")
+    for k in ("gw-redis", "gw-redis-sdk"):
+        was, now = j.get(f"{k}@before"), j.get(k)
+        if not (was and now):
+            continue
+        for figure, key, unit in (("Redis CPU per published event", "redis_cpu_us_per_event", " µs"),
+                                  ("Redis reads per event", "redis_reads_per_event", ""),
+                                  ("Redis writes per event", "redis_writes_per_event", ""),
+                                  ("gateway CPU per delivery", "server_cpu_us", " µs"),
+                                  ("gateway + Redis CPU per delivery", "cpu_us_per_delivery", " µs")):
+            if was.get(key) is not None and now.get(key) is not None:
+                L.append(f"| many jobs, {name(k)} | {figure} | {was[key]:.2f}{unit} | {now[key]:.2f}{unit} | {ratio(now[key], was[key])} |")
+        n = j["nchan"]["cpu_us_per_delivery"]
+        L.append(f"| many jobs, {name(k)} | gateway + Redis ÷ Nchan + Redis | {ratio(was['cpu_us_per_delivery'], n)} | "
+                 f"{ratio(now['cpu_us_per_delivery'], n)} | – |")
+        L.append(f"| many jobs, {name(k)} | latency p50 / p99 | {ms(was['latency_p50_us'])} / {ms(was['latency_p99_us'])} | "
+                 f"{ms(now['latency_p50_us'])} / {ms(now['latency_p99_us'])} | – |")
+    L.append("")
+
+
 def partial_note(p, m):
     """A sentence on scenarios that come from a separate `--only` run."""
     other = p.get("machine")
@@ -193,8 +252,11 @@ def write(stored, label, out):
              "ping every 15 s. **Auth:** nginx cannot verify an HS256 JWT without a per-connect subrequest "
              "(`nchan_authorize_request` to a service of our own) or a module Debian does not ship (njs, auth_jwt), "
              "so Nchan only checks that the cookie is present: it does less work per connect than the gateway.")
-    L.append("- Floor (`sse-floor`): one thread; answers SSE headers, then writes one pre-rendered frame to each "
-             "socket per event with one `write`; no auth, history or heartbeat.")
+    L.append("- Floor: one thread and one `epoll` loop; after its SSE headers a subscriber's socket leaves the `epoll` "
+             "set (nothing it does wakes the floor again), and each event is rendered once and sent to every socket "
+             "with one `send`; no auth, history, heartbeat, queue or timer. Two programs: `sse-floor` (Rust, std + "
+             "libc) and `loadtest/bench/floor.c` (C, compiled by `bench.py` with `cc -O2` when there is a C "
+             "compiler). Broadcast runs both; ratios \"vs floor\" are to the cheaper one in that run.")
     L.append("- CPU = utime + stime from `/proc/<pid>/stat` over the measured phase (publish until every subscriber "
              "has every event); RSS = VmRSS. Delivery latency = publisher's `t_us` (µs, set just before the publish "
              "request) → the event parsed in `sse-load`.\n")
@@ -210,10 +272,10 @@ def write(stored, label, out):
         rows.append(("1", "gateway RSS per idle connection ≤ 4 KiB", f"{v:.2f} KiB (embedded), {r['idle']['gw-redis']['kib_per_conn']:.2f} KiB (Redis) — {verdict(max(v, r['idle']['gw-redis']['kib_per_conn']) <= 4)}"))
     if "broadcast" in r:
         b = r["broadcast"]
-        fl = b["floor"]["cpu_us_per_delivery"]
+        fl = floor_of(b)["cpu_us_per_delivery"]
         g = max(b["gw-emb"]["cpu_us_per_delivery"], b["gw-redis"]["cpu_us_per_delivery"])
-        rows.append(("2", "broadcast CPU per delivery ≤ 1.25× floor", f"{ratio(b['gw-emb']['cpu_us_per_delivery'], fl)} (embedded), {ratio(b['gw-redis']['cpu_us_per_delivery'], fl)} (Redis) — {verdict(g <= 1.25 * fl)}"))
-        fp = b["floor"]["last_sub_p99_us"]
+        rows.append(("2", f"broadcast CPU per delivery ≤ 1.15× the floor ({name(b.get('floor_ref', 'floor'))})", f"{ratio(b['gw-emb']['cpu_us_per_delivery'], fl)} (embedded), {ratio(b['gw-redis']['cpu_us_per_delivery'], fl)} (Redis) — {verdict(g <= 1.15 * fl)}"))
+        fp = floor_of(b)["last_sub_p99_us"]
         gp = max(b["gw-emb"]["last_sub_p99_us"] or 0, b["gw-redis"]["last_sub_p99_us"] or 0)
         rows.append(("2", "last subscriber p99 ≤ 1.25× floor", f"{ratio(b['gw-emb']['last_sub_p99_us'], fp)} / {ratio(b['gw-redis']['last_sub_p99_us'], fp)} — {verdict(fp and gp <= 1.25 * fp)}"))
         rows.append(("2", "zero lost", f"lost {b['gw-emb']['lost']} / {b['gw-redis']['lost']} — {verdict(b['gw-emb']['lost'] == 0 and b['gw-redis']['lost'] == 0)}"))
@@ -225,6 +287,12 @@ def write(stored, label, out):
         for k in ("gw-emb", "gw-redis", "gw-redis-sdk"):
             ok = (j[k]["latency_p50_us"] or 1e9) <= 1000 and (j[k]["latency_p99_us"] or 1e9) <= 3000 and j[k]["lost"] == 0
             rows.append(("3", f"{NAMES[k]}: p50 ≤ 1 ms, p99 ≤ 3 ms, zero lost", f"p50 {ms(j[k]['latency_p50_us'])}, p99 {ms(j[k]['latency_p99_us'])}, lost {j[k]['lost']} — {verdict(ok)}"))
+        for k in ("gw-redis", "gw-redis-sdk"):
+            before = j.get(f"{k}@before", {}).get("redis_cpu_us_per_event")
+            now = j.get(k, {}).get("redis_cpu_us_per_event")
+            if before and now:
+                rows.append(("3", f"{NAMES[k]}: Redis CPU per published event ≤ 50 % of before (same run)",
+                             f"{now:.1f} µs vs {before:.1f} µs = {100 * now / before:.0f} % — {verdict(now <= 0.5 * before)}"))
     if "storm" in r:
         s = r["storm"]
         for k in ("gw-emb", "gw-redis"):
@@ -271,21 +339,24 @@ def write(stored, label, out):
         L.append("| | delivered | lost | dup | out of order | CPU/delivery | + Redis | vs floor | last subscriber p50 | p99 | vs floor | latency p50 | p99 |")
         L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         b = r["broadcast"]
-        for k, v in b.items():
-            L.append(f"| {NAMES[k]} | {v['delivered']} | {v['lost']} | {v['dups']} | {v['ooo']} | {v['cpu_us_per_delivery']:.2f} µs | "
-                     f"{v['cpu_us_per_delivery_with_redis']:.2f} µs | {ratio(v['cpu_us_per_delivery'], b['floor']['cpu_us_per_delivery'])} | "
-                     f"{ms(v['last_sub_p50_us'])} | {ms(v['last_sub_p99_us'])} | {ratio(v['last_sub_p99_us'], b['floor']['last_sub_p99_us'])} | "
+        ref = floor_of(b)
+        for k in kinds_of(b):
+            v = b[k]
+            L.append(f"| {name(k)} | {v['delivered']} | {v['lost']} | {v['dups']} | {v['ooo']} | {v['cpu_us_per_delivery']:.2f} µs | "
+                     f"{v['cpu_us_per_delivery_with_redis']:.2f} µs | {ratio(v['cpu_us_per_delivery'], ref['cpu_us_per_delivery'])} | "
+                     f"{ms(v['last_sub_p50_us'])} | {ms(v['last_sub_p99_us'])} | {ratio(v['last_sub_p99_us'], ref['last_sub_p99_us'])} | "
                      f"{ms(v['latency_p50_us'])} | {ms(v['latency_p99_us'])} |")
         L.append("")
-        rounds = b["floor"].get("rounds")
+        rounds = ref.get("rounds")
         if rounds and len(rounds) > 1:
-            L.append(f"Figures above are the median of {len(rounds)} interleaved rounds (delivered and losses: summed). "
+            L.append(f"Figures above are the median of {len(rounds)} interleaved rounds (delivered and losses: summed); "
+                     f"\"vs floor\" is to {name(b.get('floor_ref', 'floor'))}, the cheaper floor in this run. "
                      "CPU per delivery ÷ the same round's floor, round by round:\n")
             L.append("| | " + " | ".join(f"round {i + 1}" for i in range(len(rounds))) + " |")
             L.append("| --- |" + " --- |" * len(rounds))
-            for k, v in b.items():
-                per = [ratio(x["cpu_us_per_delivery"], f["cpu_us_per_delivery"]) for x, f in zip(v["rounds"], rounds)]
-                L.append(f"| {NAMES[k]} | " + " | ".join(per) + " |")
+            for k in kinds_of(b):
+                per = [ratio(x["cpu_us_per_delivery"], f["cpu_us_per_delivery"]) for x, f in zip(b[k]["rounds"], rounds)]
+                L.append(f"| {name(k)} | " + " | ".join(per) + " |")
             L.append("")
     if "many_jobs" in r:
         L.append("## 3. Many jobs\n")
@@ -294,11 +365,38 @@ def write(stored, label, out):
         L.append("| | delivered | lost | dup | ooo | server CPU/delivery | Redis CPU/delivery | total | vs Nchan + Redis | latency p50 | p99 | p99.9 |")
         L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         j = r["many_jobs"]
-        for k, v in j.items():
-            L.append(f"| {NAMES[k]} | {v['delivered']} | {v['lost']} | {v['dups']} | {v['ooo']} | {v['server_cpu_us']:.1f} µs | {v['redis_cpu_us']:.1f} µs | "
+        for k in kinds_of(j):
+            v = j[k]
+            L.append(f"| {name(k)} | {v['delivered']} | {v['lost']} | {v['dups']} | {v['ooo']} | {v['server_cpu_us']:.1f} µs | {v['redis_cpu_us']:.1f} µs | "
                      f"{v['cpu_us_per_delivery']:.1f} µs | {ratio(v['cpu_us_per_delivery'], j['nchan']['cpu_us_per_delivery'])} | "
                      f"{ms(v['latency_p50_us'])} | {ms(v['latency_p99_us'])} | {ms(v['latency_p999_us'])} |")
         L.append("")
+        rounds = j["nchan"].get("rounds")
+        if rounds and len(rounds) > 1:
+            L.append(f"Figures above are the median of {len(rounds)} interleaved rounds (delivered and losses: summed). "
+                     "Total CPU per delivery ÷ the same round's Nchan + Redis, round by round:\n")
+            L.append("| | " + " | ".join(f"round {i + 1}" for i in range(len(rounds))) + " |")
+            L.append("| --- |" + " --- |" * len(rounds))
+            for k in kinds_of(j):
+                per = [ratio(x["cpu_us_per_delivery"], n["cpu_us_per_delivery"]) for x, n in zip(j[k]["rounds"], rounds)]
+                L.append(f"| {name(k)} | " + " | ".join(per) + " |")
+            L.append("")
+        with_redis = [k for k in kinds_of(j) if j[k].get("redis")]
+        if with_redis:
+            L.append("Redis's own cost per published event, over the deliver phase alone (`bench.py` reads "
+                     "`/proc/<redis>/stat`, `INFO commandstats` and `INFO stats` when `sse-load` has finished its ramp "
+                     "and again when it is done): CPU, reads and writes (each one system call), and the commands run "
+                     "per event — calls × µs per call; `INFO commandstats` counts the commands a script calls, so "
+                     "`evalsha`'s µs include theirs. Median of the rounds (commands: the median round's).\n")
+            L.append("| | Redis CPU per event | reads per event | writes per event | commands per event (calls × µs) |")
+            L.append("| --- | --- | --- | --- | --- |")
+            for k in with_redis:
+                v = j[k]
+                cmds = ", ".join(f"`{c}` {x['calls_per_event']:.2f} × {x['usec_per_call']:.1f}"
+                                 for c, x in sorted(v["redis"]["commands"].items(), key=lambda cx: -cx[1]["usec_per_event"]))
+                L.append(f"| {name(k)} | {v['redis_cpu_us_per_event']:.1f} µs | {v['redis_reads_per_event']:.2f} | "
+                         f"{v['redis_writes_per_event']:.2f} | {cmds} |")
+            L.append("")
     if "storm" in r:
         L.append("## 4. Connect storm\n")
         L.append("Authenticated user streams (1,000 users), each connection closed (RST) right after its first SSE line. "
@@ -357,9 +455,9 @@ def write(stored, label, out):
             row("idle", k, "RSS per idle connection", lambda x, k: f"{x[k]['kib_per_conn']:.2f} KiB")
         for k in ("gw-emb", "gw-redis"):
             row("broadcast", k, "CPU per delivery ÷ floor",
-                lambda x, k: ratio(x[k]["cpu_us_per_delivery"], x["floor"]["cpu_us_per_delivery"]))
+                lambda x, k: ratio(x[k]["cpu_us_per_delivery"], floor_of(x)["cpu_us_per_delivery"]))
             row("broadcast", k, "last subscriber p99 ÷ floor",
-                lambda x, k: ratio(x[k]["last_sub_p99_us"], x["floor"]["last_sub_p99_us"]))
+                lambda x, k: ratio(x[k]["last_sub_p99_us"], floor_of(x)["last_sub_p99_us"]))
         for k in ("gw-emb", "gw-redis", "gw-redis-sdk"):
             row("many_jobs", k, "CPU per delivery ÷ Nchan + Redis",
                 lambda x, k: ratio(x[k]["cpu_us_per_delivery"], x["nchan"]["cpu_us_per_delivery"]))
@@ -368,6 +466,7 @@ def write(stored, label, out):
         for k in ("gw-emb", "gw-redis"):
             row("storm", k, "connections per CPU-second", lambda x, k: f"{x[k]['per_core_per_s'] or 0:.0f}")
         L.append("")
+    side_by_side(L, r)
     notes = os.path.join(os.path.dirname(__file__), "profile-notes.md")
     if os.path.exists(notes):
         L.append(open(notes).read())

@@ -413,3 +413,48 @@ async fn ttls_are_renewed_once_per_window_yet_outlive_the_last_event() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_after_script_flush_loads_the_script_and_publishes_each_event_once() {
+    bounded(async {
+        let redis = RedisServer::start();
+        let publisher = Publisher::connect(&redis.url()).await.unwrap();
+        publisher.job("j0", "u1").stage("first").await.unwrap();
+        let _: () = redis.cmd(&["SCRIPT", "FLUSH"]);
+        let publishes = (0..100).map(|n| {
+            let publisher = publisher.clone();
+            async move {
+                publisher
+                    .job(format!("j{}", n % 10), "u1")
+                    .event("tick", json!({"n": n}))
+                    .await
+            }
+        });
+        for result in futures_util::future::join_all(publishes).await {
+            result.unwrap();
+        }
+        let mut seen: Vec<u64> = entries(&redis, "sse:{u:u1}:log")
+            .into_iter()
+            .filter(|(_, f)| f["type"] == "tick")
+            .map(|(_, f)| {
+                serde_json::from_str::<Value>(&f["data"]).unwrap()["n"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..100).collect::<Vec<u64>>(), "each event once");
+        // Batched: fewer reads than publishes (Redis reads a pipeline at once).
+        let info: String = redis.cmd(&["INFO", "stats"]);
+        let reads: u64 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("total_reads_processed:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap();
+        assert!(
+            reads < 150,
+            "100 publishes (and their retries) in {reads} reads"
+        );
+    })
+    .await
+}

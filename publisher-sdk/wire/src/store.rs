@@ -183,6 +183,11 @@ impl Connections {
 /// the pool hands it out, which cost Redis about as much as the publish itself
 /// (loadtest/bench/profile-notes.md).
 ///
+/// Publishes made at the same moment are sent as one pipeline ([`batch_loop`]): the
+/// library's own multiplexing writes whatever is queued when its task runs, but that task
+/// is woken (and, by tokio's LIFO slot, run) right after the first publish is queued, so
+/// a burst of publishes from several tasks would mostly go out one by one.
+///
 /// Made on first use. It speaks RESP3 (Redis ≥ 6) so that the client library tells it at
 /// once when the connection drops (a `Disconnection` push): the next publish then
 /// connects anew instead of failing on a dead connection, as the pool's check used to
@@ -190,6 +195,8 @@ impl Connections {
 /// same effect; calls in flight on the old connection finish on it.
 pub struct Multiplexed {
     client: redis::Client,
+    /// Publishes waiting for [`batch_loop`], made on first use (inside a runtime).
+    batches: std::sync::OnceLock<tokio::sync::mpsc::Sender<Queued>>,
     current: Mutex<Option<Live>>,
     /// Held while connecting, so that a burst of publishes makes one connection.
     connecting: tokio::sync::Mutex<()>,
@@ -211,6 +218,7 @@ impl Multiplexed {
             .set_protocol(redis::ProtocolVersion::RESP3);
         Ok(Multiplexed {
             client: redis::Client::open(info.clone().set_redis_settings(settings))?,
+            batches: std::sync::OnceLock::new(),
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
         })
@@ -252,6 +260,24 @@ impl Multiplexed {
             closed,
         });
         Ok(connection)
+    }
+
+    /// Runs one command in a batch with the publishes queued at the same moment
+    /// ([`batch_loop`]).
+    async fn run(self: &Arc<Self>, cmd: Cmd) -> Result<Value, Failure> {
+        let queue = self.batches.get_or_init(|| {
+            let (queue, receiver) = tokio::sync::mpsc::channel(PUBLISH_QUEUE);
+            tokio::spawn(batch_loop(Arc::downgrade(self), receiver));
+            queue
+        });
+        let stopped = || Failure::Connect(StoreError::Refused("publishing has stopped".into()));
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        queue
+            .send(Queued { cmd, reply })
+            .await
+            .map_err(|_| stopped())?;
+        // The batch task answers every command it took, or is gone (nothing was sent).
+        answer.await.map_err(|_| stopped())?
     }
 
     /// The next publish connects anew.
@@ -349,6 +375,118 @@ fn drained_push_channel() -> tokio::sync::mpsc::UnboundedSender<redis::PushInfo>
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move { while receiver.recv().await.is_some() {} });
     sender
+}
+
+/// A publish waiting for [`batch_loop`], and where its answer goes.
+struct Queued {
+    cmd: Cmd,
+    reply: tokio::sync::oneshot::Sender<Result<Value, Failure>>,
+}
+
+/// Why a batched command failed.
+enum Failure {
+    /// No connection: nothing was sent (already classified).
+    Connect(StoreError),
+    /// Redis answered an error, or the connection failed with the command sent.
+    Redis(RedisError),
+}
+
+/// Publishes waiting to be batched; a full queue makes publishers wait (back-pressure).
+/// Each waits for its answer, so it holds at most the publishes in flight.
+const PUBLISH_QUEUE: usize = 4096;
+/// Most publishes in one pipeline.
+const MAX_BATCH: usize = 64;
+
+/// Sends publishes in batches: takes the first waiting one, yields once so that the
+/// tasks made ready at the same moment (the other requests of a burst) queue theirs,
+/// then sends everything queued as one pipeline, and answers each command from its own
+/// reply. Batches do not wait for each other: each is sent by a task of its own, so a
+/// publish waits for no other round trip than its own.
+async fn batch_loop(
+    publishing: std::sync::Weak<Multiplexed>,
+    mut queue: tokio::sync::mpsc::Receiver<Queued>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        tokio::task::yield_now().await;
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let Some(publishing) = publishing.upgrade() else {
+            return;
+        };
+        let connection = publishing.get().await;
+        tokio::spawn(send_batch(connection, batch));
+    }
+}
+
+async fn send_batch(connection: Result<MultiplexedConnection, StoreError>, mut batch: Vec<Queued>) {
+    let mut connection = match connection {
+        Ok(connection) => connection,
+        Err(error) => {
+            for queued in batch {
+                // Nothing was sent: an error answer (authentication, say) stays one, the
+                // rest may be retried.
+                let failure = match &error {
+                    StoreError::Rejected(m) => StoreError::Rejected(m.clone()),
+                    StoreError::Refused(m) | StoreError::Ambiguous(m) => {
+                        StoreError::Refused(m.clone())
+                    }
+                    other => StoreError::Refused(other.to_string()),
+                };
+                let _ = queued.reply.send(Err(Failure::Connect(failure)));
+            }
+            return;
+        }
+    };
+    if let [queued] = batch.as_slice() {
+        // An error answer comes back as a value: made an error here, as in a pipeline.
+        let result = connection
+            .req_packed_command(&queued.cmd)
+            .await
+            .and_then(Value::extract_error);
+        if let Some(queued) = batch.pop() {
+            let _ = queued.reply.send(result.map_err(Failure::Redis));
+        }
+        return;
+    }
+    let mut pipe = redis::pipe();
+    // Each command's own answer, an error reply included; only a failed connection
+    // fails them all.
+    pipe.ignore_errors();
+    let mut replies = Vec::with_capacity(batch.len());
+    for queued in batch {
+        pipe.add_command(queued.cmd);
+        replies.push(queued.reply);
+    }
+    match pipe
+        .query_async::<Vec<Result<Value, RedisError>>>(&mut connection)
+        .await
+    {
+        Ok(results) if results.len() == replies.len() => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result.map_err(Failure::Redis));
+            }
+        }
+        Ok(results) => {
+            let error = RedisError::from((
+                ErrorKind::Parse,
+                "pipeline answer",
+                format!("{} replies for {} commands", results.len(), replies.len()),
+            ));
+            for reply in replies {
+                let _ = reply.send(Err(Failure::Redis(error.clone())));
+            }
+        }
+        Err(error) => {
+            for reply in replies {
+                let _ = reply.send(Err(Failure::Redis(error.clone())));
+            }
+        }
+    }
 }
 
 /// One connection from [`Connections`].
@@ -598,13 +736,45 @@ impl Store {
         script: &Script,
         call: &scripts::ScriptCall,
     ) -> Result<Outcome, StoreError> {
-        let mut connection = self.connections.publishing().await?;
-        let mut invocation = script.prepare_invoke();
-        invocation.key(&call.keys).arg(&call.args);
-        let reply: Vec<String> = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|e| self.failed(e))?;
+        let reply: Vec<String> = match &self.connections {
+            Connections::Pool { publishing, .. } => {
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(script.get_hash())
+                    .arg(call.keys.len())
+                    .arg(&call.keys)
+                    .arg(&call.args);
+                let mut result = publishing.run(cmd.clone()).await;
+                if let Err(Failure::Redis(error)) = &result {
+                    // Not run: loaded, then run again (as `Script::invoke_async` does).
+                    if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) {
+                        let mut connection = self.connections.publishing().await?;
+                        script
+                            .prepare_invoke()
+                            .load_async(&mut connection)
+                            .await
+                            .map_err(|e| self.failed(e))?;
+                        result = publishing.run(cmd).await;
+                    }
+                }
+                let value = result.map_err(|failure| match failure {
+                    Failure::Connect(error) => {
+                        self.connections.report(&error);
+                        error
+                    }
+                    Failure::Redis(error) => self.failed(error),
+                })?;
+                redis::from_redis_value(value).map_err(|e| self.failed(e.into()))?
+            }
+            Connections::Cluster(_) => {
+                let mut connection = self.connections.publishing().await?;
+                let mut invocation = script.prepare_invoke();
+                invocation.key(&call.keys).arg(&call.args);
+                invocation
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(|e| self.failed(e))?
+            }
+        };
         Outcome::from_reply(&reply).ok_or_else(|| {
             StoreError::Rejected(format!("unexpected publish script reply {reply:?}"))
         })

@@ -302,7 +302,7 @@ impl Broker for RedisBroker {
         // Most recent first, exactly: the index's scores may lag a job's last update by
         // up to a refresh window (publish_job.lua), its latest event id does not. Stable,
         // so jobs with equal ids keep the index's order.
-        jobs.sort_by(|a, b| b.last_event_id.cmp(&a.last_event_id));
+        jobs.sort_by_key(|job| std::cmp::Reverse(job.last_event_id));
         Ok(UserSnapshot {
             latest_id: latest.parse().unwrap_or_default(),
             jobs,
