@@ -458,3 +458,33 @@ async fn a_burst_after_script_flush_loads_the_script_and_publishes_each_event_on
     })
     .await
 }
+
+#[test]
+fn a_publisher_outlives_the_runtime_it_was_made_in() {
+    let redis = RedisServer::start();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    // One attempt: a publish that met the first runtime's dead connection would fail.
+    let retry = RetryPolicy::default().attempts(1);
+    let first = runtime();
+    let publisher = first.block_on(async {
+        let publisher = Publisher::connect_with(&redis.url(), RedisOptions::default().retry(retry))
+            .await
+            .unwrap();
+        bounded(publisher.job("j1", "u1").stage("first"))
+            .await
+            .unwrap();
+        publisher
+    });
+    drop(first);
+    runtime().block_on(async {
+        bounded(publisher.job("j1", "u1").stage("second"))
+            .await
+            .unwrap();
+    });
+    assert_eq!(entries(&redis, "sse:{u:u1}:joblog:j1").len(), 2);
+}

@@ -195,18 +195,30 @@ impl Connections {
 /// same effect; calls in flight on the old connection finish on it.
 pub struct Multiplexed {
     client: redis::Client,
-    /// Publishes waiting for [`batch_loop`], made on first use (inside a runtime).
-    batches: std::sync::OnceLock<tokio::sync::mpsc::Sender<Queued>>,
+    /// Publishes waiting for [`batch_loop`]: its queue, made on first use, and again if
+    /// the task is gone (its runtime shut down: a store used from another one).
+    batches: Mutex<Option<tokio::sync::mpsc::Sender<Queued>>>,
     current: Mutex<Option<Live>>,
     /// Held while connecting, so that a burst of publishes makes one connection.
     connecting: tokio::sync::Mutex<()>,
 }
 
-#[derive(Clone)]
 struct Live {
     connection: MultiplexedConnection,
-    /// Set by the library's disconnection push, or by [`Multiplexed::discard`].
+    /// Set by the library's disconnection push, by [`Multiplexed::discard`], or when the
+    /// runtime that runs the connection's task shuts down (see [`Multiplexed::get`]).
     closed: Arc<AtomicBool>,
+    /// Ends the watch task once this connection is replaced.
+    _watch: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Sets its flag when dropped.
+struct CloseOnDrop(Arc<AtomicBool>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 impl Multiplexed {
@@ -218,7 +230,7 @@ impl Multiplexed {
             .set_protocol(redis::ProtocolVersion::RESP3);
         Ok(Multiplexed {
             client: redis::Client::open(info.clone().set_redis_settings(settings))?,
-            batches: std::sync::OnceLock::new(),
+            batches: Mutex::new(None),
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
         })
@@ -255,9 +267,20 @@ impl Multiplexed {
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
+        // The connection's task runs on this runtime; if the runtime shuts down (a store
+        // used from several, one after the other) the task is dropped without a push. A
+        // task of ours on the same runtime is dropped with it and marks the connection
+        // closed; it ends by itself when the connection is replaced.
+        let (watch, replaced) = tokio::sync::oneshot::channel::<()>();
+        let on_drop = CloseOnDrop(closed.clone());
+        tokio::spawn(async move {
+            let _on_drop = on_drop;
+            let _ = replaced.await;
+        });
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(Live {
             connection: connection.clone(),
             closed,
+            _watch: watch,
         });
         Ok(connection)
     }
@@ -265,19 +288,31 @@ impl Multiplexed {
     /// Runs one command in a batch with the publishes queued at the same moment
     /// ([`batch_loop`]).
     async fn run(self: &Arc<Self>, cmd: Cmd) -> Result<Value, Failure> {
-        let queue = self.batches.get_or_init(|| {
-            let (queue, receiver) = tokio::sync::mpsc::channel(PUBLISH_QUEUE);
-            tokio::spawn(batch_loop(Arc::downgrade(self), receiver));
-            queue
-        });
-        let stopped = || Failure::Connect(StoreError::Refused("publishing has stopped".into()));
+        let queue = {
+            let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+            match &*batches {
+                Some(queue) if !queue.is_closed() => queue.clone(),
+                _ => {
+                    let (queue, receiver) = tokio::sync::mpsc::channel(PUBLISH_QUEUE);
+                    tokio::spawn(batch_loop(Arc::downgrade(self), receiver));
+                    *batches = Some(queue.clone());
+                    queue
+                }
+            }
+        };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        queue
-            .send(Queued { cmd, reply })
-            .await
-            .map_err(|_| stopped())?;
-        // The batch task answers every command it took, or is gone (nothing was sent).
-        answer.await.map_err(|_| stopped())?
+        queue.send(Queued { cmd, reply }).await.map_err(|_| {
+            Failure::Connect(StoreError::Refused(
+                "the publishing task has stopped".into(),
+            ))
+        })?;
+        // The batch task answers every command it took, unless it was dropped meanwhile
+        // (its runtime shut down), maybe after sending it.
+        answer.await.map_err(|_| {
+            Failure::Connect(StoreError::Ambiguous(
+                "the publishing task stopped with the event taken".into(),
+            ))
+        })?
     }
 
     /// The next publish connects anew.
