@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::mint::{MintError, MintKey, MintRequest};
 use crate::auth::{Auth, AuthSettings, KeyError, PublicKeyFile, TopicAccess, TopicPattern};
@@ -46,6 +46,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_SEND_QUEUE_EVENTS: usize = 1024;
 pub const DEFAULT_SEND_QUEUE_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_REDIS_PREFIX: &str = sse_wire::DEFAULT_PREFIX;
+pub const DEFAULT_REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Exit status for invalid configuration (`EX_USAGE`).
 pub const EXIT_CONFIG: i32 = 64;
 
@@ -99,6 +100,10 @@ pub struct ServeArgs {
         conflicts_with = "redis_url"
     )]
     pub redis_cluster: Vec<String>,
+    /// How long a starting node tries to reach its Redis (--redis-url or --redis-cluster)
+    /// before it exits 1; a node already serving keeps retrying.
+    #[arg(long, env = "GATEWAY_REDIS_CONNECT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub redis_connect_timeout: Duration,
     /// Prefix of every Redis key and channel.
     #[arg(long, env = "GATEWAY_REDIS_PREFIX", default_value = DEFAULT_REDIS_PREFIX)]
     pub redis_prefix: String,
@@ -192,7 +197,7 @@ pub struct ServeArgs {
     #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Demo mode: dashboard at `/`, a login route that sets the cookie, and fake jobs.
-    #[arg(long, env = "GATEWAY_DEMO")]
+    #[arg(long, env = "GATEWAY_DEMO", action = ArgAction::SetTrue, value_parser = parse_switch)]
     pub demo: bool,
     /// OpenTelemetry collector (OTLP over HTTP/protobuf), e.g. `http://127.0.0.1:4318`:
     /// traces on. Falls back to `OTEL_EXPORTER_OTLP_ENDPOINT`.
@@ -246,6 +251,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (expected e.g. 500ms, 15s, 24h)"))
 }
 
+/// The values a switch's environment variable takes (`GATEWAY_DEMO=1`), case-insensitive.
+pub const SWITCH_VALUES: &str = "1, 0, true, false, yes, no, on, off";
+
+/// Parses a switch's value: 1/0, true/false, yes/no, on/off, in any case.
+pub fn parse_switch(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("expected one of {SWITCH_VALUES}")),
+    }
+}
+
 /// A configuration error: names the option, says what is wrong. Exit status 64.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {option}: {reason}")]
@@ -295,6 +312,12 @@ impl Config {
             return Err(invalid_option(
                 "--topic-stream-maxlen",
                 "must be at least 1",
+            ));
+        }
+        if args.redis_connect_timeout.is_zero() {
+            return Err(invalid_option(
+                "--redis-connect-timeout",
+                "must be more than zero",
             ));
         }
         if args.idempotency_window.is_zero() {
@@ -376,6 +399,7 @@ impl Config {
             auth,
             broker: BrokerSettings {
                 backend,
+                connect_timeout: args.redis_connect_timeout,
                 prefix: args.redis_prefix,
                 retention: sse_wire::Retention {
                     job_stream_maxlen: args.job_stream_maxlen,
@@ -785,6 +809,14 @@ mod tests {
                 "--idempotency-window",
             ),
             (
+                vec!["--jwt-secret", SECRET, "--redis-connect-timeout", "0s"],
+                "--redis-connect-timeout",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--redis-connect-timeout", "a while"],
+                "--redis-connect-timeout",
+            ),
+            (
                 vec!["--jwt-secret", SECRET, "--public-topic", "news/eu"],
                 "--public-topic",
             ),
@@ -883,6 +915,42 @@ mod tests {
             "a",
             "a path with '=' is a path"
         );
+    }
+
+    #[test]
+    fn switches_take_the_usual_forms_in_any_case() {
+        for text in ["1", "true", "TRUE", "yes", "Yes", "on", "ON"] {
+            assert_eq!(parse_switch(text), Ok(true), "{text}");
+        }
+        for text in ["0", "false", "False", "no", "NO", "off", "Off"] {
+            assert_eq!(parse_switch(text), Ok(false), "{text}");
+        }
+        for text in ["", "2", "y", "enabled"] {
+            let error = parse_switch(text).unwrap_err();
+            assert!(error.contains(SWITCH_VALUES), "{text}: {error}");
+        }
+        let config = parse(&["--jwt-secret", SECRET, "--demo"]).unwrap();
+        assert!(config.settings.routes.demo, "a bare --demo is on");
+    }
+
+    #[test]
+    fn redis_addresses_are_shown_with_their_password_masked() {
+        for (url, shown) in [
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://:pw@h:1/2", "redis://:***@h:1/2"),
+            ("redis://user:pw@h:1", "redis://user:***@h:1"),
+            ("redis://u:p@ss@h:1/0", "redis://u:***@h:1/0"),
+            ("redis://token@h:1", "redis://***@h:1"),
+            (
+                "redis+unix:///run/r.sock?db=1&pass=pw",
+                "redis+unix:///run/r.sock?db=1&pass=***",
+            ),
+            ("u:pw@h:7000", "u:***@h:7000"),
+        ] {
+            assert_eq!(crate::broker::redacted_url(url), shown, "{url}");
+        }
+        let cluster = Backend::RedisCluster(vec!["redis://a:pw@h1:1".into(), "h2:2".into()]);
+        assert_eq!(cluster.address(), "redis://a:***@h1:1,h2:2");
     }
 
     #[test]

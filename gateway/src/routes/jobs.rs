@@ -33,9 +33,11 @@ pub async fn job_state(
     Ok(response)
 }
 
-/// `GET /healthz`: the process serves.
-pub fn healthz() -> Response<ResponseBody> {
-    json_response(StatusCode::OK, r#"{"status":"ok"}"#.into())
+/// `GET /healthz`: the process serves; `node` is its id (new at every start), so that a
+/// script can tell the node it started from another process on the same port.
+pub fn healthz(app: &App) -> Response<ResponseBody> {
+    let body = serde_json::json!({"status": "ok", "node": app.broker().node_id()});
+    json_response(StatusCode::OK, body.to_string())
 }
 
 /// `GET /readyz`: ready exactly when a new stream would be admitted.

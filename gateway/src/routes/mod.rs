@@ -258,7 +258,7 @@ async fn route(
         return Ok(response);
     }
     match (route, method == Method::POST) {
-        (Route::Healthz, _) => Ok(jobs::healthz()),
+        (Route::Healthz, _) => Ok(jobs::healthz(app)),
         (Route::Readyz, _) => jobs::readyz(app),
         (Route::Dashboard, _) => Ok(demo::dashboard()),
         (Route::ClientScript, _) => Ok(demo::client_script()),

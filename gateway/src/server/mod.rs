@@ -82,6 +82,11 @@ pub async fn run(
     let broker = NodeBroker::start(&settings.broker, Arc::new(Hub::new()), metrics.clone())
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", settings.broker.backend.name()))?;
+    tracing::info!(
+        node = broker.node_id(),
+        broker = %settings.broker.backend.address(),
+        "serving"
+    );
     let streams = Streams::new(broker, settings.streams, metrics.clone());
     let app = App::new(settings.routes.clone(), auth, streams);
     serve(listener, metrics_listener, app, &settings, shutdown).await

@@ -454,6 +454,7 @@ mod tests {
         let broker = NodeBroker::start(
             &BrokerSettings {
                 backend: Backend::Memory,
+                connect_timeout: Duration::from_secs(30),
                 prefix: "sse:".into(),
                 retention: sse_wire::Retention::default(),
             },

@@ -36,11 +36,11 @@ use upstream::{Ensure, Shared, ENSURE_QUEUE, ENSURE_TIMEOUT};
 
 /// Connections in the command pool (one Redis).
 const POOL_SIZE: usize = 32;
-/// How long a starting node keeps trying to reach its Redis Cluster before it gives up.
-const CLUSTER_START_DEADLINE: Duration = Duration::from_secs(30);
-/// Backoff between those attempts.
+/// Backoff between the attempts of a starting node to reach Redis (`--redis-connect-timeout`).
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// The least time one of those attempts is given.
+const MIN_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// The Redis broker.
 pub struct RedisBroker {
@@ -58,24 +58,50 @@ impl RedisBroker {
     /// is ready once pub/sub delivers (see [`Broker::is_ready`]).
     pub async fn start(
         settings: &BrokerSettings,
+        node_id: &str,
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<RedisBroker>, BrokerError> {
         let keys = Keys::new(settings.prefix.clone());
-        let node_channel = keys.node_channel(&node_id());
+        let node_channel = keys.node_channel(node_id);
         let (requests, receiver) = mpsc::channel(ENSURE_QUEUE);
+        let address = settings.backend.address();
+        let deadline = tokio::time::Instant::now() + settings.connect_timeout;
+        let unreachable = |error: redis::RedisError| {
+            BrokerError::Unavailable(format!(
+                "Redis at {address} unreachable for {} (--redis-connect-timeout): {error}",
+                humantime::format_duration(settings.connect_timeout)
+            ))
+        };
         let shared = match &settings.backend {
             Backend::Redis(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
+                let client = redis::Client::open(url.as_str())
+                    .map_err(|e| BrokerError::Unavailable(format!("{address}: {e}")))?;
+                let attempt = || async {
+                    let mut connection = client.get_multiplexed_async_connection().await?;
+                    redis::cmd("PING").query_async::<()>(&mut connection).await
+                };
+                retry_until(deadline, &address, attempt)
+                    .await
+                    .map_err(unreachable)?;
                 let connections = Connections::pool(url, POOL_SIZE)?;
                 let store = Store::new(connections, keys, settings.retention);
                 let shared = Shared::new(hub, metrics, store);
-                let task = pubsub::PubSubTask::new(client, shared.clone(), node_channel);
+                let task = pubsub::PubSubTask::new(client, shared.clone(), node_channel, address);
                 tokio::spawn(task.run(receiver));
                 shared
             }
             Backend::RedisCluster(seeds) => {
-                let (connection, pushes, commands) = connect_cluster(seeds).await?;
+                let attempt = || async {
+                    let (sender, pushes) = mpsc::unbounded_channel();
+                    let client = store::cluster_client(seeds, sender)?;
+                    let connection = client.get_async_connection().await?;
+                    let commands = ClusterConnections::connect(seeds).await?;
+                    Ok::<_, redis::RedisError>((connection, pushes, commands))
+                };
+                let (connection, pushes, commands) = retry_until(deadline, &address, attempt)
+                    .await
+                    .map_err(unreachable)?;
                 let store = Store::new(Connections::Cluster(commands), keys, settings.retention);
                 let shared = Shared::new(hub, metrics, store);
                 let task =
@@ -112,38 +138,34 @@ impl RedisBroker {
     }
 }
 
-/// Connects to a Redis Cluster: a subscription connection whose pushes come back on the
-/// returned channel, and the command connections. The cluster may come up after this node
-/// (a deployment rolling out with its Redis): it is tried for a while before giving up.
-async fn connect_cluster(
-    seeds: &[String],
-) -> Result<
-    (
-        redis::cluster_async::ClusterConnection,
-        mpsc::UnboundedReceiver<redis::PushInfo>,
-        Arc<ClusterConnections>,
-    ),
-    BrokerError,
-> {
-    let deadline = tokio::time::Instant::now() + CLUSTER_START_DEADLINE;
+/// Runs `attempt` until it succeeds or `deadline` passes (then its last error), with
+/// backoff: Redis (or the cluster) may come up after this node, as in a deployment rolling
+/// out with its Redis. The last attempt is made at the deadline.
+async fn retry_until<T, F, Fut>(
+    deadline: tokio::time::Instant,
+    address: &str,
+    mut attempt: F,
+) -> Result<T, redis::RedisError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
+{
     let mut backoff = MIN_BACKOFF;
     loop {
-        let attempt = async {
-            let (sender, pushes) = mpsc::unbounded_channel();
-            let client = store::cluster_client(seeds, sender)?;
-            let connection = client.get_async_connection().await?;
-            let commands = ClusterConnections::connect(seeds).await?;
-            Ok::<_, redis::RedisError>((connection, pushes, commands))
+        // An attempt gets at least MIN_ATTEMPT, even the one at the deadline.
+        let bound = deadline.max(tokio::time::Instant::now() + MIN_ATTEMPT);
+        let error = match tokio::time::timeout_at(bound, attempt()).await {
+            Ok(Ok(connected)) => return Ok(connected),
+            Ok(Err(error)) => error,
+            Err(_) => redis::RedisError::from((redis::ErrorKind::Io, "no answer in time")),
         };
-        match attempt.await {
-            Ok(connected) => return Ok(connected),
-            Err(error) if tokio::time::Instant::now() + backoff < deadline => {
-                tracing::warn!(%error, "redis cluster unreachable; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-            Err(error) => return Err(unavailable(error)),
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(error);
         }
+        tracing::warn!(redis = %address, %error, "redis unreachable; retrying");
+        tokio::time::sleep_until((now + backoff).min(deadline)).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -163,16 +185,6 @@ fn published(
         }),
         Outcome::Finished => Err(finished()),
     }
-}
-
-/// A random id for this node's ping channels.
-fn node_id() -> String {
-    use rand::Rng;
-    format!("{:016x}", rand::rng().random::<u64>())
-}
-
-fn unavailable(error: redis::RedisError) -> BrokerError {
-    BrokerError::Unavailable(error.to_string())
 }
 
 impl Broker for RedisBroker {
