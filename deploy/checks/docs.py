@@ -225,9 +225,9 @@ def run_page(page: Page, env: dict[str, str], work: Path) -> list[str]:
         return []
     script = [PRELUDE, f"cd {shlex.quote(str(REPO))}"]
     for number, step in enumerate(page.steps):
-        script.append(f"printf '\\n{MARKER.format(number)}\\n'")
+        script.append(f"printf '\\n{MARKER.format(number)}\\n' | tee /dev/stderr")
         script.append(as_written(step.command))
-    script.append(f"printf '\\n{MARKER.format(len(page.steps))}\\n'")
+    script.append(f"printf '\\n{MARKER.format(len(page.steps))}\\n' | tee /dev/stderr")
     name = page.path.replace("/", "_")
     script_path, stdout_path, stderr_path = (work / f"{name}.sh", work / f"{name}.out", work / f"{name}.err")
     script_path.write_text("\n".join(script) + "\n")
@@ -241,21 +241,14 @@ def run_page(page: Page, env: dict[str, str], work: Path) -> list[str]:
         finally:
             # What the page left in the background (and a session that hung).
             stop_group(session)
-    outputs: dict[int, list[str]] = {}
-    current = None
-    for line in stdout_path.read_text(errors="replace").splitlines():
-        marker = MARKER_LINE.match(line)
-        if marker:
-            current = int(marker.group(1))
-            outputs[current] = []
-        elif current is not None:
-            outputs[current].append(line)
+    outputs = by_step(stdout_path)
+    errors = by_step(stderr_path)
     failures = []
     reached = max(outputs, default=-1)
     if code is None or code != 0:
         failed = page.steps[min(reached, len(page.steps) - 1)] if reached >= 0 else page.steps[0]
         what = f"did not finish within {PAGE_SECONDS}s" if code is None else f"exited with status {code}"
-        stderr_tail = stderr_path.read_text(errors="replace").strip().splitlines()[-15:]
+        stderr_tail = trimmed(errors.get(reached, []))[-15:]
         failures.append(f"{failed.page}:{failed.line}: the step {what}:\n"
                         + indent(failed.command)
                         + ("\n      stderr:\n" + indent("\n".join(stderr_tail)) if stderr_tail else ""))
@@ -269,6 +262,20 @@ def run_page(page: Page, env: dict[str, str], work: Path) -> list[str]:
                             + indent(step.command) + "\n      shown (masked):\n" + indent("\n".join(expected))
                             + "\n      printed (masked):\n" + indent("\n".join(actual)))
     return failures
+
+
+def by_step(path: Path) -> dict[int, list[str]]:
+    """The lines of a session's output, by the step that printed them."""
+    outputs: dict[int, list[str]] = {}
+    current = None
+    for line in path.read_text(errors="replace").splitlines():
+        marker = MARKER_LINE.match(line)
+        if marker:
+            current = int(marker.group(1))
+            outputs[current] = []
+        elif current is not None:
+            outputs[current].append(line)
+    return outputs
 
 
 def indent(text: str) -> str:
