@@ -44,7 +44,7 @@ port_taken() {
 
 # ours PID PROGRAM: PID is still a process running PROGRAM (not a reused PID).
 ours() {
-    tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -q "$2"
+    tr '\0' ' ' 2>/dev/null < "/proc/$1/cmdline" | grep -q "$2"
 }
 
 program_of() {
