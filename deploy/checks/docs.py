@@ -35,6 +35,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -305,6 +306,11 @@ def build() -> None:
 
 def main() -> int:
     pages = sys.argv[1:] or PAGES
+    missing = [tool for tool in ("bash", "curl", "redis-server", "redis-cli") if not shutil.which(tool)]
+    if missing:
+        print(f"docs.py: the pages need {', '.join(missing)} (make deps installs redis-server)")
+        print("docs: 0 passed, 1 failed")
+        return 1
     if os.environ.get(netns.MARK) != "1":
         build()
     netns.enter()
@@ -342,7 +348,7 @@ def main() -> int:
                         print(indent(failure))
                 else:
                     passed += 1
-                    note = f", {page.skipped} blocks not run" if page.skipped else ""
+                    note = f", {page.skipped} not run" if page.skipped else ""
                     print(f"ok    {page.path} ({len(page.steps)} steps{note}, {took:.1f}s)")
         finally:
             stop_group(gateway)
