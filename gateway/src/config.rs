@@ -543,11 +543,14 @@ fn jwks_settings(args: &ServeArgs) -> Result<JwksSettings, ConfigError> {
 }
 
 /// `issuer=URL` or `URL`: the issuer is everything before the first `=http://` or
-/// `=https://` (issuers are often URLs themselves); `None` for an empty issuer.
+/// `=https://` that comes before any `?` or `#` (issuers are often URLs themselves, and a
+/// URL's query may hold another URL); `None` for an empty issuer.
 fn jwks_url(spec: &str) -> Option<JwksUrl> {
+    let query = spec.find(['?', '#']).unwrap_or(spec.len());
     let split = [spec.find("=https://"), spec.find("=http://")]
         .into_iter()
         .flatten()
+        .filter(|at| *at < query)
         .min();
     match split {
         Some(0) => None,
@@ -1026,6 +1029,13 @@ mod tests {
             Some("tenant-a")
         );
         assert_eq!(url("http://127.0.0.1:1/keys?a=b").issuer, None);
+        assert_eq!(
+            url("https://idp.example.com/keys?next=https://other.example.com/"),
+            JwksUrl {
+                issuer: None,
+                url: "https://idp.example.com/keys?next=https://other.example.com/".into()
+            }
+        );
         assert_eq!(jwks_url("=https://idp.example.com/jwks"), None);
     }
 

@@ -57,7 +57,7 @@ pub(super) struct Jwks {
 impl std::fmt::Debug for Jwks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.sources.iter().map(|s| (&s.issuer, &s.url)))
+            .entries(self.sources.iter().map(|s| (&s.issuer, &s.shown)))
             .finish()
     }
 }
@@ -67,6 +67,8 @@ struct Source {
     /// The only `iss` its keys validate, when bound.
     issuer: Option<String>,
     url: Uri,
+    /// The URL as logged: without its query, which may carry a credential.
+    shown: String,
     /// The last good set; `None` until the first fetch succeeds.
     keys: RwLock<Option<Arc<[FetchedKey]>>>,
     refetch: Mutex<Refetch>,
@@ -141,6 +143,7 @@ impl Jwks {
             })?;
             sources.push(Arc::new(Source {
                 issuer: spec.issuer.clone(),
+                shown: shown(&url),
                 url,
                 keys: RwLock::new(None),
                 refetch: Mutex::new(Refetch::default()),
@@ -175,7 +178,7 @@ impl Jwks {
                 .map(|source| {
                     if source.url.scheme_str() == Some("http") {
                         tracing::warn!(
-                            url = %source.url,
+                            url = %source.shown,
                             "jwks: fetched over plain http: anyone on the path could swap the keys; use https"
                         );
                     }
@@ -385,7 +388,7 @@ async fn keep_fresh(source: Arc<Source>, fetcher: Fetcher, timing: Timing, metri
                     .saturating_mul(1 << (failures - 1).min(16))
                     .min(timing.min_refresh.max(Duration::from_millis(1)));
                 tracing::warn!(
-                    url = %source.url,
+                    url = %source.shown,
                     error = %error,
                     kept_keys = held,
                     retry_in_ms = backoff.as_millis() as u64,
@@ -436,10 +439,10 @@ async fn fetch_once(
     let summary = format!("{kids:?} {:?}", document.skipped);
     if summary != *last_summary {
         for skipped in &document.skipped {
-            tracing::warn!(url = %source.url, key = %skipped, "jwks: key skipped");
+            tracing::warn!(url = %source.shown, key = %skipped, "jwks: key skipped");
         }
         tracing::info!(
-            url = %source.url,
+            url = %source.shown,
             issuer = source.issuer.as_deref().unwrap_or("(any)"),
             kids = ?kids,
             "jwks: keys loaded"
@@ -451,6 +454,20 @@ async fn fetch_once(
     *source.keys.write().unwrap_or_else(|p| p.into_inner()) = Some(keys);
     let max_age = fetched.cache_control.as_deref().and_then(jwks::max_age);
     Ok((count, max_age))
+}
+
+/// `url` for the log: scheme, host, port and path; a query is shown as `?…`.
+fn shown(url: &Uri) -> String {
+    let mut text = format!(
+        "{}://{}{}",
+        url.scheme_str().unwrap_or(""),
+        url.authority().map_or("", |a| a.as_str()),
+        url.path()
+    );
+    if url.query().is_some() {
+        text.push_str("?…");
+    }
+    text
 }
 
 /// An absolute `http://` or `https://` URL with a host and no credentials.
@@ -478,6 +495,7 @@ mod tests {
         Source {
             issuer: None,
             url: "http://127.0.0.1:1/jwks".parse().unwrap(),
+            shown: "http://127.0.0.1:1/jwks".into(),
             keys: RwLock::new(None),
             refetch: Mutex::new(Refetch::default()),
             wake: Notify::new(),
@@ -499,6 +517,8 @@ mod tests {
         ] {
             assert!(parse_url(bad).is_err(), "{bad:?}");
         }
+        let with_query = parse_url("https://idp.example.com:8443/keys?api_key=s3cret").unwrap();
+        assert_eq!(shown(&with_query), "https://idp.example.com:8443/keys?…");
     }
 
     #[tokio::test(start_paused = true)]
