@@ -15,7 +15,9 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::mint::{MintError, MintKey, MintRequest};
-use crate::auth::{Auth, AuthSettings, KeyError, PublicKeyFile, TopicAccess, TopicPattern};
+use crate::auth::{
+    Auth, AuthSettings, JwksSettings, JwksUrl, KeyError, PublicKeyFile, TopicAccess, TopicPattern,
+};
 use crate::broker::{Backend, BrokerSettings};
 use crate::hub::QueueLimits;
 use crate::routes::{IpNet, RouteSettings};
@@ -47,6 +49,12 @@ pub const DEFAULT_SEND_QUEUE_EVENTS: usize = 1024;
 pub const DEFAULT_SEND_QUEUE_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_REDIS_PREFIX: &str = sse_wire::DEFAULT_PREFIX;
 pub const DEFAULT_REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+// Keys from identity providers (JWKS).
+pub const DEFAULT_JWKS_MIN_REFRESH: Duration = Duration::from_secs(60);
+pub const DEFAULT_JWKS_MAX_REFRESH: Duration = Duration::from_secs(3600);
+pub const DEFAULT_JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// Floor of the JWKS intervals: an identity provider is fetched at most once a second.
+pub const MIN_JWKS_INTERVAL: Duration = Duration::from_secs(1);
 /// Exit status for invalid configuration (`EX_USAGE`).
 pub const EXIT_CONFIG: i32 = 64;
 
@@ -120,6 +128,27 @@ pub struct ServeArgs {
     /// Required `aud` claim.
     #[arg(long, env = "GATEWAY_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+    // --- Keys from identity providers (JWKS) ---
+    /// JWKS URL of an identity provider, as `[issuer=]URL`; repeatable. With `issuer=`, its
+    /// keys check only tokens whose `iss` is exactly that issuer (and such tokens only
+    /// these keys); without, tokens of any issuer (subject to --jwt-issuer).
+    #[arg(long, env = "GATEWAY_JWT_JWKS_URL", value_delimiter = ',')]
+    pub jwt_jwks_url: Vec<String>,
+    /// CA certificates (PEM bundle) trusted for https:// JWKS URLs, besides the system's.
+    #[arg(long, env = "GATEWAY_JWT_JWKS_CA_FILE")]
+    pub jwt_jwks_ca_file: Option<PathBuf>,
+    /// Shortest time between scheduled fetches of a JWKS (the answer's Cache-Control
+    /// max-age is clamped between this and --jwt-jwks-max-refresh).
+    #[arg(long, env = "GATEWAY_JWT_JWKS_MIN_REFRESH", default_value = "1m", value_parser = parse_duration)]
+    pub jwt_jwks_min_refresh: Duration,
+    /// Longest time between scheduled fetches of a JWKS.
+    #[arg(long, env = "GATEWAY_JWT_JWKS_MAX_REFRESH", default_value = "1h", value_parser = parse_duration)]
+    pub jwt_jwks_max_refresh: Duration,
+    /// Shortest time between two fetches of one JWKS asked for by tokens naming an unknown
+    /// `kid`.
+    #[arg(long, env = "GATEWAY_JWT_JWKS_REFETCH_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub jwt_jwks_refetch_interval: Duration,
+    // --- end of JWKS ---
     /// Clock skew allowed on `exp` and `nbf`.
     #[arg(long, env = "GATEWAY_JWT_LEEWAY", default_value = "5s", value_parser = parse_duration)]
     pub jwt_leeway: Duration,
@@ -520,6 +549,7 @@ fn auth_settings(args: &ServeArgs) -> Result<AuthSettings, ConfigError> {
         leeway: args.jwt_leeway,
         cookie_name: args.cookie_name.clone(),
         query_token_param: args.query_token_param.clone(),
+        jwks: jwks_settings(args)?,
     };
     if let Err(error) = Auth::new(&settings) {
         let option = match error {
@@ -527,10 +557,13 @@ fn auth_settings(args: &ServeArgs) -> Result<AuthSettings, ConfigError> {
             KeyError::Unreadable { .. }
             | KeyError::NotAPublicKey { .. }
             | KeyError::DuplicateKid(_) => "--jwt-public-key-file",
+            KeyError::JwksUrl { .. } => "--jwt-jwks-url",
+            KeyError::JwksCaFile(_) => "--jwt-jwks-ca-file",
         };
         let reason = match error {
             KeyError::NoKey => {
-                "no token key configured: give --jwt-secret or --jwt-public-key-file".into()
+                "no token key configured: give --jwt-secret, --jwt-public-key-file or --jwt-jwks-url"
+                    .into()
             }
             other => other.to_string(),
         };
@@ -543,6 +576,76 @@ fn auth_settings(args: &ServeArgs) -> Result<AuthSettings, ConfigError> {
         ));
     }
     Ok(settings)
+}
+
+/// The `--jwt-jwks-*` flags (the URLs themselves are checked by `Auth::new`).
+fn jwks_settings(args: &ServeArgs) -> Result<JwksSettings, ConfigError> {
+    if args.jwt_jwks_url.is_empty() && args.jwt_jwks_ca_file.is_some() {
+        return Err(invalid_option(
+            "--jwt-jwks-ca-file",
+            "given without --jwt-jwks-url",
+        ));
+    }
+    for (option, value) in [
+        ("--jwt-jwks-min-refresh", args.jwt_jwks_min_refresh),
+        ("--jwt-jwks-max-refresh", args.jwt_jwks_max_refresh),
+        (
+            "--jwt-jwks-refetch-interval",
+            args.jwt_jwks_refetch_interval,
+        ),
+    ] {
+        if value < MIN_JWKS_INTERVAL {
+            return Err(invalid_option(option, "must be at least 1s"));
+        }
+    }
+    if args.jwt_jwks_max_refresh < args.jwt_jwks_min_refresh {
+        return Err(invalid_option(
+            "--jwt-jwks-max-refresh",
+            "must be at least --jwt-jwks-min-refresh",
+        ));
+    }
+    let urls = args
+        .jwt_jwks_url
+        .iter()
+        .map(|spec| {
+            jwks_url(spec).ok_or_else(|| {
+                invalid_option(
+                    "--jwt-jwks-url",
+                    format!("{spec:?} has an empty issuer before '='"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(JwksSettings {
+        urls,
+        ca_file: args.jwt_jwks_ca_file.clone(),
+        min_refresh: args.jwt_jwks_min_refresh,
+        max_refresh: args.jwt_jwks_max_refresh,
+        refetch_interval: args.jwt_jwks_refetch_interval,
+    })
+}
+
+/// `issuer=URL` or `URL`: the issuer is everything before the first `=http://` or
+/// `=https://` that comes before any `?` or `#` (issuers are often URLs themselves, and a
+/// URL's query may hold another URL); `None` for an empty issuer.
+fn jwks_url(spec: &str) -> Option<JwksUrl> {
+    let query = spec.find(['?', '#']).unwrap_or(spec.len());
+    let split = [spec.find("=https://"), spec.find("=http://")]
+        .into_iter()
+        .flatten()
+        .filter(|at| *at < query)
+        .min();
+    match split {
+        Some(0) => None,
+        Some(at) => Some(JwksUrl {
+            issuer: Some(spec[..at].to_owned()),
+            url: spec[at + 1..].to_owned(),
+        }),
+        None => Some(JwksUrl {
+            issuer: None,
+            url: spec.to_owned(),
+        }),
+    }
 }
 
 /// `--public-topic` and `--anonymous-topic` (and, with `--demo`, the demo's topics).
@@ -951,6 +1054,116 @@ mod tests {
         }
         let cluster = Backend::RedisCluster(vec!["redis://a:pw@h1:1".into(), "h2:2".into()]);
         assert_eq!(cluster.address(), "redis://a:***@h1:1,h2:2");
+    }
+
+    #[test]
+    fn jwks_options_are_checked_naming_them() {
+        let dir = std::env::temp_dir().join(format!("sse-config-jwks-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let not_pem = dir.join("ca.pem");
+        std::fs::write(&not_pem, "not a certificate").unwrap();
+        let not_pem = not_pem.to_string_lossy().into_owned();
+        let url = "https://idp.example.com/.well-known/jwks.json";
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (
+                vec!["--jwt-jwks-url", "idp.example.com/jwks"],
+                "--jwt-jwks-url",
+            ),
+            (
+                vec!["--jwt-jwks-url", "ftp://idp.example.com/jwks"],
+                "--jwt-jwks-url",
+            ),
+            (
+                vec!["--jwt-jwks-url", "=https://idp.example.com/jwks"],
+                "--jwt-jwks-url",
+            ),
+            (
+                vec!["--jwt-jwks-url", "https://u:p@idp.example.com/jwks"],
+                "--jwt-jwks-url",
+            ),
+            (
+                vec![
+                    "--jwt-jwks-url",
+                    url,
+                    "--jwt-jwks-ca-file",
+                    "/nonexistent/ca.pem",
+                ],
+                "--jwt-jwks-ca-file",
+            ),
+            (
+                vec!["--jwt-jwks-url", url, "--jwt-jwks-ca-file", &not_pem],
+                "--jwt-jwks-ca-file",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--jwt-jwks-ca-file", &not_pem],
+                "--jwt-jwks-ca-file",
+            ),
+            (
+                vec!["--jwt-jwks-url", url, "--jwt-jwks-min-refresh", "10ms"],
+                "--jwt-jwks-min-refresh",
+            ),
+            (
+                vec!["--jwt-jwks-url", url, "--jwt-jwks-refetch-interval", "0s"],
+                "--jwt-jwks-refetch-interval",
+            ),
+            (
+                vec!["--jwt-jwks-url", url, "--jwt-jwks-max-refresh", "30s"],
+                "--jwt-jwks-max-refresh",
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (args, option) in cases {
+            match parse(&args) {
+                Ok(_) => failures.push(format!("{args:?} was accepted")),
+                Err(message) => {
+                    let first = message.lines().next().unwrap_or("");
+                    if !first.contains(option) {
+                        failures.push(format!("{args:?}: {first:?} does not name {option}"));
+                    }
+                }
+            }
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        let config = parse(&["--jwt-jwks-url", url]).expect("a JWKS URL alone serves");
+        let jwks = &config.settings.auth.jwks;
+        assert_eq!(jwks.min_refresh, DEFAULT_JWKS_MIN_REFRESH);
+        assert_eq!(jwks.max_refresh, DEFAULT_JWKS_MAX_REFRESH);
+        assert_eq!(jwks.refetch_interval, DEFAULT_JWKS_REFETCH_INTERVAL);
+    }
+
+    #[test]
+    fn jwks_urls_take_their_issuer_before_the_url() {
+        let url = |spec| jwks_url(spec).unwrap();
+        assert_eq!(
+            url("https://idp.example.com/jwks"),
+            JwksUrl {
+                issuer: None,
+                url: "https://idp.example.com/jwks".into()
+            }
+        );
+        assert_eq!(
+            url("https://tenant.eu.auth0.com/=https://tenant.eu.auth0.com/.well-known/jwks.json"),
+            JwksUrl {
+                issuer: Some("https://tenant.eu.auth0.com/".into()),
+                url: "https://tenant.eu.auth0.com/.well-known/jwks.json".into()
+            }
+        );
+        assert_eq!(
+            url("tenant-a=http://127.0.0.1:1/keys?a=https://x")
+                .issuer
+                .as_deref(),
+            Some("tenant-a")
+        );
+        assert_eq!(url("http://127.0.0.1:1/keys?a=b").issuer, None);
+        assert_eq!(
+            url("https://idp.example.com/keys?next=https://other.example.com/"),
+            JwksUrl {
+                issuer: None,
+                url: "https://idp.example.com/keys?next=https://other.example.com/".into()
+            }
+        );
+        assert_eq!(jwks_url("=https://idp.example.com/jwks"), None);
     }
 
     #[test]

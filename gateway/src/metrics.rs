@@ -45,6 +45,10 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     /// Events published through this node's HTTP API, by kind (`job`, `user`).
     pub events_published: IntCounterVec,
+    /// JWKS fetches, by result (`ok`, `unreachable`, `bad_status`, `bad_document`).
+    pub jwks_fetches: IntCounterVec,
+    /// Keys held from every JWKS (the last good sets).
+    pub jwks_keys: IntGauge,
 }
 
 impl Default for Metrics {
@@ -143,6 +147,16 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let jwks_fetches = IntCounterVec::new(
+            Opts::new(
+                "jwks_fetches_total",
+                "JWKS fetches, by result (ok, unreachable, bad_status, bad_document)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let jwks_keys = IntGauge::new("jwks_keys", "Keys held from every JWKS (last good sets)")
+            .expect("valid metric");
         let metrics = Metrics {
             registry,
             open_connections,
@@ -161,13 +175,15 @@ impl Metrics {
             broker_errors,
             auth_failures,
             events_published,
+            jwks_fetches,
+            jwks_keys,
         };
         metrics.register_all();
         metrics
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 19] = [
             Box::new(self.open_connections.clone()),
             Box::new(self.tcp_connections.clone()),
             Box::new(self.max_connections.clone()),
@@ -184,6 +200,8 @@ impl Metrics {
             Box::new(self.broker_errors.clone()),
             Box::new(self.auth_failures.clone()),
             Box::new(self.events_published.clone()),
+            Box::new(self.jwks_fetches.clone()),
+            Box::new(self.jwks_keys.clone()),
             // Process-wide: the span queue is one per process (`telemetry`).
             Box::new(crate::telemetry::SPANS.clone()),
         ];

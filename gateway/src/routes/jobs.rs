@@ -18,7 +18,7 @@ pub async fn job_state(
     job: &str,
 ) -> Result<Response<ResponseBody>, ApiError> {
     check_id(job)?;
-    let identity = app.authenticate(request)?;
+    let identity = app.authenticate(request).await?;
     let owner = authorize_job(app, &identity, job).await?;
     let state = app
         .broker()
@@ -40,9 +40,13 @@ pub fn healthz(app: &App) -> Response<ResponseBody> {
     json_response(StatusCode::OK, body.to_string())
 }
 
-/// `GET /readyz`: ready exactly when a new stream would be admitted.
+/// `GET /readyz`: ready exactly when a new stream would be admitted, and tokens can be
+/// checked (every JWKS fetched once, unless a secret or public key file serves meanwhile).
 pub fn readyz(app: &App) -> Result<Response<ResponseBody>, ApiError> {
     app.streams.admit()?;
+    if !app.auth.keys_ready() {
+        return Err(ErrorKind::KeysUnavailable.into());
+    }
     Ok(json_response(
         StatusCode::OK,
         r#"{"status":"ready"}"#.into(),

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 
 pub use listener::{bind, LISTEN_BACKLOG};
 
-use crate::auth::{Auth, AuthError, AuthSettings};
+use crate::auth::{Auth, AuthError, AuthSettings, JWKS_FETCH_RESULTS};
 use crate::broker::{Broker, BrokerError, BrokerSettings, NodeBroker};
 use crate::error::ErrorKind;
 use crate::hub::{CloseReason, Hub};
@@ -75,10 +75,13 @@ pub async fn run(
         AuthError::ALL.map(AuthError::reason),
     );
     Metrics::preset(&metrics.broker_errors, BrokerError::FAILURE_KINDS);
+    Metrics::preset(&metrics.jwks_fetches, JWKS_FETCH_RESULTS);
     metrics
         .max_connections
         .set(settings.streams.max_connections as i64);
     let auth = Auth::new(&settings.auth).map_err(|e| anyhow::anyhow!("token keys: {e}"))?;
+    // Fetching the JWKS starts now and stops when `run` returns.
+    let _jwks = auth.start_jwks(metrics.clone());
     let broker = NodeBroker::start(&settings.broker, Arc::new(Hub::new()), metrics.clone())
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", settings.broker.backend.name()))?;
