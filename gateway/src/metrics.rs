@@ -45,6 +45,11 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     /// Events published through this node's HTTP API, by kind (`job`, `user`).
     pub events_published: IntCounterVec,
+    /// TLS handshakes on the listener that failed, by reason (`timeout`, `closed`,
+    /// `untrusted`, `protocol`).
+    pub tls_handshake_failures: IntCounterVec,
+    /// Reloads of the listener's certificate, by result (`ok`, `failed`).
+    pub tls_certificate_reloads: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -143,6 +148,22 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let tls_handshake_failures = IntCounterVec::new(
+            Opts::new(
+                "tls_handshake_failures_total",
+                "TLS handshakes on the listener that failed, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let tls_certificate_reloads = IntCounterVec::new(
+            Opts::new(
+                "tls_certificate_reloads_total",
+                "Reloads of the listener's TLS certificate, by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         let metrics = Metrics {
             registry,
             open_connections,
@@ -161,13 +182,15 @@ impl Metrics {
             broker_errors,
             auth_failures,
             events_published,
+            tls_handshake_failures,
+            tls_certificate_reloads,
         };
         metrics.register_all();
         metrics
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
             Box::new(self.open_connections.clone()),
             Box::new(self.tcp_connections.clone()),
             Box::new(self.max_connections.clone()),
@@ -184,6 +207,8 @@ impl Metrics {
             Box::new(self.broker_errors.clone()),
             Box::new(self.auth_failures.clone()),
             Box::new(self.events_published.clone()),
+            Box::new(self.tls_handshake_failures.clone()),
+            Box::new(self.tls_certificate_reloads.clone()),
         ];
         for collector in collectors {
             // Invariant: each name above is registered once, into a fresh registry.

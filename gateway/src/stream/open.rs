@@ -456,6 +456,7 @@ mod tests {
                 backend: Backend::Memory,
                 prefix: "sse:".into(),
                 retention: sse_wire::Retention::default(),
+                tls: Default::default(),
             },
             Arc::new(Hub::new()),
             metrics.clone(),

@@ -20,13 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::Script;
-use sse_wire::store::{self, ClusterConnections, Connections, Store};
+use sse_wire::store::{self, ClusterConnections, Connections, RedisTls, Store};
 use sse_wire::{EventId, JobState, Keys, Outcome, PublishOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Backend, Broker, BrokerError, BrokerSettings, JobEvent, Published, ReleaseUpstream, Replay,
-    Subscription, TopicEvent, UserEvent, UserSnapshot,
+    StartError, Subscription, TopicEvent, UserEvent, UserSnapshot,
 };
 use crate::hub::{Hub, Mailbox};
 use crate::metrics::Metrics;
@@ -59,14 +59,23 @@ impl RedisBroker {
         settings: &BrokerSettings,
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
-    ) -> Result<Arc<RedisBroker>, BrokerError> {
+    ) -> Result<Arc<RedisBroker>, StartError> {
         let keys = Keys::new(settings.prefix.clone());
         let node_channel = keys.node_channel(&node_id());
         let (requests, receiver) = mpsc::channel(ENSURE_QUEUE);
+        if settings.tls.insecure {
+            tracing::warn!(
+                "TLS to Redis without certificate verification (--redis-tls-insecure): anyone on the network path can read and change the traffic; trust the server's CA with --redis-ca-file instead"
+            );
+        }
         let shared = match &settings.backend {
             Backend::Redis(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
-                let connections = Connections::pool(url, POOL_SIZE)?;
+                let client = store::client(url, &settings.tls).map_err(unavailable)?;
+                if store::is_tls_url(url) {
+                    check_tls(url, &settings.tls).await?;
+                }
+                let connections = Connections::pool_with_tls(url, POOL_SIZE, &settings.tls)
+                    .map_err(BrokerError::from)?;
                 let store = Store::new(connections, keys, settings.retention);
                 let shared = Shared::new(hub, metrics, store);
                 let task = pubsub::PubSubTask::new(client, shared.clone(), node_channel);
@@ -74,7 +83,7 @@ impl RedisBroker {
                 shared
             }
             Backend::RedisCluster(seeds) => {
-                let (connection, pushes, commands) = connect_cluster(seeds).await?;
+                let (connection, pushes, commands) = connect_cluster(seeds, &settings.tls).await?;
                 let store = Store::new(Connections::Cluster(commands), keys, settings.retention);
                 let shared = Shared::new(hub, metrics, store);
                 let task =
@@ -83,9 +92,9 @@ impl RedisBroker {
                 shared
             }
             Backend::Memory => {
-                return Err(BrokerError::Unavailable(
+                return Err(StartError::Unavailable(BrokerError::Unavailable(
                     "the Redis broker needs a Redis backend".into(),
-                ))
+                )))
             }
         };
         let release: ReleaseUpstream = {
@@ -111,37 +120,58 @@ impl RedisBroker {
     }
 }
 
+/// A first connection to a `rediss://` Redis at start: a TLS failure (untrusted or
+/// misnamed server certificate, client certificate refused) stops the start, since no wait
+/// mends it; an unreachable Redis is left to the subscription task, which keeps trying.
+async fn check_tls(url: &str, tls: &RedisTls) -> Result<(), StartError> {
+    match store::probe_tls(url, tls).await {
+        Some(failure) => Err(StartError::Tls(failure)),
+        None => Ok(()),
+    }
+}
+
 /// Connects to a Redis Cluster: a subscription connection whose pushes come back on the
 /// returned channel, and the command connections. The cluster may come up after this node
-/// (a deployment rolling out with its Redis): it is tried for a while before giving up.
+/// (a deployment rolling out with its Redis): it is tried for a while before giving up,
+/// unless TLS fails (no wait mends that).
 async fn connect_cluster(
     seeds: &[String],
+    tls: &RedisTls,
 ) -> Result<
     (
         redis::cluster_async::ClusterConnection,
         mpsc::UnboundedReceiver<redis::PushInfo>,
         Arc<ClusterConnections>,
     ),
-    BrokerError,
+    StartError,
 > {
     let deadline = tokio::time::Instant::now() + CLUSTER_START_DEADLINE;
     let mut backoff = MIN_BACKOFF;
+    let seed_urls: Vec<String> = seeds.iter().map(|seed| store::seed_url(seed)).collect();
     loop {
         let attempt = async {
             let (sender, pushes) = mpsc::unbounded_channel();
-            let client = store::cluster_client(seeds, sender)?;
+            let client = store::cluster_client(seeds, sender, tls)?;
             let connection = client.get_async_connection().await?;
-            let commands = ClusterConnections::connect(seeds).await?;
+            let commands = ClusterConnections::connect_with_tls(seeds, tls).await?;
             Ok::<_, redis::RedisError>((connection, pushes, commands))
         };
         match attempt.await {
             Ok(connected) => return Ok(connected),
-            Err(error) if tokio::time::Instant::now() + backoff < deadline => {
+            Err(error) => {
+                if let Some(failure) = store::tls_failure(&error) {
+                    return Err(StartError::Tls(failure));
+                }
+                if let Some(failure) = store::probe_tls_seeds(&seed_urls, tls).await {
+                    return Err(StartError::Tls(failure));
+                }
+                if tokio::time::Instant::now() + backoff >= deadline {
+                    return Err(StartError::Unavailable(unavailable(error)));
+                }
                 tracing::warn!(%error, "redis cluster unreachable; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
-            Err(error) => return Err(unavailable(error)),
         }
     }
 }

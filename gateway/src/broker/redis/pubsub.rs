@@ -16,7 +16,8 @@ use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::mpsc;
 
 use super::upstream::{
-    Ensure, Pings, Renewed, Shared, Subscriber, Upstream, MAX_BATCH, PING_INTERVAL,
+    log_connect_failure, Ensure, Pings, Renewed, Shared, Subscriber, Upstream, MAX_BATCH,
+    PING_INTERVAL,
 };
 
 /// Reconnect backoff bounds.
@@ -78,9 +79,7 @@ impl PubSubTask {
                         Served::Lost => tracing::warn!("pub/sub connection lost; reconnecting"),
                     }
                 }
-                Err(error) => {
-                    tracing::warn!(%error, backoff_ms = backoff.as_millis() as u64, "pub/sub connect failed");
-                }
+                Err(error) => log_connect_failure(&error, "pub/sub connect", backoff),
             }
             self.upstream.lost_all();
             let deadline = tokio::time::Instant::now() + backoff;
