@@ -7,6 +7,7 @@
 //!
 //! Architecture invariant: nothing else in the crate reads the environment.
 
+use crate::telemetry::TraceSettings;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -197,6 +198,16 @@ pub struct ServeArgs {
     /// Demo mode: dashboard at `/`, a login route that sets the cookie, and fake jobs.
     #[arg(long, env = "GATEWAY_DEMO")]
     pub demo: bool,
+    /// OpenTelemetry collector (OTLP over HTTP/protobuf), e.g. `http://127.0.0.1:4318`:
+    /// traces on. Falls back to `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    #[arg(long, env = "GATEWAY_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Share of traces recorded, 0 to 1 (a trace whose publisher sampled it always is).
+    #[arg(long, env = "GATEWAY_OTLP_SAMPLE_RATIO", default_value_t = 1.0)]
+    pub otlp_sample_ratio: f64,
+    /// How often spans are sent to the collector, at most.
+    #[arg(long, env = "GATEWAY_OTLP_FLUSH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub otlp_flush_interval: Duration,
     #[command(flatten)]
     pub tls: TlsArgs,
 }
@@ -430,6 +441,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub metrics_listen: SocketAddr,
     pub log_format: LogFormat,
+    /// Traces (`--otlp-endpoint`), when on.
+    pub traces: Option<TraceSettings>,
     pub settings: Settings,
 }
 
@@ -438,6 +451,7 @@ impl Config {
     /// raising it), from which `--max-connections` takes its default.
     pub fn from_args(args: ServeArgs, open_files_limit: u64) -> Result<Config, ConfigError> {
         let auth = auth_settings(&args)?;
+        let traces = trace_settings(&args)?;
         if args.heartbeat.is_zero() {
             return Err(invalid_option("--heartbeat", "must be more than zero"));
         }
@@ -583,9 +597,54 @@ impl Config {
             listen: args.listen,
             metrics_listen: args.metrics_listen,
             log_format: args.log_format,
+            traces,
             settings,
         })
     }
+}
+
+/// `--otlp-*` (and the standard `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME`).
+fn trace_settings(args: &ServeArgs) -> Result<Option<TraceSettings>, ConfigError> {
+    let endpoint = args.otlp_endpoint.clone().or_else(|| {
+        std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .ok()
+            .filter(|value| !value.is_empty())
+    });
+    let Some(endpoint) = endpoint else {
+        return Ok(None);
+    };
+    let valid = endpoint
+        .strip_prefix("http://")
+        .is_some_and(|rest| !rest.is_empty() && http::Uri::try_from(endpoint.as_str()).is_ok());
+    if !valid {
+        return Err(invalid_option(
+            "--otlp-endpoint",
+            format!(
+                "{endpoint:?} is not an http:// URL of an OTLP/HTTP collector (like http://127.0.0.1:4318; for https, send to a local collector that forwards)"
+            ),
+        ));
+    }
+    if !(0.0..=1.0).contains(&args.otlp_sample_ratio) {
+        return Err(invalid_option(
+            "--otlp-sample-ratio",
+            "must be between 0 and 1",
+        ));
+    }
+    if args.otlp_flush_interval.is_zero() {
+        return Err(invalid_option(
+            "--otlp-flush-interval",
+            "must be more than zero",
+        ));
+    }
+    Ok(Some(TraceSettings {
+        endpoint,
+        sample_ratio: args.otlp_sample_ratio,
+        service_name: std::env::var("OTEL_SERVICE_NAME")
+            .ok()
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "sse-gateway".into()),
+        flush_every: args.otlp_flush_interval,
+    }))
 }
 
 /// The auth settings, with the keys checked (loaded once here, so a bad key is a start-up

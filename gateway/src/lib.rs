@@ -15,7 +15,7 @@
 //! | 3 server | [`server`] | composition root, accept loop, connections, HTTP/1.1 streams, drain |
 //! | 2 http | [`routes`], [`stream`], [`error`], [`demo`] | the HTTP API, opening and writing streams, error answers |
 //! | 1 core | [`auth`], [`hub`], [`broker`] | tokens, this node's fan-out, publishing and subscriptions |
-//! | 0 vocabulary | [`vocab`], [`metrics`], [`shutdown`] | events and topics, chunks, the connection flag, queries, bodies |
+//! | 0 vocabulary | [`vocab`], [`metrics`], [`shutdown`], [`telemetry`] | events and topics, chunks, the connection flag, queries, bodies; metrics and traces |
 
 #![forbid(unsafe_code)]
 
@@ -30,6 +30,7 @@ pub mod routes;
 pub mod server;
 pub mod shutdown;
 pub mod stream;
+pub mod telemetry;
 pub mod vocab;
 
 pub use config::Config;

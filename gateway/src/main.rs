@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use sse_gateway::broker::StartError;
 use sse_gateway::config::{self, Cli, Command, Config, LogFormat, ServeArgs, EXIT_CONFIG};
+use sse_gateway::telemetry::{self, TraceSettings};
 use sse_gateway::{auth, shutdown};
 
 fn main() -> ExitCode {
@@ -41,11 +42,17 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    init_logging(config.log_format);
+    let traces = match init_logging(config.log_format, config.traces.as_ref()) {
+        Ok(traces) => traces,
+        Err(error) => {
+            eprintln!("sse-gateway: invalid configuration: --otlp-endpoint: {error}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
     // One TLS crypto provider for the whole process (the listener names it; the Redis client
     // takes the process default): ring, so no other provider a dependency might enable can
     // leave rustls without a default.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = std::sync::Arc::unwrap_or_clone(sse_gateway::server::tls::provider()).install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -56,8 +63,22 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Spans are sent by a task of the runtime; at exit, what is queued is sent (bounded).
+    let (stop_exporting, stopped) = tokio::sync::watch::channel(false);
+    let exporting = traces.map(|pipeline| {
+        let task = runtime.spawn(pipeline.exporting.run(stopped));
+        (pipeline.provider, task)
+    });
     let backend = config.settings.broker.backend.clone();
-    match runtime.block_on(serve_until_signal(config, open_files)) {
+    let served = runtime.block_on(serve_until_signal(config, open_files));
+    if let Some((_provider, task)) = exporting {
+        let _ = stop_exporting.send(true);
+        let _ = runtime.block_on(tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            task,
+        ));
+    }
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // TLS with Redis failing at start is a setting to fix, not an outage to wait out.
@@ -109,16 +130,36 @@ async fn serve_until_signal(config: Config, open_files: u64) -> anyhow::Result<(
     sse_gateway::run(listener, metrics_listener, config.settings, shutdown).await
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to stdout (colours only on a terminal), and traces when `--otlp-endpoint` is set
+/// (their spans never reach the log).
+fn init_logging(
+    format: LogFormat,
+    traces: Option<&TraceSettings>,
+) -> Result<Option<telemetry::Pipeline>, String> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(false).init(),
-        LogFormat::Text => builder.init(),
-    }
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .add_directive(
+            format!("{}=off", telemetry::TARGET)
+                .parse()
+                .map_err(|e| format!("{e}"))?,
+        );
+    let log = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal());
+    let log = match format {
+        LogFormat::Json => log.json().flatten_event(false).with_filter(filter).boxed(),
+        LogFormat::Text => log.with_filter(filter).boxed(),
+    };
+    let pipeline = traces.map(telemetry::install).transpose()?;
+    let spans = pipeline
+        .as_ref()
+        .map(|pipeline| telemetry::layer(&pipeline.provider));
+    tracing_subscriber::registry().with(log).with(spans).init();
+    Ok(pipeline)
 }
 
 /// `--help` and `--version` print and succeed; any other command-line error is one line

@@ -190,7 +190,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 19] = [
             Box::new(self.open_connections.clone()),
             Box::new(self.tcp_connections.clone()),
             Box::new(self.max_connections.clone()),
@@ -209,6 +209,8 @@ impl Metrics {
             Box::new(self.events_published.clone()),
             Box::new(self.tls_handshake_failures.clone()),
             Box::new(self.tls_certificate_reloads.clone()),
+            // Process-wide: the span queue is one per process (`telemetry`).
+            Box::new(crate::telemetry::SPANS.clone()),
         ];
         for collector in collectors {
             // Invariant: each name above is registered once, into a fresh registry.

@@ -355,16 +355,44 @@ impl Workload {
     }
 }
 
+/// Asserts `seen == published`, saying where they part: the first differing position,
+/// what is missing and what came twice (a whole-vector dump of hundreds of ids hides it).
+fn assert_same_sequence(what: &str, seen: &[String], published: &[String], reconnects: usize) {
+    if seen == published {
+        return;
+    }
+    let at = seen
+        .iter()
+        .zip(published)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let missing: Vec<&String> = published.iter().filter(|id| !seen.contains(id)).collect();
+    let mut twice: Vec<&String> = seen
+        .iter()
+        .filter(|id| seen.iter().filter(|other| other == id).count() > 1)
+        .collect();
+    twice.dedup();
+    panic!(
+        "{what}: not exactly the published sequence ({} seen, {} published, {reconnects} reconnects): \
+         first difference at {at} (seen {:?}, published {:?}); missing {missing:?}; twice {twice:?}",
+        seen.len(),
+        published.len(),
+        seen.get(at),
+        published.get(at),
+    );
+}
+
 impl Outcome {
     /// Every follower has exactly the full sequence and was never refused; returns the
     /// reconnect count.
     fn assert_complete(&self, fleet: &Fleet) -> usize {
         let mut reconnects = 0;
         for (j, followed) in &self.job_followers {
-            assert_eq!(
-                ids(&followed.events),
-                self.published[*j],
-                "job-{j}: exactly the published sequence"
+            assert_same_sequence(
+                &format!("job-{j}"),
+                &ids(&followed.events),
+                &self.published[*j],
+                followed.reconnects,
             );
             assert!(
                 followed.refusals.is_empty(),

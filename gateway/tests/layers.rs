@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("vocab", 0),
     ("metrics", 0),
     ("shutdown", 0),
+    ("telemetry", 0),
     ("auth", 1),
     ("hub", 1),
     ("broker", 1),

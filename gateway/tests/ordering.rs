@@ -9,7 +9,9 @@
 //! - the subscription is confirmed upstream *before* history or a snapshot is read;
 //! - live events at or below the last id written are dropped (history and live overlap);
 //! - after a pub/sub reconnection, subscriptions are confirmed again *before* the
-//!   backfill reads the streams, and the backfill is delivered *before* newer live events.
+//!   backfill reads the streams, and the backfill is delivered *before* newer live events;
+//! - a stream whose open spans a pub/sub reconnection reads on from its snapshot (the
+//!   renewal's backfill ran before the stream had a position).
 //!
 //! Both the classic pub/sub path (`--redis-url`) and the sharded one (`--redis-cluster`,
 //! `SSUBSCRIBE`, every cluster node announcing a proxy in front of it) are covered.
@@ -314,6 +316,55 @@ async fn a_backfill_after_a_pubsub_reconnection_waits_for_the_subscription_and_c
             status.id
         );
     }
+}
+
+/// The pub/sub connection is lost after a stream's subscription was confirmed and while its
+/// snapshot is on its way back: an event published before the subscription is renewed is
+/// neither in that snapshot nor live, and the renewal's backfill ran before the stream had
+/// a position. The open notices the lost connection (a new generation) and reads on from
+/// its snapshot. Classic pub/sub only: on a cluster the replies held here share their
+/// connection with the renewal's own commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_that_spans_a_pubsub_reconnection_reads_on_from_its_snapshot() {
+    bounded(TEST_LIMIT, async {
+        let rig = Rig::start().await;
+        let job = "lost-during-open";
+        rig.progress(job, 10).await;
+        // The state read's reply (the only reply naming the job in a `jobId` field).
+        let snapshot = rig.proxies[0].hold(
+            Direction::ToClient,
+            Match::word("jobId").with(&format!("\"{job}\"")),
+            HOLD_LIMIT,
+        );
+        let opening = rig.open(job, None);
+        snapshot.fired(SEEN_WITHIN).await;
+        let resubscribe = rig.hold(Match::command(rig.subscribe).with(job));
+        assert_eq!(
+            rig.cut(&Match::command(rig.subscribe).with(job)),
+            1,
+            "one connection subscribed to the job's channel"
+        );
+        resubscribe.fired(SEEN_WITHIN).await;
+        // Subscribed nowhere, read already: only a read from the snapshot on finds it.
+        let lost = rig.progress(job, 20).await;
+        resubscribe.release();
+        rig.gateway.wait_ready(SEEN_WITHIN).await;
+        snapshot.release();
+        let mut stream = opening.await.unwrap();
+        let (status, data) = expect_opening(&mut stream, "status").await;
+        assert_eq!(
+            data["progress"], 10,
+            "the snapshot was read before the loss"
+        );
+        let after = rig.progress(job, 30).await;
+        assert_eq!(
+            ids_through(&mut stream, &after).await,
+            [lost, after.clone()],
+            "after the snapshot {}",
+            status.id
+        );
+    })
+    .await
 }
 
 /// One `#[tokio::test]` per path for each test above.

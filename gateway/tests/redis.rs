@@ -584,3 +584,102 @@ async fn the_documented_redis_cli_example_publishes_an_event() {
     })
     .await
 }
+
+/// Issue 13 #7: a publish whose script ran but whose gateway died before answering is
+/// retried by the SDK with its idempotency key, against the gateway restarted on the same
+/// address, and the browser sees the event once. The gateway's reply is held at the Redis
+/// side (a proxy between gateway A and Redis keeps back the script's `published` reply) so
+/// the kill falls exactly between "published in Redis" and "answered".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_retrying_after_its_gateway_died_mid_request_publishes_once() {
+    use support::proxy::{Direction, FaultProxy, Match};
+    bounded(LONG, async {
+        let redis = RedisServer::start();
+        let proxy = FaultProxy::start(format!("127.0.0.1:{}", redis.port()).parse().unwrap()).await;
+        let prefix = format!("i{:08x}:", rand::random::<u32>());
+        let secret = support::gateway::random_secret();
+        let node = |url: String, listen: String| {
+            Gateway::builder(Backend::Redis)
+                .shared_redis(&url, &prefix)
+                .secret(&secret)
+                .listen(&listen)
+                .start()
+        };
+        let mut a = node(proxy.url(), "127.0.0.1:0".to_owned()).await;
+        let a_addr = a.addr;
+        let b = node(redis.url(), "127.0.0.1:0".to_owned()).await;
+
+        let job = "render-idem";
+        let first = b
+            .publish(
+                job,
+                json!({"type": "stage", "owner": "alice", "data": {"stage": "queued"}}),
+            )
+            .await;
+        let (mut stream, snapshot) = open_first(
+            &b,
+            &b.token("alice"),
+            &format!("/v1/jobs/{job}/events"),
+            "status",
+        )
+        .await;
+        assert_eq!(snapshot, first);
+
+        let reply = proxy.hold(
+            Direction::ToClient,
+            // Only A goes through the proxy, and it publishes only this event.
+            Match::word("published"),
+            Duration::from_secs(60),
+        );
+        let mut retry = sse_publisher::RetryPolicy::default().attempts(40);
+        retry.max_backoff = Duration::from_millis(200);
+        let publisher =
+            Publisher::http_with(&format!("http://{a_addr}"), a.publisher_token(), retry).unwrap();
+        let publishing = tokio::spawn(async move {
+            publisher
+                .job(job, "alice")
+                .event_with(
+                    "progress",
+                    json!({"progress": 50}),
+                    sse_publisher::EventOptions::default().idempotency_key("render-idem-50"),
+                )
+                .await
+        });
+        // The script has run in Redis (its reply is on its way back to A): the event is
+        // published and reaches the browser through B.
+        reply.fired(Duration::from_secs(30)).await;
+        let live = stream.next_event_within(Duration::from_secs(30)).await;
+        assert_eq!(
+            (live.event.as_str(), live.json()["progress"].as_u64()),
+            ("progress", Some(50))
+        );
+        a.kill9();
+        a.wait_exit(Duration::from_secs(10)).await;
+        reply.release();
+        assert!(
+            !publishing.is_finished(),
+            "the publisher is still retrying while A is down"
+        );
+        let _a = node(proxy.url(), a_addr.to_string()).await;
+
+        let id = publishing.await.unwrap().expect("the retry succeeds");
+        assert_eq!(
+            id.to_string(),
+            live.id,
+            "the retry returns the first attempt's id"
+        );
+        let marker = b
+            .publish(job, json!({"type": "stage", "data": {"stage": "after"}}))
+            .await;
+        let after = stream
+            .events_through("stage", Duration::from_secs(30))
+            .await;
+        let seen: Vec<&str> = after.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(
+            seen,
+            [marker.as_str()],
+            "nothing published twice between the two"
+        );
+    })
+    .await;
+}

@@ -402,10 +402,33 @@ impl Broker for NodeBroker {
 /// once per node) and the slow consumers it cut. Both brokers deliver through this.
 pub(crate) fn fan_out(hub: &Hub, metrics: &Metrics, topic: &Topic, event: &Event) {
     metrics.events_received.inc();
+    let span = deliver_span(topic, event);
+    let _entered = span.enter();
     let result = hub.dispatch(topic, event);
+    span.record("sse.subscribers", result.delivered);
     metrics
         .slow_consumer_disconnects
         .inc_by(result.slow_consumers as u64);
+}
+
+/// The span of one event's delivery to this node's subscribers (none while traces are
+/// off): a child of the span it happens in (the publish, or the pub/sub receipt), else of
+/// the event's own `traceparent`.
+fn deliver_span(topic: &Topic, event: &Event) -> tracing::Span {
+    if !crate::telemetry::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        target: crate::telemetry::TARGET,
+        "deliver",
+        sse.kind = topic.kind(),
+        sse.event_id = %event.id,
+        sse.subscribers = tracing::field::Empty,
+    );
+    if tracing::Span::current().is_none() {
+        crate::telemetry::set_parent(&span, sse_wire::frame::traceparent(&event.frame));
+    }
+    span
 }
 
 /// Called when a topic loses its last local subscriber (the Redis broker unsubscribes).

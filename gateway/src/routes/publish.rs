@@ -15,9 +15,20 @@ use crate::auth::Role;
 use crate::broker::{Broker, JobEvent, PublishMeta, Published, TopicEvent, UserEvent};
 use crate::error::{ApiError, ErrorKind};
 use crate::stream::ResponseBody;
+use crate::telemetry;
+use tracing::Instrument;
 
 /// `POST /v1/jobs/{job}/events`.
 pub async fn publish_job(
+    app: &App,
+    request: Request<Incoming>,
+    job: &str,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let span = publish_span(&request, "job", job);
+    publish_job_traced(app, request, job).instrument(span).await
+}
+
+async fn publish_job_traced(
     app: &App,
     request: Request<Incoming>,
     job: &str,
@@ -44,6 +55,17 @@ pub async fn publish_job(
 
 /// `POST /v1/users/{user}/events`.
 pub async fn publish_user(
+    app: &App,
+    request: Request<Incoming>,
+    user: &str,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let span = publish_span(&request, "user", user);
+    publish_user_traced(app, request, user)
+        .instrument(span)
+        .await
+}
+
+async fn publish_user_traced(
     app: &App,
     request: Request<Incoming>,
     user: &str,
@@ -78,6 +100,17 @@ pub async fn publish_topic(
     request: Request<Incoming>,
     topic: &str,
 ) -> Result<Response<ResponseBody>, ApiError> {
+    let span = publish_span(&request, "topic", topic);
+    publish_topic_traced(app, request, topic)
+        .instrument(span)
+        .await
+}
+
+async fn publish_topic_traced(
+    app: &App,
+    request: Request<Incoming>,
+    topic: &str,
+) -> Result<Response<ResponseBody>, ApiError> {
     check_id(topic)?;
     let (body, meta) = publish_request(app, request).await?;
     if body.owner.is_some() || body.reopen {
@@ -102,6 +135,32 @@ pub async fn publish_topic(
     Ok(created(published))
 }
 
+/// A valid `traceparent` header.
+fn request_traceparent(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| sse_wire::is_valid_traceparent(value))
+}
+
+/// The server span of a publish (none while traces are off), a child of the request's
+/// `traceparent`.
+fn publish_span<T>(request: &Request<T>, kind: &'static str, id: &str) -> tracing::Span {
+    if !telemetry::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        target: telemetry::TARGET,
+        "publish",
+        otel.kind = "server",
+        sse.kind = kind,
+        sse.id = id,
+        http.request.method = "POST",
+    );
+    telemetry::set_parent(&span, request_traceparent(request.headers()));
+    span
+}
+
 /// The `Idempotency-Key` and `traceparent` headers, and the body's correlation id.
 fn publish_meta(headers: &HeaderMap, body: &PublishBody) -> Result<PublishMeta, ApiError> {
     let idempotency_key = match headers.get("idempotency-key") {
@@ -115,12 +174,14 @@ fn publish_meta(headers: &HeaderMap, body: &PublishBody) -> Result<PublishMeta, 
             Some(key.to_owned())
         }
     };
-    // W3C trace context: a receiver ignores a `traceparent` it cannot parse.
-    let traceparent = headers
-        .get("traceparent")
-        .and_then(|value| value.to_str().ok())
-        .filter(|value| sse_wire::is_valid_traceparent(value))
-        .map(str::to_owned);
+    // W3C trace context: a receiver ignores a `traceparent` it cannot parse. With traces
+    // on, the envelope carries the publish span instead (a child of the request's), so
+    // every node's spans hang under it.
+    let traceparent = if telemetry::enabled() {
+        telemetry::traceparent(&tracing::Span::current())
+    } else {
+        request_traceparent(headers).map(str::to_owned)
+    };
     Ok(PublishMeta {
         correlation_id: body.correlation_id.clone(),
         traceparent,

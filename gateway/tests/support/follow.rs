@@ -72,6 +72,8 @@ async fn follow_with(
         let mut stream: SseStream = match SseStream::open(lb, &request).await {
             Ok(stream) => stream,
             Err(response) => {
+                // Said where it happens: the assertion on refusals only has the status.
+                eprintln!("{target}: refused {} {}", response.status, response.text());
                 followed.refusals.push(response.status);
                 tokio::time::sleep(retry).await;
                 continue;

@@ -47,6 +47,12 @@ impl Match {
         }
     }
 
+    /// A bulk string sent either way, e.g. a script's reply word (`published`): RESP
+    /// frames a word the same whether it is a command or a reply.
+    pub fn word(word: &str) -> Match {
+        Match::command(word)
+    }
+
     /// …whose arguments also contain `marker` (a job id, a key).
     pub fn with(mut self, marker: &str) -> Match {
         self.needles.push(marker.as_bytes().to_vec());

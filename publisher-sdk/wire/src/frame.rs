@@ -152,9 +152,42 @@ pub fn correlation_id(frame: &[u8]) -> Option<&str> {
     std::str::from_utf8(&rest[..end]).ok()
 }
 
+/// The `traceparent` of a published event's frame (the envelope's, when it has a valid
+/// one), for a node to continue the event's trace. The envelope comes first in `data`, so
+/// only the frame's head is searched; a publisher's own field of that name is not in the
+/// data (the envelope wins), and inside a JSON string the key's quotes would be escaped.
+pub fn traceparent(frame: &[u8]) -> Option<&str> {
+    const KEY: &[u8] = b"\"traceparent\":\"";
+    let head = &frame[..frame.len().min(768)];
+    let start = head.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let value = std::str::from_utf8(frame.get(start..start + 55)?).ok()?;
+    crate::is_valid_traceparent(value).then_some(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frames_traceparent_is_found_when_valid() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let frame = format!(
+            "id: 1-0\nevent: x\ndata: {{\"jobId\":\"j\",\"type\":\"x\",\"ts\":1,\"traceparent\":\"{tp}\",\"a\":1}}\n\n"
+        );
+        assert_eq!(traceparent(frame.as_bytes()), Some(tp));
+        let escaped = r#"id: 1-0
+data: {"jobId":"j","note":"\"traceparent\":\"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+
+"#;
+        assert_eq!(
+            traceparent(escaped.as_bytes()),
+            None,
+            "a value that looks like one"
+        );
+        let bad = frame.replace("-01\"", "-zz\"");
+        assert_eq!(traceparent(bad.as_bytes()), None);
+        assert_eq!(traceparent(b"id: 1-0\ndata: {}\n\n"), None);
+    }
 
     fn text(bytes: Bytes) -> String {
         String::from_utf8(bytes.to_vec()).unwrap()

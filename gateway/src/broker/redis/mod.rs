@@ -23,6 +23,7 @@ use redis::Script;
 use sse_wire::store::{self, ClusterConnections, Connections, RedisTls, Store};
 use sse_wire::{EventId, JobState, Keys, Outcome, PublishOptions};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use super::{
     Backend, Broker, BrokerError, BrokerSettings, JobEvent, Published, ReleaseUpstream, Replay,
@@ -228,6 +229,7 @@ impl Broker for RedisBroker {
                 event.meta.envelope(),
                 options,
             )
+            .instrument(script_span("publish_job"))
             .await?;
         published(outcome, || BrokerError::JobFinished { job: event.job })
     }
@@ -247,6 +249,7 @@ impl Broker for RedisBroker {
                 event.meta.envelope(),
                 options,
             )
+            .instrument(script_span("publish_user"))
             .await?;
         published(outcome, || {
             BrokerError::Internal("a notification cannot meet a finished job".into())
@@ -268,6 +271,7 @@ impl Broker for RedisBroker {
                 event.meta.envelope(),
                 options,
             )
+            .instrument(script_span("publish_topic"))
             .await?;
         published(outcome, || {
             BrokerError::Internal("a topic event cannot meet a finished job".into())
@@ -386,4 +390,20 @@ impl Broker for RedisBroker {
     fn hub(&self) -> &Arc<Hub> {
         &self.shared.hub
     }
+}
+
+/// The client span of a publish script (none while traces are off): a child of the
+/// publish it runs for.
+fn script_span(script: &'static str) -> tracing::Span {
+    if !crate::telemetry::enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        target: crate::telemetry::TARGET,
+        "redis.script",
+        otel.kind = "client",
+        db.system.name = "redis",
+        db.operation.name = "EVALSHA",
+        sse.script = script,
+    )
 }

@@ -197,6 +197,24 @@ impl Shared {
     }
 }
 
+/// The consumer span of a pub/sub message's receipt on this node (none while traces are
+/// off), a child of the `traceparent` in the event's envelope.
+fn receive_span(channel: &str, event: &Event) -> tracing::Span {
+    if !crate::telemetry::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        target: crate::telemetry::TARGET,
+        "receive",
+        otel.kind = "consumer",
+        messaging.system = "redis",
+        messaging.destination.name = channel,
+        sse.event_id = %event.id,
+    );
+    crate::telemetry::set_parent(&span, sse_wire::frame::traceparent(&event.frame));
+    span
+}
+
 impl From<StoreError> for BrokerError {
     fn from(error: StoreError) -> BrokerError {
         match error {
@@ -424,6 +442,8 @@ impl Upstream {
             tracing::warn!(channel, "ignored a malformed pub/sub payload");
             return;
         };
+        let span = receive_span(channel, &event);
+        let _entered = span.enter();
         match self.backlog.get_mut(channel) {
             None => self.shared.dispatch(topic, &event),
             Some(held) if held.len() < BACKLOG_LIMIT => held.push(event),
