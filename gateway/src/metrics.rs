@@ -45,9 +45,9 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     /// Events published through this node's HTTP API, by kind (`job`, `user`).
     pub events_published: IntCounterVec,
-    /// TLS handshakes on the listener that failed, by reason (`timeout`, `closed`,
-    /// `untrusted`, `protocol`).
-    pub tls_handshake_failures: IntCounterVec,
+    /// TLS handshakes on the listener, by result (`ok`, or why it failed: `timeout`,
+    /// `closed`, `untrusted`, `protocol`).
+    pub tls_handshakes: IntCounterVec,
     /// Reloads of the listener's certificate, by result (`ok`, `failed`).
     pub tls_certificate_reloads: IntCounterVec,
 }
@@ -148,12 +148,12 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
-        let tls_handshake_failures = IntCounterVec::new(
+        let tls_handshakes = IntCounterVec::new(
             Opts::new(
-                "tls_handshake_failures_total",
-                "TLS handshakes on the listener that failed, by reason",
+                "tls_handshakes_total",
+                "TLS handshakes on the listener, by result (ok or why it failed)",
             ),
-            &["reason"],
+            &["result"],
         )
         .expect("valid metric");
         let tls_certificate_reloads = IntCounterVec::new(
@@ -182,7 +182,7 @@ impl Metrics {
             broker_errors,
             auth_failures,
             events_published,
-            tls_handshake_failures,
+            tls_handshakes,
             tls_certificate_reloads,
         };
         metrics.register_all();
@@ -207,7 +207,7 @@ impl Metrics {
             Box::new(self.broker_errors.clone()),
             Box::new(self.auth_failures.clone()),
             Box::new(self.events_published.clone()),
-            Box::new(self.tls_handshake_failures.clone()),
+            Box::new(self.tls_handshakes.clone()),
             Box::new(self.tls_certificate_reloads.clone()),
             // Process-wide: the span queue is one per process (`telemetry`).
             Box::new(crate::telemetry::SPANS.clone()),

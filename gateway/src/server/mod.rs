@@ -82,10 +82,7 @@ pub async fn run(
     );
     Metrics::preset(&metrics.broker_errors, BrokerError::FAILURE_KINDS);
     if settings.tls.is_some() {
-        Metrics::preset(
-            &metrics.tls_handshake_failures,
-            tls::HANDSHAKE_FAILURE_REASONS,
-        );
+        Metrics::preset(&metrics.tls_handshakes, tls::HANDSHAKE_RESULTS);
         Metrics::preset(&metrics.tls_certificate_reloads, tls::RELOAD_RESULTS);
     }
     metrics

@@ -6,8 +6,8 @@
 //!   A file that does not load is logged and counted, and the last good certificate stays.
 //! - Every handshake is bounded by `--tls-handshake-timeout`: a client that connects and
 //!   says nothing holds a connection slot no longer than that. A failed handshake is
-//!   counted by reason (`sse_gateway_tls_handshake_failures_total`) and ends only its own
-//!   connection.
+//!   counted by result (`sse_gateway_tls_handshakes_total{result}`, beside `ok`) and ends
+//!   only its own connection.
 //! - After the handshake the connection is served like a plain one: HTTP/1.1 event streams
 //!   by `h1` (no hyper buffers for hours of idling), h2 and the rest by hyper.
 
@@ -55,11 +55,11 @@ pub enum CertificateError {
     Mismatch,
 }
 
-/// The labels of `sse_gateway_tls_handshake_failures_total{reason}`: the client sent
+/// The labels of `sse_gateway_tls_handshakes_total{result}`: completed; the client sent
 /// nothing (or too little) in time; it closed the connection during the handshake; it
 /// refused the certificate (an alert about it); anything else (no common version or
 /// cipher, not TLS at all).
-pub const HANDSHAKE_FAILURE_REASONS: [&str; 4] = ["timeout", "closed", "untrusted", "protocol"];
+pub const HANDSHAKE_RESULTS: [&str; 5] = ["ok", "timeout", "closed", "untrusted", "protocol"];
 /// The labels of `sse_gateway_tls_certificate_reloads_total{result}`.
 pub const RELOAD_RESULTS: [&str; 2] = ["ok", "failed"];
 
@@ -159,8 +159,8 @@ pub(super) fn listener_tls(
 }
 
 impl Handshake {
-    /// Completes the server side of a handshake within the time limit; a failure is
-    /// counted by reason and logged at debug level (clients fail handshakes all the time:
+    /// Completes the server side of a handshake within the time limit; each outcome is
+    /// counted, and a failure logged at debug level (clients fail handshakes all the time:
     /// scanners, health checks that only connect, browsers that do not trust the CA).
     pub(super) async fn accept(
         &self,
@@ -170,17 +170,17 @@ impl Handshake {
         let reason = match tokio::time::timeout(self.timeout, self.acceptor.accept(socket)).await {
             // Boxed here: rustls' state is large (about 1.5 KiB), and the connection's
             // task, which lives for hours, must stay small.
-            Ok(Ok(stream)) => return Some(Box::new(stream)),
+            Ok(Ok(stream)) => {
+                metrics.tls_handshakes.with_label_values(&["ok"]).inc();
+                return Some(Box::new(stream));
+            }
             Ok(Err(error)) => {
                 tracing::debug!(%error, "TLS handshake failed");
                 failure_reason(&error)
             }
             Err(_) => "timeout",
         };
-        metrics
-            .tls_handshake_failures
-            .with_label_values(&[reason])
-            .inc();
+        metrics.tls_handshakes.with_label_values(&[reason]).inc();
         None
     }
 
