@@ -83,7 +83,7 @@ fuzz:
 # Side-by-side benchmarks (gateway embedded, gateway + Redis, Nginx + Nchan + Redis, and
 # the raw-write floor; a topic to 50,000 subscribers over 3 gateway nodes); writes
 # docs/benchmarks.md and docs/bench/*.png. About 14 minutes.
-BENCH_DEBS = nginx libnginx-mod-nchan redis-server redis-tools python3 python3-matplotlib
+BENCH_DEBS = nginx libnginx-mod-nchan redis-server redis-tools python3 python3-matplotlib openssl
 bench:
 	@missing=""; for p in $(BENCH_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi

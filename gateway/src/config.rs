@@ -21,8 +21,12 @@ use crate::auth::{
 use crate::broker::{Backend, BrokerSettings};
 use crate::hub::QueueLimits;
 use crate::routes::{IpNet, RouteSettings};
+use crate::server::tls::{self, CertificateError, TlsSettings};
 use crate::server::Settings;
 use crate::stream::StreamSettings;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use sse_wire::store::{RedisTls, TlsFailure};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9090";
@@ -238,7 +242,176 @@ pub struct ServeArgs {
     /// How often spans are sent to the collector, at most.
     #[arg(long, env = "GATEWAY_OTLP_FLUSH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub otlp_flush_interval: Duration,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
+
+// ---- TLS: the listener (HTTPS with HTTP/2) and Redis (rediss://) -------------------------
+
+/// Default of `--tls-handshake-timeout`.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of `--tls-reload-interval`.
+pub const DEFAULT_TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+
+/// TLS flags (each with its `GATEWAY_*` fallback).
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// Certificate chain (PEM) of the listener: serve HTTPS, with HTTP/2 and HTTP/1.1 (ALPN).
+    /// Reloaded when the file changes or on SIGHUP. Needs --tls-key.
+    #[arg(long, env = "GATEWAY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "GATEWAY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Longest a client may take to complete the TLS handshake.
+    #[arg(long, env = "GATEWAY_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// How often --tls-cert and --tls-key are read to see whether they changed.
+    #[arg(long, env = "GATEWAY_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+    /// CA certificates (PEM) that verify a rediss:// Redis, instead of the system's roots.
+    #[arg(long, env = "GATEWAY_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS with Redis. Needs --redis-client-key.
+    #[arg(long, env = "GATEWAY_REDIS_CLIENT_CERT")]
+    pub redis_client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --redis-client-cert.
+    #[arg(long, env = "GATEWAY_REDIS_CLIENT_KEY")]
+    pub redis_client_key: Option<PathBuf>,
+    /// Do not verify the certificate of a rediss:// Redis at all (anyone on the path can
+    /// then read and change the traffic). Logged as a warning at start. For test benches.
+    #[arg(long, env = "GATEWAY_REDIS_TLS_INSECURE")]
+    pub redis_tls_insecure: bool,
+}
+
+/// The listener's TLS settings, with the certificate checked once here.
+fn listener_tls(args: &TlsArgs) -> Result<Option<TlsSettings>, ConfigError> {
+    if args.tls_handshake_timeout.is_zero() {
+        return Err(invalid_option(
+            "--tls-handshake-timeout",
+            "must be more than zero",
+        ));
+    }
+    if args.tls_reload_interval < Duration::from_millis(100) {
+        return Err(invalid_option(
+            "--tls-reload-interval",
+            "must be at least 100ms",
+        ));
+    }
+    let (cert, key) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => (cert, key),
+        (None, None) => return Ok(None),
+        (Some(_), None) => return Err(invalid_option("--tls-key", "--tls-cert needs it")),
+        (None, Some(_)) => return Err(invalid_option("--tls-cert", "--tls-key needs it")),
+    };
+    tls::load_certified_key(cert, key).map_err(|error| {
+        let option = match error {
+            CertificateError::Certificate(_) => "--tls-cert",
+            CertificateError::Key(_) | CertificateError::Mismatch => "--tls-key",
+        };
+        invalid_option(option, error.to_string())
+    })?;
+    Ok(Some(TlsSettings {
+        cert: cert.clone(),
+        key: key.clone(),
+        handshake_timeout: args.tls_handshake_timeout,
+        reload_interval: args.tls_reload_interval,
+    }))
+}
+
+/// The TLS material for Redis, read and checked once here; `tls_url` when the Redis URL
+/// (or every cluster seed) is `rediss://`.
+fn redis_tls(args: &TlsArgs, tls_url: bool) -> Result<RedisTls, ConfigError> {
+    if args.redis_tls_insecure && args.redis_ca_file.is_some() {
+        return Err(invalid_option(
+            "--redis-tls-insecure",
+            "turns verification off, so --redis-ca-file would not be used: give one or the other",
+        ));
+    }
+    let mut tls = RedisTls::default();
+    if let Some(path) = &args.redis_ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| invalid_option("--redis-ca-file", format!("{}: {e}", path.display())))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in CertificateDer::pem_slice_iter(&pem) {
+            let added = certificate
+                .map_err(|e| e.to_string())
+                .and_then(|der| roots.add(der).map_err(|e| e.to_string()));
+            if let Err(reason) = added {
+                return Err(invalid_option(
+                    "--redis-ca-file",
+                    format!("{}: {reason}", path.display()),
+                ));
+            }
+        }
+        if roots.is_empty() {
+            return Err(invalid_option(
+                "--redis-ca-file",
+                format!("{}: no PEM certificate in it", path.display()),
+            ));
+        }
+        tls = tls.ca_pem(pem);
+    }
+    match (&args.redis_client_cert, &args.redis_client_key) {
+        (Some(_), None) => {
+            return Err(invalid_option(
+                "--redis-client-key",
+                "--redis-client-cert needs it",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid_option(
+                "--redis-client-cert",
+                "--redis-client-key needs it",
+            ))
+        }
+        _ => {}
+    }
+    if let (Some(cert), Some(key)) = (&args.redis_client_cert, &args.redis_client_key) {
+        tls::load_certified_key(cert, key).map_err(|error| {
+            let option = match error {
+                CertificateError::Certificate(_) => "--redis-client-cert",
+                CertificateError::Key(_) | CertificateError::Mismatch => "--redis-client-key",
+            };
+            invalid_option(option, error.to_string())
+        })?;
+        let read = |path: &PathBuf| std::fs::read(path).unwrap_or_default();
+        tls = tls.client_pem(read(cert), read(key));
+    }
+    if args.redis_tls_insecure {
+        tls = tls.danger_accept_invalid_certificates();
+    }
+    if tls.is_set() && !tls_url {
+        let option = if args.redis_ca_file.is_some() {
+            "--redis-ca-file"
+        } else if args.redis_client_cert.is_some() {
+            "--redis-client-cert"
+        } else {
+            "--redis-tls-insecure"
+        };
+        return Err(invalid_option(
+            option,
+            "needs TLS to Redis: a rediss:// --redis-url, or rediss:// --redis-cluster seeds",
+        ));
+    }
+    Ok(tls)
+}
+
+/// The one-line error for a TLS failure with Redis at start (exit 64): the option to fix.
+pub fn redis_tls_error(failure: &TlsFailure, backend: &Backend) -> ConfigError {
+    let url_option = match backend {
+        Backend::RedisCluster(_) => "--redis-cluster",
+        Backend::Redis(_) | Backend::Memory => "--redis-url",
+    };
+    let option = match failure {
+        TlsFailure::UntrustedServer(_) => "--redis-ca-file",
+        TlsFailure::ClientRefused(_) => "--redis-client-cert",
+        TlsFailure::WrongName(_) | TlsFailure::Other(_) => url_option,
+    };
+    invalid_option(option, failure.to_string())
+}
+
+// ---- end of TLS ----------------------------------------------------------------------------
 
 /// Flags of `sse-gateway mint-token`.
 #[derive(Debug, Clone, Args)]
@@ -399,6 +572,13 @@ impl Config {
             ));
         }
         let backend = backend(&args)?;
+        let tls_url = match &backend {
+            Backend::Redis(url) => sse_wire::store::is_tls_url(url),
+            Backend::RedisCluster(seeds) => seeds.iter().all(|s| sse_wire::store::is_tls_url(s)),
+            Backend::Memory => false,
+        };
+        let redis_tls = redis_tls(&args.tls, tls_url)?;
+        let listener_tls = listener_tls(&args.tls)?;
         if args.max_topics_per_stream == 0 {
             return Err(invalid_option(
                 "--max-topics-per-stream",
@@ -438,6 +618,7 @@ impl Config {
                     user_retention_ms: user_retention.as_millis() as u64,
                     idempotency_window_ms: args.idempotency_window.as_millis() as u64,
                 },
+                tls: redis_tls,
             },
             streams: StreamSettings {
                 retry: args.retry,
@@ -463,6 +644,7 @@ impl Config {
             },
             heartbeat: args.heartbeat,
             drain_timeout: args.drain_timeout,
+            tls: listener_tls,
         };
         Ok(Config {
             listen: args.listen,
@@ -695,7 +877,10 @@ fn public_key_file(spec: &str) -> PublicKeyFile {
 /// Which broker: `--redis-url`, `--redis-cluster`, or the embedded one.
 fn backend(args: &ServeArgs) -> Result<Backend, ConfigError> {
     for seed in &args.redis_cluster {
-        let address = seed.strip_prefix("redis://").unwrap_or(seed);
+        let address = ["redis://", "rediss://"]
+            .iter()
+            .find_map(|scheme| seed.strip_prefix(scheme))
+            .unwrap_or(seed);
         let valid = address
             .rsplit_once(':')
             .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
@@ -706,19 +891,29 @@ fn backend(args: &ServeArgs) -> Result<Backend, ConfigError> {
             ));
         }
     }
+    let tls_seeds = args
+        .redis_cluster
+        .iter()
+        .filter(|seed| sse_wire::store::is_tls_url(seed))
+        .count();
+    if tls_seeds != 0 && tls_seeds != args.redis_cluster.len() {
+        return Err(invalid_option(
+            "--redis-cluster",
+            "either every seed is rediss://host:port (TLS) or none is",
+        ));
+    }
     if let Some(url) = &args.redis_url {
-        if url.starts_with("rediss://") {
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis+unix://"))
+        {
             return Err(invalid_option(
                 "--redis-url",
-                "TLS to Redis (rediss://) is not built in; reach Redis over a private network or a TLS tunnel",
+                "must start with redis://, rediss:// (TLS) or redis+unix://",
             ));
         }
-        if !(url.starts_with("redis://") || url.starts_with("redis+unix://")) {
-            return Err(invalid_option(
-                "--redis-url",
-                "must start with redis:// or redis+unix://",
-            ));
-        }
+        sse_wire::store::check_url(url, &RedisTls::default())
+            .map_err(|reason| invalid_option("--redis-url", reason))?;
         return Ok(Backend::Redis(url.clone()));
     }
     if !args.redis_cluster.is_empty() {
@@ -885,8 +1080,116 @@ mod tests {
                 "--redis-url",
             ),
             (
-                vec!["--jwt-secret", SECRET, "--redis-url", "rediss://x:1"],
+                vec![
+                    "--jwt-secret",
+                    SECRET,
+                    "--redis-url",
+                    "rediss://x:1/#insecure",
+                ],
                 "--redis-url",
+            ),
+            (
+                vec![
+                    "--jwt-secret",
+                    SECRET,
+                    "--redis-cluster",
+                    "rediss://a:1,b:2",
+                ],
+                "--redis-cluster",
+            ),
+            (
+                vec![
+                    "--jwt-secret",
+                    SECRET,
+                    "--redis-ca-file",
+                    "/nonexistent.pem",
+                ],
+                "--redis-ca-file",
+            ),
+            (
+                vec![
+                    "--jwt-secret",
+                    SECRET,
+                    "--redis-url",
+                    "rediss://x:1",
+                    "--redis-ca-file",
+                    &not_a_key,
+                ],
+                "--redis-ca-file",
+            ),
+            (
+                vec![
+                    "--jwt-secret",
+                    SECRET,
+                    "--redis-url",
+                    "rediss://x:1",
+                    "--redis-client-cert",
+                    "/nonexistent.pem",
+                ],
+                "--redis-client-key",
+            ),
+            (
+                vec![
+                    "--jwt-secret",
+                    SECRET,
+                    "--redis-url",
+                    "rediss://x:1",
+                    "--redis-client-cert",
+                    &not_a_key,
+                    "--redis-client-key",
+                    &not_a_key,
+                ],
+                "--redis-client-cert",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--tls-cert", &not_a_key],
+                "--tls-key",
+            ),
+            (
+                vec![
+                    "--jwt-secret",
+                    SECRET,
+                    "--tls-cert",
+                    &not_a_key,
+                    "--tls-key",
+                    &not_a_key,
+                ],
+                "--tls-cert",
+            ),
+            (
+                vec![
+                    "--jwt-secret",
+                    SECRET,
+                    "--tls-cert",
+                    "/nonexistent.pem",
+                    "--tls-key",
+                    &not_a_key,
+                ],
+                "--tls-cert",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--redis-tls-insecure"],
+                "--redis-tls-insecure",
+            ),
+            (
+                vec![
+                    "--jwt-secret",
+                    SECRET,
+                    "--redis-url",
+                    "rediss://x:1",
+                    "--redis-tls-insecure",
+                    "--redis-ca-file",
+                    &not_a_key,
+                ],
+                "--redis-tls-insecure",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--tls-handshake-timeout", "0s"],
+                "--tls-handshake-timeout",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--tls-reload-interval", "1ms"],
+                "--tls-reload-interval",
             ),
             (
                 vec![

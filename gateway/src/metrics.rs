@@ -49,6 +49,11 @@ pub struct Metrics {
     pub jwks_fetches: IntCounterVec,
     /// Keys held from every JWKS (the last good sets).
     pub jwks_keys: IntGauge,
+    /// TLS handshakes on the listener, by result (`ok`, or why it failed: `timeout`,
+    /// `closed`, `untrusted`, `protocol`).
+    pub tls_handshakes: IntCounterVec,
+    /// Reloads of the listener's certificate, by result (`ok`, `failed`).
+    pub tls_certificate_reloads: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -155,6 +160,22 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let tls_handshakes = IntCounterVec::new(
+            Opts::new(
+                "tls_handshakes_total",
+                "TLS handshakes on the listener, by result (ok or why it failed)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let tls_certificate_reloads = IntCounterVec::new(
+            Opts::new(
+                "tls_certificate_reloads_total",
+                "Reloads of the listener's TLS certificate, by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         let jwks_keys = IntGauge::new("jwks_keys", "Keys held from every JWKS (last good sets)")
             .expect("valid metric");
         let metrics = Metrics {
@@ -177,13 +198,15 @@ impl Metrics {
             events_published,
             jwks_fetches,
             jwks_keys,
+            tls_handshakes,
+            tls_certificate_reloads,
         };
         metrics.register_all();
         metrics
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 19] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
             Box::new(self.open_connections.clone()),
             Box::new(self.tcp_connections.clone()),
             Box::new(self.max_connections.clone()),
@@ -202,6 +225,8 @@ impl Metrics {
             Box::new(self.events_published.clone()),
             Box::new(self.jwks_fetches.clone()),
             Box::new(self.jwks_keys.clone()),
+            Box::new(self.tls_handshakes.clone()),
+            Box::new(self.tls_certificate_reloads.clone()),
             // Process-wide: the span queue is one per process (`telemetry`).
             Box::new(crate::telemetry::SPANS.clone()),
         ];

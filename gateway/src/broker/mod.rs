@@ -37,6 +37,9 @@ pub struct BrokerSettings {
     pub prefix: String,
     /// Stream lengths and TTLs, as every broker applies them.
     pub retention: Retention,
+    /// TLS material for a `rediss://` Redis (a CA to trust, a client certificate); empty
+    /// for plain Redis and the embedded broker.
+    pub tls: sse_wire::store::RedisTls,
 }
 
 /// Which broker.
@@ -235,6 +238,19 @@ impl BrokerError {
     pub const FAILURE_KINDS: [&'static str; 2] = ["unavailable", "internal"];
 }
 
+/// Why a broker did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// TLS with Redis failed in a way that waiting cannot mend (the server's certificate is
+    /// not trusted, names another host, or the server refused the client's): a setting is
+    /// wrong.
+    #[error("{0}")]
+    Tls(sse_wire::store::TlsFailure),
+    /// The broker could not be reached in time.
+    #[error(transparent)]
+    Unavailable(#[from] BrokerError),
+}
+
 /// Where events are published, retained and subscribed to: what each implementation
 /// provides.
 pub trait Broker: Send + Sync + 'static {
@@ -338,7 +354,7 @@ impl NodeBroker {
         settings: &BrokerSettings,
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
-    ) -> Result<NodeBroker, BrokerError> {
+    ) -> Result<NodeBroker, StartError> {
         let node_id: Arc<str> = random_node_id().into();
         let kind = match &settings.backend {
             Backend::Memory => {

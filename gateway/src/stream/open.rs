@@ -457,6 +457,7 @@ mod tests {
                 connect_timeout: Duration::from_secs(30),
                 prefix: "sse:".into(),
                 retention: sse_wire::Retention::default(),
+                tls: Default::default(),
             },
             Arc::new(Hub::new()),
             metrics.clone(),

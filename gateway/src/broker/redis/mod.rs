@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use super::{
     Backend, Broker, BrokerError, BrokerSettings, JobEvent, Published, ReleaseUpstream, Replay,
-    Subscription, TopicEvent, UserEvent, UserSnapshot,
+    StartError, Subscription, TopicEvent, UserEvent, UserSnapshot,
 };
 use crate::hub::{Hub, Mailbox};
 use crate::metrics::Metrics;
@@ -61,30 +61,42 @@ impl RedisBroker {
         node_id: &str,
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
-    ) -> Result<Arc<RedisBroker>, BrokerError> {
+    ) -> Result<Arc<RedisBroker>, StartError> {
         let keys = Keys::new(settings.prefix.clone());
         let node_channel = keys.node_channel(node_id);
         let (requests, receiver) = mpsc::channel(ENSURE_QUEUE);
+        if settings.tls.insecure {
+            tracing::warn!(
+                "TLS to Redis without certificate verification (--redis-tls-insecure): anyone on the network path can read and change the traffic; trust the server's CA with --redis-ca-file instead"
+            );
+        }
         let address = settings.backend.address();
         let deadline = tokio::time::Instant::now() + settings.connect_timeout;
         let unreachable = |error: redis::RedisError| {
-            BrokerError::Unavailable(format!(
+            StartError::Unavailable(BrokerError::Unavailable(format!(
                 "Redis at {address} unreachable for {} (--redis-connect-timeout): {error}",
                 humantime::format_duration(settings.connect_timeout)
-            ))
+            )))
         };
         let shared = match &settings.backend {
             Backend::Redis(url) => {
-                let client = redis::Client::open(url.as_str())
+                let client = store::client(url, &settings.tls)
                     .map_err(|e| BrokerError::Unavailable(format!("{address}: {e}")))?;
                 let attempt = || async {
-                    let mut connection = client.get_multiplexed_async_connection().await?;
-                    redis::cmd("PING").query_async::<()>(&mut connection).await
+                    let mut connection = client
+                        .get_multiplexed_async_connection()
+                        .await
+                        .map_err(Attempt::from)?;
+                    redis::cmd("PING")
+                        .query_async::<()>(&mut connection)
+                        .await
+                        .map_err(Attempt::from)
                 };
                 retry_until(deadline, &address, attempt)
                     .await
-                    .map_err(unreachable)?;
-                let connections = Connections::pool(url, POOL_SIZE)?;
+                    .map_err(|failed| failed.into_start_error(unreachable))?;
+                let connections = Connections::pool_with_tls(url, POOL_SIZE, &settings.tls)
+                    .map_err(BrokerError::from)?;
                 let store = Store::new(connections, keys, settings.retention);
                 let shared = Shared::new(hub, metrics, store);
                 let task = pubsub::PubSubTask::new(client, shared.clone(), node_channel, address);
@@ -92,16 +104,30 @@ impl RedisBroker {
                 shared
             }
             Backend::RedisCluster(seeds) => {
+                let seed_urls: Vec<String> =
+                    seeds.iter().map(|seed| store::seed_url(seed)).collect();
+                let tls = &settings.tls;
                 let attempt = || async {
-                    let (sender, pushes) = mpsc::unbounded_channel();
-                    let client = store::cluster_client(seeds, sender)?;
-                    let connection = client.get_async_connection().await?;
-                    let commands = ClusterConnections::connect(seeds).await?;
-                    Ok::<_, redis::RedisError>((connection, pushes, commands))
+                    let connect = async {
+                        let (sender, pushes) = mpsc::unbounded_channel();
+                        let client = store::cluster_client(seeds, sender, tls)?;
+                        let connection = client.get_async_connection().await?;
+                        let commands = ClusterConnections::connect_with_tls(seeds, tls).await?;
+                        Ok::<_, redis::RedisError>((connection, pushes, commands))
+                    };
+                    match connect.await {
+                        Ok(connected) => Ok(connected),
+                        // The cluster client reports a failed handshake as text only: the
+                        // seeds are probed to tell a TLS failure from an unreachable cluster.
+                        Err(error) => match store::probe_tls_seeds(&seed_urls, tls).await {
+                            Some(failure) => Err(Attempt::Tls(failure)),
+                            None => Err(Attempt::from(error)),
+                        },
+                    }
                 };
                 let (connection, pushes, commands) = retry_until(deadline, &address, attempt)
                     .await
-                    .map_err(unreachable)?;
+                    .map_err(|failed| failed.into_start_error(unreachable))?;
                 let store = Store::new(Connections::Cluster(commands), keys, settings.retention);
                 let shared = Shared::new(hub, metrics, store);
                 let task =
@@ -110,9 +136,9 @@ impl RedisBroker {
                 shared
             }
             Backend::Memory => {
-                return Err(BrokerError::Unavailable(
+                return Err(StartError::Unavailable(BrokerError::Unavailable(
                     "the Redis broker needs a Redis backend".into(),
-                ))
+                )))
             }
         };
         let release: ReleaseUpstream = {
@@ -138,17 +164,47 @@ impl RedisBroker {
     }
 }
 
-/// Runs `attempt` until it succeeds or `deadline` passes (then its last error), with
-/// backoff: Redis (or the cluster) may come up after this node, as in a deployment rolling
-/// out with its Redis. The last attempt is made at the deadline.
+/// Why one attempt of a starting node to reach Redis failed.
+enum Attempt {
+    /// Unreachable, or not answering yet: tried again until the deadline.
+    Redis(redis::RedisError),
+    /// TLS failed in a way no wait mends (untrusted or misnamed server certificate, client
+    /// certificate refused): the start stops at once.
+    Tls(store::TlsFailure),
+}
+
+impl From<redis::RedisError> for Attempt {
+    fn from(error: redis::RedisError) -> Attempt {
+        match store::tls_failure(&error) {
+            Some(failure) => Attempt::Tls(failure),
+            None => Attempt::Redis(error),
+        }
+    }
+}
+
+impl Attempt {
+    fn into_start_error(
+        self,
+        unreachable: impl FnOnce(redis::RedisError) -> StartError,
+    ) -> StartError {
+        match self {
+            Attempt::Redis(error) => unreachable(error),
+            Attempt::Tls(failure) => StartError::Tls(failure),
+        }
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or `deadline` passes (then its last
+/// error), with backoff: Redis (or the cluster) may come up after this node, as in a
+/// deployment rolling out with its Redis. The last attempt is made at the deadline.
 async fn retry_until<T, F, Fut>(
     deadline: tokio::time::Instant,
     address: &str,
     mut attempt: F,
-) -> Result<T, redis::RedisError>
+) -> Result<T, Attempt>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
+    Fut: std::future::Future<Output = Result<T, Attempt>>,
 {
     let mut backoff = MIN_BACKOFF;
     loop {
@@ -156,12 +212,13 @@ where
         let bound = deadline.max(tokio::time::Instant::now() + MIN_ATTEMPT);
         let error = match tokio::time::timeout_at(bound, attempt()).await {
             Ok(Ok(connected)) => return Ok(connected),
-            Ok(Err(error)) => error,
+            Ok(Err(Attempt::Redis(error))) => error,
+            Ok(Err(tls)) => return Err(tls),
             Err(_) => redis::RedisError::from((redis::ErrorKind::Io, "no answer in time")),
         };
         let now = tokio::time::Instant::now();
         if now >= deadline {
-            return Err(error);
+            return Err(Attempt::Redis(error));
         }
         tracing::warn!(redis = %address, %error, "redis unreachable; retrying");
         tokio::time::sleep_until((now + backoff).min(deadline)).await;

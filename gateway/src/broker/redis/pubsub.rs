@@ -16,7 +16,8 @@ use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::mpsc;
 
 use super::upstream::{
-    Ensure, Pings, Renewed, Shared, Subscriber, Upstream, MAX_BATCH, PING_INTERVAL,
+    log_connect_failure, Ensure, Pings, Renewed, Shared, Subscriber, Upstream, MAX_BATCH,
+    PING_INTERVAL,
 };
 
 /// Reconnect backoff bounds.
@@ -90,7 +91,7 @@ impl PubSubTask {
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(redis = %self.address, %error, backoff_ms = backoff.as_millis() as u64, "pub/sub connect failed");
+                    log_connect_failure(&error, "pub/sub connect", &self.address, backoff)
                 }
             }
             self.upstream.lost_all();
