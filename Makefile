@@ -8,7 +8,7 @@ DEV_JWT_SECRET ?= dev-only-secret-change-me-0123456789
 LISTEN ?= 127.0.0.1:8080
 METRICS_LISTEN ?= 127.0.0.1:9090
 
-.PHONY: run build test deps deploy-check test-publishers test-client test-browser fuzz bench cluster cluster-down lint fmt clean token
+.PHONY: run build test deps deploy-check test-docs test-publishers test-client test-browser fuzz bench cluster cluster-down lint fmt clean token
 
 build:
 	$(CARGO) build --release --workspace --locked
@@ -23,7 +23,8 @@ run:
 	./target/release/sse-gateway --demo --listen $(LISTEN) --metrics-listen $(METRICS_LISTEN) \
 		--jwt-secret $(DEV_JWT_SECRET)
 
-# A local cluster on loopback: redis, N gateway nodes (default 3) and nginx on :8080.
+# A local cluster on loopback: redis, N gateway nodes (default 3) and nginx on :8080; it
+# refuses to start on ports in use (stop `make run` first) and stops exactly what it started.
 NODES ?= 3
 cluster:
 	$(CARGO) build --release -p sse-gateway -p sse-publisher --locked
@@ -41,11 +42,19 @@ token:
 # on ephemeral loopback ports.
 test: deps
 	$(CARGO) test --workspace --locked
+	$(MAKE) test-docs
 	deploy/check.sh
 	loadtest/smoke.sh
 	$(MAKE) test-publishers
 	$(MAKE) test-client
 	$(MAKE) test-browser
+
+# Executable docs: every shell block of README.md, docs/clients.md and docs/publishers.md
+# run against make run's gateway (and the README's Redis and two nodes) in a private
+# network namespace, their shown output compared; the README's Rust example is
+# publisher-sdk/examples/readme.rs, built and run (deploy/checks/docs.py says how).
+test-docs:
+	python3 deploy/checks/docs.py
 
 # The Python and TypeScript publisher SDKs: each installs its toolchain and pinned
 # dependencies locally, then runs its tests against real redis-server, a Redis Cluster and
@@ -74,7 +83,7 @@ fuzz:
 # Side-by-side benchmarks (gateway embedded, gateway + Redis, Nginx + Nchan + Redis, and
 # the raw-write floor; a topic to 50,000 subscribers over 3 gateway nodes); writes
 # docs/benchmarks.md and docs/bench/*.png. About 14 minutes.
-BENCH_DEBS = nginx libnginx-mod-nchan redis-server redis-tools python3 python3-matplotlib
+BENCH_DEBS = nginx libnginx-mod-nchan redis-server redis-tools python3 python3-matplotlib openssl
 bench:
 	@missing=""; for p in $(BENCH_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi

@@ -24,8 +24,13 @@
 #   haproxy   haproxy -c on deploy/haproxy/haproxy.cfg
 #   systemd   systemd-analyze verify on deploy/systemd/sse-gateway.service
 #   shell     shellcheck on the shell scripts in deploy/
-#   drift     flags, GATEWAY_* names, probes, ports and the Dockerfile against the gateway
+#   drift     flags, GATEWAY_* names, probes, ports and the Dockerfile against the gateway;
+#             docs/configuration.md against every --help and the operations metrics table
+#             against a real gateway's /metrics, both ways
 #   live      the real binary: /healthz, /readyz, /metrics and the names used, SIGTERM
+#   cluster   deploy/cluster.sh in a private network namespace: refuses taken ports (naming
+#             them, starting nothing), reports up only with its own processes answering,
+#             down stops exactly what it started (deploy/checks/cluster.py)
 #   rules     promtool: deploy/prometheus/alerts.yaml is valid and passes alerts.test.yaml
 #   monitoring  the dashboard's structure, its panels cover every metric, each alert has a
 #             firing and a quiet test, k8s/components/monitoring is up to date and rendered
@@ -280,6 +285,10 @@ check_live() {
     timeout 60 "$venv/bin/python" deploy/checks/live.py "$repo" target/debug/sse-gateway >"$1" 2>&1
 }
 
+check_cluster() {
+    timeout 120 "$venv/bin/python" deploy/checks/cluster.py "$repo" target/debug >"$1" 2>&1
+}
+
 check_rules() {
     local out=$1
     timeout 60 "$promtool" check rules deploy/prometheus/alerts.yaml >"$out" 2>&1 &&
@@ -302,7 +311,7 @@ if ! setup; then
 fi
 
 for check in render schemas checkov hadolint compose nginx haproxy systemd shell drift live \
-    rules monitoring prometheus; do
+    cluster rules monitoring prometheus; do
     detail=$work/$check.out
     : >"$detail"
     "check_$check" "$detail"

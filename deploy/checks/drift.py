@@ -11,7 +11,16 @@ What is compared, and with what:
 - probes, ports and the drain budget in the rendered manifests against the contract
   (/healthz, /readyz on 8080; /metrics on 9090; grace > drain timeout + preStop sleep);
 - the Dockerfile against the workspace (every member's manifest copied for the fetch
-  layer, Rust image new enough for the locked dependencies) and the images' defaults.
+  layer, Rust image new enough for the locked dependencies) and the images' defaults;
+- docs/configuration.md against the --help of `sse-gateway` (serve and mint-token) and
+  `sse-publish` (and its subcommands), both ways: every flag has its row (or, for the
+  subcommands of sse-publish, its mention) with the same environment variable, and every
+  flag and variable the page names is one a binary has;
+- the metrics table of docs/operations.md against what a real gateway exports (started on
+  ephemeral loopback ports, every labelled family preset at start), both ways: every
+  `sse_gateway_*` family has a row and every row a family, every label value is listed in
+  its row and every value listed is one the gateway emits (in a row of a labelled family,
+  each backticked lowercase word of the second column is read as a label value).
 Prints nothing and exits 0 when all agree; otherwise one line per disagreement, exit 1.
 """
 
@@ -21,7 +30,9 @@ import json
 import re
 import subprocess
 import sys
+import time
 import tomllib
+import urllib.request
 from pathlib import Path
 
 import yaml
@@ -31,9 +42,12 @@ METRICS_PORT = 9090
 LIVENESS_PATH = "/healthz"
 READINESS_PATH = "/readyz"
 METRICS_PATH = "/metrics"
-# DESIGN.md section 11 names these flags, but the binary does not have them yet; they may
-# appear in comments and prose only (never on a command line or in a manifest's args).
-ANNOUNCED_FLAGS = {"--redis-cluster"}
+# Read by the gateway outside its flag parser (the log filter); configuration.md names it.
+ENV_OUTSIDE_FLAGS = {"GATEWAY_LOG"}
+# Every binary has these; no page needs a row for them.
+STANDARD_FLAGS = {"--help", "--version"}
+STARTUP_SECONDS = 15
+SECRET = "drift-check-secret-not-used-anywhere-0123456789"
 # The gateway's own default (--drain-timeout), used when a manifest does not set it.
 DEFAULT_DRAIN_SECONDS = 30.0
 # Tooling, not deployment configuration: it quotes names to look for, not to use.
@@ -63,6 +77,28 @@ def help_option_flags(text: str) -> set[str]:
 
 def help_env(text: str) -> set[str]:
     return set(re.findall(r"\[env: (GATEWAY_[A-Z0-9_]+)", text))
+
+
+def help_options(text: str) -> dict[str, set[str]]:
+    """Each long option of an `Options:` block with the environment variables it reads."""
+    options: dict[str, set[str]] = {}
+    current = None
+    for line in text.splitlines():
+        match = re.match(r"\s+(?:-\w, )?(--[a-z0-9][a-z0-9-]*)", line)
+        if match:
+            current = match.group(1)
+            options[current] = set()
+        elif not line.strip() or not line.startswith(" "):
+            current = None
+        if current:
+            options[current].update(re.findall(r"\[env: ([A-Z][A-Z0-9_]*)", line))
+    return {flag: env for flag, env in options.items() if flag not in STANDARD_FLAGS}
+
+
+def help_subcommands(text: str) -> list[str]:
+    """The names under `Commands:` (without `help`)."""
+    block = text.split("Commands:", 1)[1].split("\n\n", 1)[0] if "Commands:" in text else ""
+    return [m for m in re.findall(r"^  ([a-z][a-z0-9-]*)\s", block, re.M) if m != "help"]
 
 
 def seconds(value: str) -> float:
@@ -113,9 +149,19 @@ class Cli:
         self.gateway_serve = help_option_flags(serve_help)
         self.gateway_mint = help_option_flags(mint_help)
         self.env = help_env(serve_help) | help_env(mint_help)
-        self.publish_top = help_option_flags(run_help(publish, "--help"))
+        publish_help = run_help(publish, "--help")
+        self.publish_top = help_option_flags(publish_help)
         self.publish_sub = {
-            sub: help_option_flags(run_help(publish, sub, "--help")) for sub in ("job", "notify")
+            sub: help_option_flags(run_help(publish, sub, "--help"))
+            for sub in help_subcommands(publish_help)
+        }
+        # Flag -> environment variables, per command, for the configuration page.
+        self.serve_options = help_options(serve_help)
+        self.serve_subcommand_options = help_options(run_help(gateway, "serve", "--help"))
+        self.mint_options = help_options(mint_help)
+        self.publish_options = help_options(publish_help)
+        self.publish_sub_options = {
+            sub: help_options(run_help(publish, sub, "--help")) for sub in self.publish_sub
         }
 
 
@@ -169,9 +215,6 @@ def check_env_names(cli: Cli, path: Path, rel: Path) -> None:
         for name in re.findall(r"(?<![A-Za-z0-9_])GATEWAY_[A-Z][A-Z0-9_]*", line):
             if name not in cli.env:
                 problem(f"{rel}:{number}: the gateway reads no variable {name}")
-        for flag in ANNOUNCED_FLAGS:
-            if flag in line and not line.lstrip().startswith("#"):
-                problem(f"{rel}:{number}: {flag} is not in the gateway yet (comments only)")
 
 
 def load_documents(path: Path) -> list[dict]:
@@ -383,6 +426,184 @@ def check_dockerfile(repo: Path) -> None:
                 f"{needed[0]}.{needed[1]} that {by} needs")
 
 
+def markdown_sections(text: str) -> dict[str, list[tuple[int, str]]]:
+    """`## ` headings -> their lines (with line numbers)."""
+    sections: dict[str, list[tuple[int, str]]] = {}
+    current = ""
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("## "):
+            current = line[3:].strip()
+        sections.setdefault(current, []).append((number, line))
+    return sections
+
+
+def table_rows(lines: list[tuple[int, str]]) -> list[tuple[int, list[str]]]:
+    """The body rows of the Markdown tables among `lines`, as cells."""
+    rows = []
+    for number, line in lines:
+        if not line.startswith("|") or re.fullmatch(r"[|\s:-]+", line):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] in ("flag", "metric"):
+            continue
+        rows.append((number, cells))
+    return rows
+
+
+def long_flags(text: str) -> list[str]:
+    return re.findall(r"(?<![\w-])--[a-z0-9][a-z0-9-]*", text)
+
+
+def check_configuration_doc(cli: Cli, repo: Path) -> None:
+    """docs/configuration.md against every binary's --help, both ways."""
+    rel = "docs/configuration.md"
+    text = (repo / rel).read_text()
+    sections = markdown_sections(text)
+
+    def section(title: str) -> list[tuple[int, str]]:
+        found = [lines for name, lines in sections.items() if name.startswith(title)]
+        if not found:
+            problem(f"{rel}: no section {title!r}")
+            return []
+        return found[0]
+
+    # sse-gateway (serve): one row per flag, its variable in the env column.
+    if cli.serve_subcommand_options != cli.serve_options:
+        problem("sse-gateway serve --help and sse-gateway --help list different options")
+    rows: dict[str, tuple[int, set[str]]] = {}
+    for number, cells in table_rows(section("`sse-gateway` (serve)")):
+        for flag in long_flags(cells[0]):
+            rows[flag] = (number, set(re.findall(r"[A-Z][A-Z0-9_]+", cells[1] if len(cells) > 1 else "")))
+    for flag, env in sorted(cli.serve_options.items()):
+        if flag not in rows:
+            problem(f"{rel}: sse-gateway {flag} ({', '.join(sorted(env)) or 'no variable'}) has no row")
+        elif rows[flag][1] != env:
+            problem(f"{rel}:{rows[flag][0]}: {flag} reads {sorted(env)}, the row says {sorted(rows[flag][1])}")
+    for flag, (number, _) in sorted(rows.items()):
+        if flag not in cli.serve_options:
+            problem(f"{rel}:{number}: a row for {flag}, which sse-gateway does not accept")
+
+    # sse-gateway mint-token: every flag in the table, every variable named in the section.
+    mint = section("`sse-gateway mint-token`")
+    mint_rows = {flag: number for number, cells in table_rows(mint) for flag in long_flags(cells[0])}
+    mint_text = "\n".join(line for _, line in mint)
+    for flag, env in sorted(cli.mint_options.items()):
+        if flag not in mint_rows:
+            problem(f"{rel}: sse-gateway mint-token {flag} has no row")
+        for name in sorted(env):
+            if name not in mint_text:
+                problem(f"{rel}: sse-gateway mint-token {flag} reads {name}, which its section does not name")
+    for flag, number in sorted(mint_rows.items()):
+        if flag not in cli.mint_options:
+            problem(f"{rel}:{number}: a row for {flag}, which sse-gateway mint-token does not accept")
+
+    # sse-publish: its own flags in the table, the subcommands' flags at least named.
+    publish = section("`sse-publish`")
+    publish_rows = {}
+    for number, cells in table_rows(publish):
+        for flag in long_flags(cells[0]):
+            publish_rows[flag] = (number, set(re.findall(r"[A-Z][A-Z0-9_]+", cells[1] if len(cells) > 1 else "")))
+    for flag, env in sorted(cli.publish_options.items()):
+        if flag not in publish_rows:
+            problem(f"{rel}: sse-publish {flag} has no row")
+        elif publish_rows[flag][1] != env:
+            problem(f"{rel}:{publish_rows[flag][0]}: sse-publish {flag} reads {sorted(env)}, "
+                    f"the row says {sorted(publish_rows[flag][1])}")
+    publish_text = "\n".join(line for _, line in publish)
+    named = set(long_flags(publish_text))
+    for sub, options in sorted(cli.publish_sub_options.items()):
+        if not re.search(rf"`{sub}\b", publish_text):
+            problem(f"{rel}: the sse-publish command {sub} is not named")
+        for flag in sorted(set(options) - set(cli.publish_options)):
+            if flag not in named:
+                problem(f"{rel}: sse-publish {sub} {flag} is not named")
+    publish_all = set(cli.publish_options).union(*cli.publish_sub_options.values())
+    for flag, (number, _) in sorted(publish_rows.items()):
+        if flag not in publish_all:
+            problem(f"{rel}:{number}: a row for {flag}, which sse-publish does not accept")
+
+    # Anywhere on the page: a flag is one of some binary's, a variable one that is read.
+    known_flags = (set(cli.serve_options) | set(cli.mint_options) | publish_all | STANDARD_FLAGS)
+    known_env = set(ENV_OUTSIDE_FLAGS)
+    for options in [cli.serve_options, cli.mint_options, cli.publish_options,
+                    *cli.publish_sub_options.values()]:
+        for env in options.values():
+            known_env |= env
+    for number, line in enumerate(text.splitlines(), 1):
+        for flag in long_flags(line):
+            if flag not in known_flags:
+                problem(f"{rel}:{number}: {flag} is not a flag of sse-gateway or sse-publish")
+        for name in re.findall(r"(?<![A-Za-z0-9_])(?:GATEWAY|SSE)_[A-Z][A-Z0-9_]*", line):
+            if name not in known_env:
+                problem(f"{rel}:{number}: no binary reads {name}")
+
+
+def exported_metrics(gateway: str) -> str:
+    """The /metrics text of a fresh gateway (embedded broker, ephemeral loopback ports)."""
+    process = subprocess.Popen(
+        [gateway, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+         "--log-format", "json", "--jwt-secret", SECRET],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={"PATH": "/usr/bin:/bin"},
+    )
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            try:
+                fields = json.loads(line).get("fields", {})
+            except json.JSONDecodeError:
+                continue
+            if fields.get("message") == "listening":
+                url = f"http://{fields['metrics_addr']}/metrics"
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    return response.read().decode()
+        problem("the gateway did not log its listening addresses")
+        return ""
+    finally:
+        process.kill()
+        process.wait()
+
+
+def check_metrics_doc(gateway: str, repo: Path) -> None:
+    """The metrics table of docs/operations.md against a real gateway's /metrics."""
+    rel = "docs/operations.md"
+    exposition = exported_metrics(gateway)
+    if not exposition:
+        return
+    families = dict(re.findall(r"^# TYPE (sse_gateway_[a-z0-9_]+) (\w+)", exposition, re.M))
+    values: dict[str, set[str]] = {name: set() for name in families}
+    for family, labels in re.findall(r"^(sse_gateway_[a-z0-9_]+)\{([^}]*)\}", exposition, re.M):
+        base = re.sub(r"_(bucket|sum|count)$", "", family) if family not in families else family
+        for label, value in re.findall(r'(\w+)="([^"]*)"', labels):
+            if label != "le":
+                values.setdefault(base, set()).add(value)
+    table = markdown_sections((repo / rel).read_text()).get("Metrics", [])
+    documented: dict[str, int] = {}
+    for number, cells in table_rows(table):
+        if len(cells) < 2:
+            continue
+        names = re.findall(r"`(sse_gateway_[a-z0-9_]+)(?:\{[a-z_,]+\})?`", cells[0])
+        listed = set(re.findall(r"`([a-z][a-z0-9_]*)`", cells[1]))
+        for name in names:
+            documented[name] = number
+            emitted = values.get(name, set())
+            for value in sorted(emitted - listed):
+                problem(f"{rel}:{number}: {name} emits the label value {value!r}, which its row does not list")
+            if emitted:
+                for value in sorted(listed - emitted):
+                    problem(f"{rel}:{number}: {name} never emits the label value {value!r} its row lists")
+    if not documented:
+        problem(f"{rel}: no metrics table under '## Metrics'")
+    for name in sorted(set(families) - set(documented)):
+        problem(f"{rel}: the gateway exports {name} ({families[name]}), which the metrics table lacks")
+    for name, number in sorted(documented.items()):
+        if name not in families:
+            problem(f"{rel}:{number}: {name} is in the metrics table but the gateway does not export it")
+
+
 def main() -> int:
     repo, rendered, gateway, publish = (Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4])
     cli = Cli(gateway, publish)
@@ -396,6 +617,8 @@ def main() -> int:
     check_compose(cli, repo)
     check_lb_configs(repo)
     check_dockerfile(repo)
+    check_configuration_doc(cli, repo)
+    check_metrics_doc(gateway, repo)
     for line in problems:
         print(line)
     return 1 if problems else 0

@@ -2,7 +2,7 @@
 
 Run by deploy/check.sh as `python live.py REPO GATEWAY_BIN`. Starts the gateway on
 ephemeral loopback ports (embedded broker), then checks:
-- GET /healthz on the main listener: 200 {"status":"ok"}; GET /readyz: 200;
+- GET /healthz on the main listener: 200 {"status":"ok","node":"<16 hex digits>"}; GET /readyz: 200;
 - GET /metrics on the metrics listener: Prometheus text with sse_gateway_open_connections;
 - every sse_gateway_* metric named in deploy/, k8s/ and docs/operations.md exists
   (in that output, or registered in gateway/src/metrics.rs for labelled families that
@@ -75,7 +75,9 @@ def main() -> int:
             return 1
 
         status, body = get(f"http://{addr}/healthz")
-        if status != 200 or json.loads(body or "null") != {"status": "ok"}:
+        health = json.loads(body or "null")
+        if status != 200 or not isinstance(health, dict) or health.get("status") != "ok" \
+                or not re.fullmatch(r"[0-9a-f]{16}", str(health.get("node"))):
             failures.append(f"GET /healthz answered {status} {body!r}")
         status, body = get(f"http://{addr}/readyz")
         if status != 200:

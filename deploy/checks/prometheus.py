@@ -3,14 +3,18 @@
 Run by deploy/check.sh as
   `python prometheus.py REPO BIN_DIR PROMETHEUS_BIN WORK_DIR`.
 Starts on loopback, on free ports: a redis-server, two gateway nodes sharing it (A and B;
-B with a small --max-connections and send queue), and Prometheus scraping both every
-second with deploy/prometheus/alerts.yaml loaded. Then drives a little real traffic:
+B with a small --max-connections and send queue), a third node C serving HTTPS
+(--tls-cert, a certificate made with openssl; embedded broker), and Prometheus scraping all
+three every second with deploy/prometheus/alerts.yaml loaded. Then drives a little real
+traffic:
 - sse-load: job streams on A with events published over HTTP; user streams on B with
   events published to Redis by the SDK; clients resuming with Last-Event-ID (replays);
 - a client that stops reading while 32 KiB events arrive, until B cuts it as a slow consumer;
 - B filled to --max-connections, then one stream more (refused: node_limit);
 - requests with refused tokens (malformed, bad signature) on both nodes;
-- Redis killing the nodes' pub/sub connections four times (broker reconnects).
+- Redis killing the nodes' pub/sub connections four times (broker reconnects);
+- on C: HTTPS requests, plain HTTP sent to its HTTPS port, a client that connects and
+  leaves (TLS handshakes by result), and a certificate reload by SIGHUP.
 And checks, through Prometheus' HTTP API:
 - every alerting rule is loaded and evaluates without error, and the ones this traffic
   provokes become pending or firing on real metrics: SseGatewayNearCapacity and
@@ -34,6 +38,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -186,6 +191,46 @@ class Node:
             return response.status, response.read()
         finally:
             connection.close()
+
+
+def test_certificate(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a certificate it signs for 127.0.0.1 (openssl, P-256): (ca, cert, key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
+
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=check CA",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    openssl("req", *ec, "-keyout", "key.pem", "-out", "csr.pem", "-subj", "/CN=127.0.0.1")
+    (directory / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    openssl("x509", "-req", "-in", "csr.pem", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "cert.pem", "-days", "2", "-extfile", "ext.cnf")
+    return directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+
+
+def tls_traffic(c: Node, ca: Path) -> None:
+    """HTTPS on C: good handshakes, plain HTTP on the HTTPS port (protocol), a client that
+    connects and leaves (closed), then a certificate reload (SIGHUP, the files unchanged)."""
+    context = ssl.create_default_context(cafile=str(ca))
+    for _ in range(3):
+        with urllib.request.urlopen(f"https://{c.addr}/healthz", context=context, timeout=5) as response:
+            if response.status != 200:
+                raise CheckFailed(f"C: GET /healthz over HTTPS answered {response.status}")
+    host, port = c.addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as plain:
+        plain.sendall(b"GET /healthz HTTP/1.1\r\nHost: c\r\n\r\n")
+        try:
+            plain.recv(100)
+        except OSError:
+            pass
+    socket.create_connection((host, int(port)), timeout=5).close()
+    wait_until("C counts 3 good and 2 failed handshakes",
+               lambda: c.metric("sse_gateway_tls_handshakes_total") >= 5)
+    c.process.send_signal(signal.SIGHUP)
+    wait_until("C reloads its certificate on SIGHUP",
+               lambda: c.metric("sse_gateway_tls_certificate_reloads_total") >= 1)
 
 
 def open_stream(addr: str, path: str, bearer: str, receive_buffer: int | None = None) -> tuple[int, socket.socket]:
@@ -476,9 +521,16 @@ def main() -> int:
                                        "--max-connections", str(B_MAX_CONNECTIONS),
                                        "--send-queue-bytes", str(B_SEND_QUEUE_BYTES)],
                                       work / "b.log"), work / "b.log")
+        ca, cert, key = test_certificate(work / "tls")
+        c = Node("C", processes.start([str(bin_dir / "sse-gateway"), "--listen", "127.0.0.1:0",
+                                       "--metrics-listen", "127.0.0.1:0", "--jwt-secret", SECRET,
+                                       "--log-format", "json", "--drain-timeout", "2s",
+                                       "--tls-cert", str(cert), "--tls-key", str(key)],
+                                      work / "c.log"), work / "c.log")
         wait_until("gateway A's addresses", a.read_addresses)
         wait_until("gateway B's addresses", b.read_addresses)
-        nodes = {"A": a, "B": b}
+        wait_until("gateway C's addresses", c.read_addresses)
+        nodes = {"A": a, "B": b, "C": c}
 
         prom_port = free_port()
         config = {
@@ -489,7 +541,7 @@ def main() -> int:
                 "job_name": "sse-gateway",
                 # A namespace label as the Prometheus Operator adds, for the dashboard's
                 # namespace variable and the rules' `by (namespace, job)`.
-                "static_configs": [{"targets": [a.metrics_addr, b.metrics_addr],
+                "static_configs": [{"targets": [a.metrics_addr, b.metrics_addr, c.metrics_addr],
                                     "labels": {"namespace": "check"}}],
             }],
         }
@@ -500,9 +552,9 @@ def main() -> int:
                         work / "prometheus.log")
         prom = Prometheus(prom_port)
         wait_until("Prometheus to be ready", prom.ready)
-        wait_until("both nodes scraped", lambda: len(prom.instant('up{job="sse-gateway"} == 1')) == 2)
+        wait_until("the three nodes scraped", lambda: len(prom.instant('up{job="sse-gateway"} == 1')) == 3)
         start = time.time() - 2
-        note(f"{time.time() - began:.1f}s: redis, A, B up; Prometheus scraping (its first scrape waits ~5 s)")
+        note(f"{time.time() - began:.1f}s: redis, A, B, C up; Prometheus scraping (its first scrape waits ~5 s)")
 
         # Streams, deliveries, publishes (HTTP on A, SDK through Redis for B), replays.
         run_load(bin_dir, work, "a-jobs", ["--url", f"http://{a.addr}", "--topics", "4", "--connections", "40",
@@ -519,6 +571,7 @@ def main() -> int:
         slow_consumer(a, b)
         refused_tokens([a, b])
         broker_reconnects(redis_port, [a, b])
+        tls_traffic(c, ca)
         wait_idle(b)
         held = fill_node(b)
         note(f"{time.time() - began:.1f}s: traffic done; B holds {len(held)} streams")
@@ -548,9 +601,9 @@ def main() -> int:
 
         # Every panel, over the traffic's time range, after one more scrape of both nodes.
         scraped_after = time.time()
-        wait_until("a scrape of both nodes after the traffic", lambda: sum(
+        wait_until("a scrape of the three nodes after the traffic", lambda: sum(
             float(s["value"][1]) > scraped_after
-            for s in prom.instant('timestamp(up{job="sse-gateway"})')) == 2)
+            for s in prom.instant('timestamp(up{job="sse-gateway"})')) == 3)
         end = time.time()
         values = grafana_values(dashboard, int(end - start) + 1)
         check_variables(prom, dashboard, values, start, end)

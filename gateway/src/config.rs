@@ -12,15 +12,21 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::mint::{MintError, MintKey, MintRequest};
-use crate::auth::{Auth, AuthSettings, KeyError, PublicKeyFile, TopicAccess, TopicPattern};
+use crate::auth::{
+    Auth, AuthSettings, JwksSettings, JwksUrl, KeyError, PublicKeyFile, TopicAccess, TopicPattern,
+};
 use crate::broker::{Backend, BrokerSettings};
 use crate::hub::QueueLimits;
 use crate::routes::{IpNet, RouteSettings};
+use crate::server::tls::{self, CertificateError, TlsSettings};
 use crate::server::Settings;
 use crate::stream::StreamSettings;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use sse_wire::store::{RedisTls, TlsFailure};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9090";
@@ -46,6 +52,13 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_SEND_QUEUE_EVENTS: usize = 1024;
 pub const DEFAULT_SEND_QUEUE_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_REDIS_PREFIX: &str = sse_wire::DEFAULT_PREFIX;
+pub const DEFAULT_REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+// Keys from identity providers (JWKS).
+pub const DEFAULT_JWKS_MIN_REFRESH: Duration = Duration::from_secs(60);
+pub const DEFAULT_JWKS_MAX_REFRESH: Duration = Duration::from_secs(3600);
+pub const DEFAULT_JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// Floor of the JWKS intervals: an identity provider is fetched at most once a second.
+pub const MIN_JWKS_INTERVAL: Duration = Duration::from_secs(1);
 /// Exit status for invalid configuration (`EX_USAGE`).
 pub const EXIT_CONFIG: i32 = 64;
 
@@ -99,6 +112,10 @@ pub struct ServeArgs {
         conflicts_with = "redis_url"
     )]
     pub redis_cluster: Vec<String>,
+    /// How long a starting node tries to reach its Redis (--redis-url or --redis-cluster)
+    /// before it exits 1; a node already serving keeps retrying.
+    #[arg(long, env = "GATEWAY_REDIS_CONNECT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub redis_connect_timeout: Duration,
     /// Prefix of every Redis key and channel.
     #[arg(long, env = "GATEWAY_REDIS_PREFIX", default_value = DEFAULT_REDIS_PREFIX)]
     pub redis_prefix: String,
@@ -115,6 +132,27 @@ pub struct ServeArgs {
     /// Required `aud` claim.
     #[arg(long, env = "GATEWAY_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+    // --- Keys from identity providers (JWKS) ---
+    /// JWKS URL of an identity provider, as `[issuer=]URL`; repeatable. With `issuer=`, its
+    /// keys check only tokens whose `iss` is exactly that issuer (and such tokens only
+    /// these keys); without, tokens of any issuer (subject to --jwt-issuer).
+    #[arg(long, env = "GATEWAY_JWT_JWKS_URL", value_delimiter = ',')]
+    pub jwt_jwks_url: Vec<String>,
+    /// CA certificates (PEM bundle) trusted for https:// JWKS URLs, besides the system's.
+    #[arg(long, env = "GATEWAY_JWT_JWKS_CA_FILE")]
+    pub jwt_jwks_ca_file: Option<PathBuf>,
+    /// Shortest time between scheduled fetches of a JWKS (the answer's Cache-Control
+    /// max-age is clamped between this and --jwt-jwks-max-refresh).
+    #[arg(long, env = "GATEWAY_JWT_JWKS_MIN_REFRESH", default_value = "1m", value_parser = parse_duration)]
+    pub jwt_jwks_min_refresh: Duration,
+    /// Longest time between scheduled fetches of a JWKS.
+    #[arg(long, env = "GATEWAY_JWT_JWKS_MAX_REFRESH", default_value = "1h", value_parser = parse_duration)]
+    pub jwt_jwks_max_refresh: Duration,
+    /// Shortest time between two fetches of one JWKS asked for by tokens naming an unknown
+    /// `kid`.
+    #[arg(long, env = "GATEWAY_JWT_JWKS_REFETCH_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub jwt_jwks_refetch_interval: Duration,
+    // --- end of JWKS ---
     /// Clock skew allowed on `exp` and `nbf`.
     #[arg(long, env = "GATEWAY_JWT_LEEWAY", default_value = "5s", value_parser = parse_duration)]
     pub jwt_leeway: Duration,
@@ -192,7 +230,7 @@ pub struct ServeArgs {
     #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Demo mode: dashboard at `/`, a login route that sets the cookie, and fake jobs.
-    #[arg(long, env = "GATEWAY_DEMO")]
+    #[arg(long, env = "GATEWAY_DEMO", action = ArgAction::SetTrue, value_parser = parse_switch)]
     pub demo: bool,
     /// OpenTelemetry collector (OTLP over HTTP/protobuf), e.g. `http://127.0.0.1:4318`:
     /// traces on. Falls back to `OTEL_EXPORTER_OTLP_ENDPOINT`.
@@ -204,7 +242,176 @@ pub struct ServeArgs {
     /// How often spans are sent to the collector, at most.
     #[arg(long, env = "GATEWAY_OTLP_FLUSH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub otlp_flush_interval: Duration,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
+
+// ---- TLS: the listener (HTTPS with HTTP/2) and Redis (rediss://) -------------------------
+
+/// Default of `--tls-handshake-timeout`.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of `--tls-reload-interval`.
+pub const DEFAULT_TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+
+/// TLS flags (each with its `GATEWAY_*` fallback).
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// Certificate chain (PEM) of the listener: serve HTTPS, with HTTP/2 and HTTP/1.1 (ALPN).
+    /// Reloaded when the file changes or on SIGHUP. Needs --tls-key.
+    #[arg(long, env = "GATEWAY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "GATEWAY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Longest a client may take to complete the TLS handshake.
+    #[arg(long, env = "GATEWAY_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// How often --tls-cert and --tls-key are read to see whether they changed.
+    #[arg(long, env = "GATEWAY_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+    /// CA certificates (PEM) that verify a rediss:// Redis, instead of the system's roots.
+    #[arg(long, env = "GATEWAY_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS with Redis. Needs --redis-client-key.
+    #[arg(long, env = "GATEWAY_REDIS_CLIENT_CERT")]
+    pub redis_client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --redis-client-cert.
+    #[arg(long, env = "GATEWAY_REDIS_CLIENT_KEY")]
+    pub redis_client_key: Option<PathBuf>,
+    /// Do not verify the certificate of a rediss:// Redis at all (anyone on the path can
+    /// then read and change the traffic). Logged as a warning at start. For test benches.
+    #[arg(long, env = "GATEWAY_REDIS_TLS_INSECURE")]
+    pub redis_tls_insecure: bool,
+}
+
+/// The listener's TLS settings, with the certificate checked once here.
+fn listener_tls(args: &TlsArgs) -> Result<Option<TlsSettings>, ConfigError> {
+    if args.tls_handshake_timeout.is_zero() {
+        return Err(invalid_option(
+            "--tls-handshake-timeout",
+            "must be more than zero",
+        ));
+    }
+    if args.tls_reload_interval < Duration::from_millis(100) {
+        return Err(invalid_option(
+            "--tls-reload-interval",
+            "must be at least 100ms",
+        ));
+    }
+    let (cert, key) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => (cert, key),
+        (None, None) => return Ok(None),
+        (Some(_), None) => return Err(invalid_option("--tls-key", "--tls-cert needs it")),
+        (None, Some(_)) => return Err(invalid_option("--tls-cert", "--tls-key needs it")),
+    };
+    tls::load_certified_key(cert, key).map_err(|error| {
+        let option = match error {
+            CertificateError::Certificate(_) => "--tls-cert",
+            CertificateError::Key(_) | CertificateError::Mismatch => "--tls-key",
+        };
+        invalid_option(option, error.to_string())
+    })?;
+    Ok(Some(TlsSettings {
+        cert: cert.clone(),
+        key: key.clone(),
+        handshake_timeout: args.tls_handshake_timeout,
+        reload_interval: args.tls_reload_interval,
+    }))
+}
+
+/// The TLS material for Redis, read and checked once here; `tls_url` when the Redis URL
+/// (or every cluster seed) is `rediss://`.
+fn redis_tls(args: &TlsArgs, tls_url: bool) -> Result<RedisTls, ConfigError> {
+    if args.redis_tls_insecure && args.redis_ca_file.is_some() {
+        return Err(invalid_option(
+            "--redis-tls-insecure",
+            "turns verification off, so --redis-ca-file would not be used: give one or the other",
+        ));
+    }
+    let mut tls = RedisTls::default();
+    if let Some(path) = &args.redis_ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| invalid_option("--redis-ca-file", format!("{}: {e}", path.display())))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in CertificateDer::pem_slice_iter(&pem) {
+            let added = certificate
+                .map_err(|e| e.to_string())
+                .and_then(|der| roots.add(der).map_err(|e| e.to_string()));
+            if let Err(reason) = added {
+                return Err(invalid_option(
+                    "--redis-ca-file",
+                    format!("{}: {reason}", path.display()),
+                ));
+            }
+        }
+        if roots.is_empty() {
+            return Err(invalid_option(
+                "--redis-ca-file",
+                format!("{}: no PEM certificate in it", path.display()),
+            ));
+        }
+        tls = tls.ca_pem(pem);
+    }
+    match (&args.redis_client_cert, &args.redis_client_key) {
+        (Some(_), None) => {
+            return Err(invalid_option(
+                "--redis-client-key",
+                "--redis-client-cert needs it",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid_option(
+                "--redis-client-cert",
+                "--redis-client-key needs it",
+            ))
+        }
+        _ => {}
+    }
+    if let (Some(cert), Some(key)) = (&args.redis_client_cert, &args.redis_client_key) {
+        tls::load_certified_key(cert, key).map_err(|error| {
+            let option = match error {
+                CertificateError::Certificate(_) => "--redis-client-cert",
+                CertificateError::Key(_) | CertificateError::Mismatch => "--redis-client-key",
+            };
+            invalid_option(option, error.to_string())
+        })?;
+        let read = |path: &PathBuf| std::fs::read(path).unwrap_or_default();
+        tls = tls.client_pem(read(cert), read(key));
+    }
+    if args.redis_tls_insecure {
+        tls = tls.danger_accept_invalid_certificates();
+    }
+    if tls.is_set() && !tls_url {
+        let option = if args.redis_ca_file.is_some() {
+            "--redis-ca-file"
+        } else if args.redis_client_cert.is_some() {
+            "--redis-client-cert"
+        } else {
+            "--redis-tls-insecure"
+        };
+        return Err(invalid_option(
+            option,
+            "needs TLS to Redis: a rediss:// --redis-url, or rediss:// --redis-cluster seeds",
+        ));
+    }
+    Ok(tls)
+}
+
+/// The one-line error for a TLS failure with Redis at start (exit 64): the option to fix.
+pub fn redis_tls_error(failure: &TlsFailure, backend: &Backend) -> ConfigError {
+    let url_option = match backend {
+        Backend::RedisCluster(_) => "--redis-cluster",
+        Backend::Redis(_) | Backend::Memory => "--redis-url",
+    };
+    let option = match failure {
+        TlsFailure::UntrustedServer(_) => "--redis-ca-file",
+        TlsFailure::ClientRefused(_) => "--redis-client-cert",
+        TlsFailure::WrongName(_) | TlsFailure::Other(_) => url_option,
+    };
+    invalid_option(option, failure.to_string())
+}
+
+// ---- end of TLS ----------------------------------------------------------------------------
 
 /// Flags of `sse-gateway mint-token`.
 #[derive(Debug, Clone, Args)]
@@ -244,6 +451,18 @@ pub struct MintTokenArgs {
 /// Parses `15s`, `500ms`, `24h`, `7d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (expected e.g. 500ms, 15s, 24h)"))
+}
+
+/// The values a switch's environment variable takes (`GATEWAY_DEMO=1`), case-insensitive.
+pub const SWITCH_VALUES: &str = "1, 0, true, false, yes, no, on, off";
+
+/// Parses a switch's value: 1/0, true/false, yes/no, on/off, in any case.
+pub fn parse_switch(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("expected one of {SWITCH_VALUES}")),
+    }
 }
 
 /// A configuration error: names the option, says what is wrong. Exit status 64.
@@ -297,6 +516,12 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if args.redis_connect_timeout.is_zero() {
+            return Err(invalid_option(
+                "--redis-connect-timeout",
+                "must be more than zero",
+            ));
+        }
         if args.idempotency_window.is_zero() {
             return Err(invalid_option(
                 "--idempotency-window",
@@ -347,6 +572,13 @@ impl Config {
             ));
         }
         let backend = backend(&args)?;
+        let tls_url = match &backend {
+            Backend::Redis(url) => sse_wire::store::is_tls_url(url),
+            Backend::RedisCluster(seeds) => seeds.iter().all(|s| sse_wire::store::is_tls_url(s)),
+            Backend::Memory => false,
+        };
+        let redis_tls = redis_tls(&args.tls, tls_url)?;
+        let listener_tls = listener_tls(&args.tls)?;
         if args.max_topics_per_stream == 0 {
             return Err(invalid_option(
                 "--max-topics-per-stream",
@@ -376,6 +608,7 @@ impl Config {
             auth,
             broker: BrokerSettings {
                 backend,
+                connect_timeout: args.redis_connect_timeout,
                 prefix: args.redis_prefix,
                 retention: sse_wire::Retention {
                     job_stream_maxlen: args.job_stream_maxlen,
@@ -385,6 +618,7 @@ impl Config {
                     user_retention_ms: user_retention.as_millis() as u64,
                     idempotency_window_ms: args.idempotency_window.as_millis() as u64,
                 },
+                tls: redis_tls,
             },
             streams: StreamSettings {
                 retry: args.retry,
@@ -410,6 +644,7 @@ impl Config {
             },
             heartbeat: args.heartbeat,
             drain_timeout: args.drain_timeout,
+            tls: listener_tls,
         };
         Ok(Config {
             listen: args.listen,
@@ -496,6 +731,7 @@ fn auth_settings(args: &ServeArgs) -> Result<AuthSettings, ConfigError> {
         leeway: args.jwt_leeway,
         cookie_name: args.cookie_name.clone(),
         query_token_param: args.query_token_param.clone(),
+        jwks: jwks_settings(args)?,
     };
     if let Err(error) = Auth::new(&settings) {
         let option = match error {
@@ -503,10 +739,13 @@ fn auth_settings(args: &ServeArgs) -> Result<AuthSettings, ConfigError> {
             KeyError::Unreadable { .. }
             | KeyError::NotAPublicKey { .. }
             | KeyError::DuplicateKid(_) => "--jwt-public-key-file",
+            KeyError::JwksUrl { .. } => "--jwt-jwks-url",
+            KeyError::JwksCaFile(_) => "--jwt-jwks-ca-file",
         };
         let reason = match error {
             KeyError::NoKey => {
-                "no token key configured: give --jwt-secret or --jwt-public-key-file".into()
+                "no token key configured: give --jwt-secret, --jwt-public-key-file or --jwt-jwks-url"
+                    .into()
             }
             other => other.to_string(),
         };
@@ -519,6 +758,76 @@ fn auth_settings(args: &ServeArgs) -> Result<AuthSettings, ConfigError> {
         ));
     }
     Ok(settings)
+}
+
+/// The `--jwt-jwks-*` flags (the URLs themselves are checked by `Auth::new`).
+fn jwks_settings(args: &ServeArgs) -> Result<JwksSettings, ConfigError> {
+    if args.jwt_jwks_url.is_empty() && args.jwt_jwks_ca_file.is_some() {
+        return Err(invalid_option(
+            "--jwt-jwks-ca-file",
+            "given without --jwt-jwks-url",
+        ));
+    }
+    for (option, value) in [
+        ("--jwt-jwks-min-refresh", args.jwt_jwks_min_refresh),
+        ("--jwt-jwks-max-refresh", args.jwt_jwks_max_refresh),
+        (
+            "--jwt-jwks-refetch-interval",
+            args.jwt_jwks_refetch_interval,
+        ),
+    ] {
+        if value < MIN_JWKS_INTERVAL {
+            return Err(invalid_option(option, "must be at least 1s"));
+        }
+    }
+    if args.jwt_jwks_max_refresh < args.jwt_jwks_min_refresh {
+        return Err(invalid_option(
+            "--jwt-jwks-max-refresh",
+            "must be at least --jwt-jwks-min-refresh",
+        ));
+    }
+    let urls = args
+        .jwt_jwks_url
+        .iter()
+        .map(|spec| {
+            jwks_url(spec).ok_or_else(|| {
+                invalid_option(
+                    "--jwt-jwks-url",
+                    format!("{spec:?} has an empty issuer before '='"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(JwksSettings {
+        urls,
+        ca_file: args.jwt_jwks_ca_file.clone(),
+        min_refresh: args.jwt_jwks_min_refresh,
+        max_refresh: args.jwt_jwks_max_refresh,
+        refetch_interval: args.jwt_jwks_refetch_interval,
+    })
+}
+
+/// `issuer=URL` or `URL`: the issuer is everything before the first `=http://` or
+/// `=https://` that comes before any `?` or `#` (issuers are often URLs themselves, and a
+/// URL's query may hold another URL); `None` for an empty issuer.
+fn jwks_url(spec: &str) -> Option<JwksUrl> {
+    let query = spec.find(['?', '#']).unwrap_or(spec.len());
+    let split = [spec.find("=https://"), spec.find("=http://")]
+        .into_iter()
+        .flatten()
+        .filter(|at| *at < query)
+        .min();
+    match split {
+        Some(0) => None,
+        Some(at) => Some(JwksUrl {
+            issuer: Some(spec[..at].to_owned()),
+            url: spec[at + 1..].to_owned(),
+        }),
+        None => Some(JwksUrl {
+            issuer: None,
+            url: spec.to_owned(),
+        }),
+    }
 }
 
 /// `--public-topic` and `--anonymous-topic` (and, with `--demo`, the demo's topics).
@@ -568,7 +877,10 @@ fn public_key_file(spec: &str) -> PublicKeyFile {
 /// Which broker: `--redis-url`, `--redis-cluster`, or the embedded one.
 fn backend(args: &ServeArgs) -> Result<Backend, ConfigError> {
     for seed in &args.redis_cluster {
-        let address = seed.strip_prefix("redis://").unwrap_or(seed);
+        let address = ["redis://", "rediss://"]
+            .iter()
+            .find_map(|scheme| seed.strip_prefix(scheme))
+            .unwrap_or(seed);
         let valid = address
             .rsplit_once(':')
             .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
@@ -579,19 +891,29 @@ fn backend(args: &ServeArgs) -> Result<Backend, ConfigError> {
             ));
         }
     }
+    let tls_seeds = args
+        .redis_cluster
+        .iter()
+        .filter(|seed| sse_wire::store::is_tls_url(seed))
+        .count();
+    if tls_seeds != 0 && tls_seeds != args.redis_cluster.len() {
+        return Err(invalid_option(
+            "--redis-cluster",
+            "either every seed is rediss://host:port (TLS) or none is",
+        ));
+    }
     if let Some(url) = &args.redis_url {
-        if url.starts_with("rediss://") {
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis+unix://"))
+        {
             return Err(invalid_option(
                 "--redis-url",
-                "TLS to Redis (rediss://) is not built in; reach Redis over a private network or a TLS tunnel",
+                "must start with redis://, rediss:// (TLS) or redis+unix://",
             ));
         }
-        if !(url.starts_with("redis://") || url.starts_with("redis+unix://")) {
-            return Err(invalid_option(
-                "--redis-url",
-                "must start with redis:// or redis+unix://",
-            ));
-        }
+        sse_wire::store::check_url(url, &RedisTls::default())
+            .map_err(|reason| invalid_option("--redis-url", reason))?;
         return Ok(Backend::Redis(url.clone()));
     }
     if !args.redis_cluster.is_empty() {
@@ -758,8 +1080,116 @@ mod tests {
                 "--redis-url",
             ),
             (
-                vec!["--jwt-secret", SECRET, "--redis-url", "rediss://x:1"],
+                vec![
+                    "--jwt-secret",
+                    SECRET,
+                    "--redis-url",
+                    "rediss://x:1/#insecure",
+                ],
                 "--redis-url",
+            ),
+            (
+                vec![
+                    "--jwt-secret",
+                    SECRET,
+                    "--redis-cluster",
+                    "rediss://a:1,b:2",
+                ],
+                "--redis-cluster",
+            ),
+            (
+                vec![
+                    "--jwt-secret",
+                    SECRET,
+                    "--redis-ca-file",
+                    "/nonexistent.pem",
+                ],
+                "--redis-ca-file",
+            ),
+            (
+                vec![
+                    "--jwt-secret",
+                    SECRET,
+                    "--redis-url",
+                    "rediss://x:1",
+                    "--redis-ca-file",
+                    &not_a_key,
+                ],
+                "--redis-ca-file",
+            ),
+            (
+                vec![
+                    "--jwt-secret",
+                    SECRET,
+                    "--redis-url",
+                    "rediss://x:1",
+                    "--redis-client-cert",
+                    "/nonexistent.pem",
+                ],
+                "--redis-client-key",
+            ),
+            (
+                vec![
+                    "--jwt-secret",
+                    SECRET,
+                    "--redis-url",
+                    "rediss://x:1",
+                    "--redis-client-cert",
+                    &not_a_key,
+                    "--redis-client-key",
+                    &not_a_key,
+                ],
+                "--redis-client-cert",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--tls-cert", &not_a_key],
+                "--tls-key",
+            ),
+            (
+                vec![
+                    "--jwt-secret",
+                    SECRET,
+                    "--tls-cert",
+                    &not_a_key,
+                    "--tls-key",
+                    &not_a_key,
+                ],
+                "--tls-cert",
+            ),
+            (
+                vec![
+                    "--jwt-secret",
+                    SECRET,
+                    "--tls-cert",
+                    "/nonexistent.pem",
+                    "--tls-key",
+                    &not_a_key,
+                ],
+                "--tls-cert",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--redis-tls-insecure"],
+                "--redis-tls-insecure",
+            ),
+            (
+                vec![
+                    "--jwt-secret",
+                    SECRET,
+                    "--redis-url",
+                    "rediss://x:1",
+                    "--redis-tls-insecure",
+                    "--redis-ca-file",
+                    &not_a_key,
+                ],
+                "--redis-tls-insecure",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--tls-handshake-timeout", "0s"],
+                "--tls-handshake-timeout",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--tls-reload-interval", "1ms"],
+                "--tls-reload-interval",
             ),
             (
                 vec![
@@ -783,6 +1213,14 @@ mod tests {
             (
                 vec!["--jwt-secret", SECRET, "--idempotency-window", "0s"],
                 "--idempotency-window",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--redis-connect-timeout", "0s"],
+                "--redis-connect-timeout",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--redis-connect-timeout", "a while"],
+                "--redis-connect-timeout",
             ),
             (
                 vec!["--jwt-secret", SECRET, "--public-topic", "news/eu"],
@@ -883,6 +1321,152 @@ mod tests {
             "a",
             "a path with '=' is a path"
         );
+    }
+
+    #[test]
+    fn switches_take_the_usual_forms_in_any_case() {
+        for text in ["1", "true", "TRUE", "yes", "Yes", "on", "ON"] {
+            assert_eq!(parse_switch(text), Ok(true), "{text}");
+        }
+        for text in ["0", "false", "False", "no", "NO", "off", "Off"] {
+            assert_eq!(parse_switch(text), Ok(false), "{text}");
+        }
+        for text in ["", "2", "y", "enabled"] {
+            let error = parse_switch(text).unwrap_err();
+            assert!(error.contains(SWITCH_VALUES), "{text}: {error}");
+        }
+        let config = parse(&["--jwt-secret", SECRET, "--demo"]).unwrap();
+        assert!(config.settings.routes.demo, "a bare --demo is on");
+    }
+
+    #[test]
+    fn redis_addresses_are_shown_with_their_password_masked() {
+        for (url, shown) in [
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://:pw@h:1/2", "redis://:***@h:1/2"),
+            ("redis://user:pw@h:1", "redis://user:***@h:1"),
+            ("redis://u:p@ss@h:1/0", "redis://u:***@h:1/0"),
+            ("redis://token@h:1", "redis://***@h:1"),
+            (
+                "redis+unix:///run/r.sock?db=1&pass=pw",
+                "redis+unix:///run/r.sock?db=1&pass=***",
+            ),
+            ("u:pw@h:7000", "u:***@h:7000"),
+        ] {
+            assert_eq!(crate::broker::redacted_url(url), shown, "{url}");
+        }
+        let cluster = Backend::RedisCluster(vec!["redis://a:pw@h1:1".into(), "h2:2".into()]);
+        assert_eq!(cluster.address(), "redis://a:***@h1:1,h2:2");
+    }
+
+    #[test]
+    fn jwks_options_are_checked_naming_them() {
+        let dir = std::env::temp_dir().join(format!("sse-config-jwks-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let not_pem = dir.join("ca.pem");
+        std::fs::write(&not_pem, "not a certificate").unwrap();
+        let not_pem = not_pem.to_string_lossy().into_owned();
+        let url = "https://idp.example.com/.well-known/jwks.json";
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (
+                vec!["--jwt-jwks-url", "idp.example.com/jwks"],
+                "--jwt-jwks-url",
+            ),
+            (
+                vec!["--jwt-jwks-url", "ftp://idp.example.com/jwks"],
+                "--jwt-jwks-url",
+            ),
+            (
+                vec!["--jwt-jwks-url", "=https://idp.example.com/jwks"],
+                "--jwt-jwks-url",
+            ),
+            (
+                vec!["--jwt-jwks-url", "https://u:p@idp.example.com/jwks"],
+                "--jwt-jwks-url",
+            ),
+            (
+                vec![
+                    "--jwt-jwks-url",
+                    url,
+                    "--jwt-jwks-ca-file",
+                    "/nonexistent/ca.pem",
+                ],
+                "--jwt-jwks-ca-file",
+            ),
+            (
+                vec!["--jwt-jwks-url", url, "--jwt-jwks-ca-file", &not_pem],
+                "--jwt-jwks-ca-file",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--jwt-jwks-ca-file", &not_pem],
+                "--jwt-jwks-ca-file",
+            ),
+            (
+                vec!["--jwt-jwks-url", url, "--jwt-jwks-min-refresh", "10ms"],
+                "--jwt-jwks-min-refresh",
+            ),
+            (
+                vec!["--jwt-jwks-url", url, "--jwt-jwks-refetch-interval", "0s"],
+                "--jwt-jwks-refetch-interval",
+            ),
+            (
+                vec!["--jwt-jwks-url", url, "--jwt-jwks-max-refresh", "30s"],
+                "--jwt-jwks-max-refresh",
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (args, option) in cases {
+            match parse(&args) {
+                Ok(_) => failures.push(format!("{args:?} was accepted")),
+                Err(message) => {
+                    let first = message.lines().next().unwrap_or("");
+                    if !first.contains(option) {
+                        failures.push(format!("{args:?}: {first:?} does not name {option}"));
+                    }
+                }
+            }
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        let config = parse(&["--jwt-jwks-url", url]).expect("a JWKS URL alone serves");
+        let jwks = &config.settings.auth.jwks;
+        assert_eq!(jwks.min_refresh, DEFAULT_JWKS_MIN_REFRESH);
+        assert_eq!(jwks.max_refresh, DEFAULT_JWKS_MAX_REFRESH);
+        assert_eq!(jwks.refetch_interval, DEFAULT_JWKS_REFETCH_INTERVAL);
+    }
+
+    #[test]
+    fn jwks_urls_take_their_issuer_before_the_url() {
+        let url = |spec| jwks_url(spec).unwrap();
+        assert_eq!(
+            url("https://idp.example.com/jwks"),
+            JwksUrl {
+                issuer: None,
+                url: "https://idp.example.com/jwks".into()
+            }
+        );
+        assert_eq!(
+            url("https://tenant.eu.auth0.com/=https://tenant.eu.auth0.com/.well-known/jwks.json"),
+            JwksUrl {
+                issuer: Some("https://tenant.eu.auth0.com/".into()),
+                url: "https://tenant.eu.auth0.com/.well-known/jwks.json".into()
+            }
+        );
+        assert_eq!(
+            url("tenant-a=http://127.0.0.1:1/keys?a=https://x")
+                .issuer
+                .as_deref(),
+            Some("tenant-a")
+        );
+        assert_eq!(url("http://127.0.0.1:1/keys?a=b").issuer, None);
+        assert_eq!(
+            url("https://idp.example.com/keys?next=https://other.example.com/"),
+            JwksUrl {
+                issuer: None,
+                url: "https://idp.example.com/keys?next=https://other.example.com/".into()
+            }
+        );
+        assert_eq!(jwks_url("=https://idp.example.com/jwks"), None);
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub enum ErrorKind {
     PublishBusy,
     Draining,
     BrokerUnavailable,
+    /// The keys a token needs (from an identity provider's JWKS) are not fetched yet.
+    KeysUnavailable,
     Internal,
 }
 
@@ -79,7 +81,7 @@ pub struct Described {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 26] = [
+    pub const ALL: [ErrorKind; 27] = [
         ErrorKind::InvalidId,
         ErrorKind::InvalidLastEventId,
         ErrorKind::InvalidBody,
@@ -105,6 +107,7 @@ impl ErrorKind {
         ErrorKind::PublishBusy,
         ErrorKind::Draining,
         ErrorKind::BrokerUnavailable,
+        ErrorKind::KeysUnavailable,
         ErrorKind::Internal,
     ];
 
@@ -287,6 +290,13 @@ impl ErrorKind {
                 Some(2),
                 "broker_unavailable",
             ),
+            KeysUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "keys_unavailable",
+                "the keys to check this token could not be fetched yet; retry",
+                Some(2),
+                "keys_unavailable",
+            ),
             Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -362,6 +372,7 @@ impl From<AuthError> for ApiError {
         let kind = match error {
             AuthError::Missing => ErrorKind::MissingToken,
             AuthError::Expired => ErrorKind::TokenExpired,
+            AuthError::KeysUnavailable => ErrorKind::KeysUnavailable,
             AuthError::Malformed
             | AuthError::BadSignature
             | AuthError::AlgorithmNotAllowed
@@ -426,6 +437,7 @@ mod tests {
                 "node_limit",
                 "draining",
                 "broker_unavailable",
+                "keys_unavailable",
                 "internal"
             ]
         );

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use sse_gateway::broker::StartError;
 use sse_gateway::config::{self, Cli, Command, Config, LogFormat, ServeArgs, EXIT_CONFIG};
 use sse_gateway::telemetry::{self, TraceSettings};
 use sse_gateway::{auth, shutdown};
@@ -48,6 +49,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
+    // One TLS crypto provider for the whole process (the listener names it; the Redis client
+    // takes the process default): ring, so no other provider a dependency might enable can
+    // leave rustls without a default.
+    let _ = std::sync::Arc::unwrap_or_clone(sse_gateway::server::tls::provider()).install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -64,6 +69,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         let task = runtime.spawn(pipeline.exporting.run(stopped));
         (pipeline.provider, task)
     });
+    let backend = config.settings.broker.backend.clone();
     let served = runtime.block_on(serve_until_signal(config, open_files));
     if let Some((_provider, task)) = exporting {
         let _ = stop_exporting.send(true);
@@ -75,6 +81,13 @@ fn serve(args: ServeArgs) -> ExitCode {
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            // TLS with Redis failing at start is a setting to fix, not an outage to wait out.
+            if let Some(StartError::Tls(failure)) = error.downcast_ref::<StartError>() {
+                let error = config::redis_tls_error(failure, &backend);
+                tracing::error!(%error, "gateway stopped");
+                eprintln!("sse-gateway: {error}");
+                return ExitCode::from(EXIT_CONFIG as u8);
+            }
             tracing::error!(error = format!("{error:#}"), "gateway stopped");
             eprintln!("sse-gateway: {error:#}");
             ExitCode::FAILURE
@@ -102,7 +115,12 @@ async fn serve_until_signal(config: Config, open_files: u64) -> anyhow::Result<(
         "listening"
     );
     if config.settings.routes.demo {
-        tracing::info!(url = %format!("http://{}/", listener.local_addr()?), "demo dashboard");
+        let scheme = if config.settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!(url = %format!("{scheme}://{}/", listener.local_addr()?), "demo dashboard");
     }
     let (trigger, shutdown) = shutdown::channel();
     tokio::spawn(async move {

@@ -45,6 +45,15 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     /// Events published through this node's HTTP API, by kind (`job`, `user`).
     pub events_published: IntCounterVec,
+    /// JWKS fetches, by result (`ok`, `unreachable`, `bad_status`, `bad_document`).
+    pub jwks_fetches: IntCounterVec,
+    /// Keys held from every JWKS (the last good sets).
+    pub jwks_keys: IntGauge,
+    /// TLS handshakes on the listener, by result (`ok`, or why it failed: `timeout`,
+    /// `closed`, `untrusted`, `protocol`).
+    pub tls_handshakes: IntCounterVec,
+    /// Reloads of the listener's certificate, by result (`ok`, `failed`).
+    pub tls_certificate_reloads: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -143,6 +152,32 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let jwks_fetches = IntCounterVec::new(
+            Opts::new(
+                "jwks_fetches_total",
+                "JWKS fetches, by result (ok, unreachable, bad_status, bad_document)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let tls_handshakes = IntCounterVec::new(
+            Opts::new(
+                "tls_handshakes_total",
+                "TLS handshakes on the listener, by result (ok or why it failed)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let tls_certificate_reloads = IntCounterVec::new(
+            Opts::new(
+                "tls_certificate_reloads_total",
+                "Reloads of the listener's TLS certificate, by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let jwks_keys = IntGauge::new("jwks_keys", "Keys held from every JWKS (last good sets)")
+            .expect("valid metric");
         let metrics = Metrics {
             registry,
             open_connections,
@@ -161,13 +196,17 @@ impl Metrics {
             broker_errors,
             auth_failures,
             events_published,
+            jwks_fetches,
+            jwks_keys,
+            tls_handshakes,
+            tls_certificate_reloads,
         };
         metrics.register_all();
         metrics
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
             Box::new(self.open_connections.clone()),
             Box::new(self.tcp_connections.clone()),
             Box::new(self.max_connections.clone()),
@@ -184,6 +223,10 @@ impl Metrics {
             Box::new(self.broker_errors.clone()),
             Box::new(self.auth_failures.clone()),
             Box::new(self.events_published.clone()),
+            Box::new(self.jwks_fetches.clone()),
+            Box::new(self.jwks_keys.clone()),
+            Box::new(self.tls_handshakes.clone()),
+            Box::new(self.tls_certificate_reloads.clone()),
             // Process-wide: the span queue is one per process (`telemetry`).
             Box::new(crate::telemetry::SPANS.clone()),
         ];

@@ -187,7 +187,9 @@ async fn invalid_config_exits_64_naming_the_option() {
                     "--jwt-secret",
                     SECRET,
                     "--redis-url",
-                    "rediss://127.0.0.1:1",
+                    // TLS to Redis is built in; turning verification off by a URL
+                    // fragment is not (--redis-tls-insecure says it out loud).
+                    "rediss://127.0.0.1:1/#insecure",
                 ],
                 vec![],
                 &["redis-url"],
@@ -322,6 +324,133 @@ async fn options_fall_back_to_environment_and_logs_are_json() {
                 .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
             assert!(value.is_object(), "log line is a JSON object: {line}");
         }
+    })
+    .await
+}
+
+/// A port nothing listens on (and, below the ephemeral range, that nothing will be given).
+fn closed_port() -> u16 {
+    sse_publisher::testing::free_port()
+}
+
+#[tokio::test]
+async fn a_node_that_cannot_reach_redis_at_start_exits_1_naming_it_masked() {
+    bounded(TEST_LIMIT, async {
+        let port = closed_port();
+        let url = format!("redis://worker:s3cret-pass@127.0.0.1:{port}/0");
+        let started = std::time::Instant::now();
+        let (code, stdout, stderr) = run(
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--jwt-secret",
+                SECRET,
+                "--log-format",
+                "text",
+                "--redis-url",
+                &url,
+                "--redis-connect-timeout",
+                "1500ms",
+            ],
+            &[],
+        )
+        .await;
+        let elapsed = started.elapsed();
+        assert_eq!(code, Some(1), "exit status; stderr {stderr:?}");
+        let line = stderr.trim();
+        assert!(
+            !line.is_empty() && !line.contains('\n'),
+            "one line: {stderr:?}"
+        );
+        let masked = format!("redis://worker:***@127.0.0.1:{port}/0");
+        assert!(
+            line.contains(&masked),
+            "names the address, masked: {line:?}"
+        );
+        assert!(line.contains("--redis-connect-timeout"), "{line:?}");
+        assert!(
+            !stdout.contains("s3cret") && !stderr.contains("s3cret"),
+            "the password is never printed: {stdout}{stderr}"
+        );
+        assert!(
+            stdout.contains(&masked) && stdout.contains("retrying"),
+            "the retries are logged with the address: {stdout}"
+        );
+        assert!(
+            elapsed >= Duration::from_millis(1500) && elapsed < Duration::from_secs(6),
+            "gave up after --redis-connect-timeout (took {elapsed:?})"
+        );
+        // Logs on a pipe (not a terminal) carry no colour codes.
+        assert!(stdout.contains(" WARN "), "text logs: {stdout}");
+        assert!(!stdout.contains('\u{1b}'), "no ANSI escapes in {stdout:?}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_starting_node_waits_for_a_redis_that_comes_up_later() {
+    bounded(TEST_LIMIT, async {
+        let port = closed_port();
+        let gw = Gateway::builder(Backend::Embedded)
+            .flag("--redis-url", format!("redis://127.0.0.1:{port}"))
+            .flag("--redis-connect-timeout", "30s")
+            .start()
+            .await;
+        wait_until(
+            "a failed attempt is logged",
+            Duration::from_secs(10),
+            || async {
+                gw.log_lines()
+                    .iter()
+                    .any(|l| l.contains("redis unreachable; retrying"))
+            },
+        )
+        .await;
+        let _redis = sse_publisher::testing::RedisServer::start_on(port, &[]);
+        gw.wait_ready(Duration::from_secs(20)).await;
+        let response = gw.send(Request::get("/healthz")).await;
+        assert_eq!(response.status, 200);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn switches_take_1_0_true_false_yes_no_on_off_from_the_environment() {
+    bounded(TEST_LIMIT, async {
+        for (value, on) in [("1", true), ("Yes", true), ("off", false), ("0", false)] {
+            let gw = Gateway::builder(Backend::Embedded)
+                .env("GATEWAY_DEMO", value)
+                .start()
+                .await;
+            let status = gw.send(Request::get("/")).await.status;
+            assert_eq!(
+                status == 200,
+                on,
+                "GATEWAY_DEMO={value}: the dashboard answered {status}"
+            );
+        }
+        let (code, _, stderr) = run(
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--jwt-secret",
+                SECRET,
+            ],
+            &[("GATEWAY_DEMO", "maybe")],
+        )
+        .await;
+        assert_eq!(code, Some(64), "{stderr}");
+        let line = stderr.trim();
+        assert!(
+            !line.contains('\n')
+                && line.contains("--demo")
+                && line.contains("1, 0, true, false, yes, no, on, off"),
+            "one line naming the option and the accepted values: {stderr:?}"
+        );
     })
     .await
 }

@@ -45,9 +45,14 @@ async fn run_serves_the_api_in_process_and_returns_after_the_drain() {
         ));
 
         let health = http::send(addr, &Request::get("/healthz")).await;
-        assert_eq!(
-            (health.status, health.text()),
-            (200, r#"{"status":"ok"}"#.into())
+        assert_eq!(health.status, 200);
+        let body = health.json();
+        assert_eq!(body["status"], "ok", "{body}");
+        assert!(
+            body["node"]
+                .as_str()
+                .is_some_and(|node| node.len() == 16 && node.bytes().all(|b| b.is_ascii_hexdigit())),
+            "/healthz names the node: {body}"
         );
         assert_eq!(http::send(addr, &Request::get("/readyz")).await.status, 200);
         assert_error(

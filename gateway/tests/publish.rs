@@ -462,8 +462,25 @@ async fn unknown_routes_and_methods(backend: Backend) {
 
 async fn health_readiness_and_metrics(backend: Backend) {
     let gw = Gateway::start(backend).await;
+    // The node id of /healthz is the one the node logs when it starts serving.
+    let logged_node = || {
+        gw.log_lines()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|line| line["fields"]["message"] == "serving")
+            .and_then(|line| line["fields"]["node"].as_str().map(str::to_owned))
+    };
+    wait_until("a `serving` log line", Duration::from_secs(10), || async {
+        logged_node().is_some()
+    })
+    .await;
+    let node = logged_node().unwrap_or_default();
+    assert!(
+        node.len() == 16 && node.bytes().all(|b| b.is_ascii_hexdigit()),
+        "node id {node:?}"
+    );
     for (target, body) in [
-        ("/healthz", json!({"status": "ok"})),
+        ("/healthz", json!({"status": "ok", "node": node})),
         ("/readyz", json!({"status": "ready"})),
     ] {
         let response = gw.send(Request::get(target)).await;

@@ -262,6 +262,19 @@ async fn the_cli_publishes_and_reports_conflicts() {
         args.extend(["job", "j1", "--owner", "u1", "log"].map(String::from));
         let output = run(args).await;
         assert_eq!(output.status.code(), Some(4), "job finished exits 4");
+
+        // No gateway there: exit 1, and the error names the URL and the reason.
+        let dead = format!("http://127.0.0.1:{}", sse_publisher::testing::free_port());
+        let args = ["--gateway", &dead, "--token", "t", "notify", "u1", "notice"];
+        let output = run(args.map(String::from).to_vec()).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.trim().lines().count() == 1
+                && stderr.contains(&format!("cannot connect to {dead}"))
+                && stderr.contains("Connection refused"),
+            "one line naming the gateway and why: {stderr:?}"
+        );
     })
     .await
 }

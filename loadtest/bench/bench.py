@@ -24,6 +24,7 @@ import platform
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -107,11 +108,12 @@ def stop_all():
         stop(p, grace=3)
 
 
-def wait_http(url, timeout=20):
+def wait_http(url, timeout=20, ca=None):
+    context = ssl.create_default_context(cafile=ca) if ca else None
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=1) as r:
+            with urllib.request.urlopen(url, timeout=1, context=context) as r:
                 if r.status == 200:
                     return
         except Exception:
@@ -177,8 +179,27 @@ class Redis:
         stop(self.proc)
 
 
+def test_certificate(work):
+    """A CA and a certificate it signs for 127.0.0.1 (openssl, P-256), in `work`:
+    (ca, cert, key) paths."""
+    d = tempfile.mkdtemp(prefix="tls-", dir=work)
+    p = lambda name: os.path.join(d, name)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True)
+    run("req", "-x509", *ec, "-keyout", p("ca.key"), "-out", p("ca.pem"), "-days", "2", "-subj", "/CN=bench CA",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run("req", *ec, "-keyout", p("key.pem"), "-out", p("csr.pem"), "-subj", "/CN=127.0.0.1")
+    with open(p("ext.cnf"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    run("x509", "-req", "-in", p("csr.pem"), "-CA", p("ca.pem"), "-CAkey", p("ca.key"), "-CAcreateserial",
+        "-out", p("cert.pem"), "-days", "2", "-extfile", p("ext.cnf"))
+    return p("ca.pem"), p("cert.pem"), p("key.pem")
+
+
 class Gateway:
-    def __init__(self, work, redis=None, cpu=SERVER_CPU, prefix="sse:", extra=(), program=None):
+    def __init__(self, work, redis=None, cpu=SERVER_CPU, prefix="sse:", extra=(), program=None, tls=None):
+        """`program`: the gateway binary (default: this build's); `tls`: (ca, cert, key) from
+        test_certificate: HTTPS on the listener."""
         self.port, self.mport = free_port(), free_port()
         cmd = [program or os.path.join(BIN, "sse-gateway"), "--listen", f"127.0.0.1:{self.port}",
                "--metrics-listen", f"127.0.0.1:{self.mport}", "--jwt-secret", SECRET,
@@ -186,10 +207,13 @@ class Gateway:
                "--heartbeat", "15s", "--log-format", "json", *extra]
         if redis:
             cmd += ["--redis-url", redis.url, "--redis-prefix", prefix]
+        self.ca = tls[0] if tls else None
+        if tls:
+            cmd += ["--tls-cert", tls[1], "--tls-key", tls[2]]
         self.proc = start(cmd, cpu, os.path.join(work, f"gateway-{self.port}.log"), env={**os.environ, "RUST_LOG": "warn"})
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.pid = self.proc.pid
-        wait_http(self.url + "/readyz")
+        wait_http(self.url + "/readyz", ca=self.ca)
 
     def metrics(self):
         return metrics(f"http://127.0.0.1:{self.mport}/metrics")
@@ -265,6 +289,8 @@ def start_target(work, kind, cpu=SERVER_CPU, prefix="sse:"):
         redis = Redis(work, cpu)
     if base == "gw-emb":
         server = Gateway(work, None, cpu, program=binary(kind, "sse-gateway"))
+    elif base == "gw-tls":
+        server = Gateway(work, None, cpu, program=binary(kind, "sse-gateway"), tls=test_certificate(work))
     elif base in ("gw-redis", "gw-redis-sdk"):
         server = Gateway(work, redis, cpu, prefix, program=binary(kind, "sse-gateway"))
     elif base == "nchan":
@@ -276,9 +302,11 @@ def start_target(work, kind, cpu=SERVER_CPU, prefix="sse:"):
     watch = ["--watch", f"server={server.pid}"]
     if redis:
         watch += ["--watch", f"redis={redis.pid}"]
-    target = {"gw-emb": "gateway", "gw-redis": "gateway", "gw-redis-sdk": "gateway", "nchan": "nchan", "floor": "floor",
-              "floor-c": "floor"}[base]
+    target = {"gw-emb": "gateway", "gw-tls": "gateway", "gw-redis": "gateway", "gw-redis-sdk": "gateway", "nchan": "nchan",
+              "floor": "floor", "floor-c": "floor"}[base]
     args = ["--target", target, "--url", server.url, *watch]
+    if base == "gw-tls":
+        args += ["--ca-file", server.ca]
     if base == "gw-redis-sdk":
         args += ["--redis-url", redis.url, "--redis-prefix", prefix]
     return server, redis, args
@@ -289,7 +317,7 @@ def cpu_of(report, phase, procs):
     return sum(p.get(k, {}).get("cpu_s", 0.0) for k in procs)
 
 
-LABELS = {"gw-emb": "gateway (embedded)", "gw-redis": "gateway + Redis (HTTP publish)",
+LABELS = {"gw-emb": "gateway (embedded)", "gw-tls": "gateway (embedded), HTTPS (HTTP/1.1 over TLS)", "gw-redis": "gateway + Redis (HTTP publish)",
           "gw-redis-sdk": "gateway + Redis (SDK publish)", "nchan": "Nchan + Redis", "floor": "floor (raw writes)",
           "floor-c": "floor in C (raw writes)"}
 
@@ -312,7 +340,7 @@ def idle(work, q):
     n = 3000 if q else 19000
     steps = [0, n // 10, n // 4, n // 2, 3 * n // 4, n]
     res = {}
-    for kind in ("gw-emb", "gw-redis", "nchan", "floor"):
+    for kind in ("gw-emb", "gw-tls", "gw-redis", "nchan", "floor"):
         log(f"idle: {kind}")
         server, redis, base = start_target(work, kind)
         try:

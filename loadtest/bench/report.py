@@ -5,8 +5,8 @@ import json
 import os
 import sys
 
-KINDS = ["gw-emb", "gw-redis", "gw-redis-sdk", "nchan", "floor"]
-NAMES = {"gw-emb": "gateway (embedded)", "gw-redis": "gateway + Redis", "gw-redis-sdk": "gateway + Redis (SDK publish)",
+KINDS = ["gw-emb", "gw-tls", "gw-redis", "gw-redis-sdk", "nchan", "floor"]
+NAMES = {"gw-emb": "gateway (embedded)", "gw-tls": "gateway (embedded), HTTPS", "gw-redis": "gateway + Redis", "gw-redis-sdk": "gateway + Redis (SDK publish)",
          "nchan": "Nchan + Redis", "floor": "floor (Rust)", "floor-c": "floor (C)"}
 
 
@@ -270,6 +270,9 @@ def write(stored, label, out):
     if "idle" in r:
         v = r["idle"]["gw-emb"]["kib_per_conn"]
         rows.append(("1", "gateway RSS per idle connection ≤ 4 KiB", f"{v:.2f} KiB (embedded), {r['idle']['gw-redis']['kib_per_conn']:.2f} KiB (Redis) — {verdict(max(v, r['idle']['gw-redis']['kib_per_conn']) <= 4)}"))
+        if "gw-tls" in r["idle"]:
+            t = r["idle"]["gw-tls"]["kib_per_conn"]
+            rows.append(("1", "(for information) gateway RSS per idle HTTP/1.1-over-TLS stream", f"{t:.2f} KiB, beside {v:.2f} KiB plain: TLS adds {t - v:.2f} KiB"))
     if "broadcast" in r:
         b = r["broadcast"]
         fl = floor_of(b)["cpu_us_per_delivery"]
@@ -323,7 +326,9 @@ def write(stored, label, out):
     if "idle" in r:
         L.append("## 1. Idle capacity\n")
         L.append("User streams, one user per connection (distinct topics), opened at 5,000/s from 2 source addresses, "
-                 "RSS sampled 1 s after each step.\n")
+                 "RSS sampled 1 s after each step. \"HTTPS\": the same gateway serving `--tls-cert`/`--tls-key`, each "
+                 "client one HTTP/1.1 stream over TLS (ALPN `http/1.1`, TLS 1.3, P-256 certificate): what a stream costs when "
+                 "the gateway terminates TLS itself instead of a load balancer.\n")
         L.append("| | established | failed | RSS at 0 | RSS at end | per connection | Redis per connection | vs Nchan |")
         L.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
         nn = r["idle"]["nchan"]["kib_per_conn"]

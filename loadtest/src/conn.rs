@@ -9,7 +9,8 @@
 //! reordering whatever the payload says.
 //!
 //! A connection holds one 2 KiB read buffer and its parser; nothing else grows with
-//! time except the latency samples of the events it receives.
+//! time except the latency samples of the events it receives. Over TLS (an `https://`
+//! target) it holds the client's TLS state too.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -17,8 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpSocket;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
 use crate::http::{parse_head, Chunked};
 use crate::sse::{json_u64, Item, Parser};
@@ -60,6 +64,40 @@ pub struct Spec {
     /// The `Last-Event-ID` this connection sends, parsed: every event must be above it.
     pub after_id: Option<(u64, u64)>,
     pub connect_timeout: Duration,
+    /// TLS (an `https://` target): the client configuration and the name to verify.
+    pub tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+/// A connection's socket: plain TCP, or TLS over it (boxed: rustls' state is large).
+enum Socket {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Socket {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Socket::Plain(socket) => socket,
+            Socket::Tls(tls) => tls.get_ref().0,
+        }
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Socket::Plain(socket) => socket.read(buf).await,
+            Socket::Tls(tls) => tls.read(buf).await,
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Socket::Plain(socket) => socket.write_all(bytes).await,
+            Socket::Tls(tls) => {
+                tls.write_all(bytes).await?;
+                tls.flush().await
+            }
+        }
+    }
 }
 
 /// Everything one connection measured.
@@ -251,20 +289,38 @@ pub async fn run(
     if spec.storm {
         let _ = socket.set_zero_linger();
     }
-    let mut stream =
-        match tokio::time::timeout(spec.connect_timeout, socket.connect(spec.server)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                fail(&mut stats, &shared, classify(&e));
-                return stats;
-            }
-            Err(_) => {
-                fail(&mut stats, &shared, "connect_timeout");
-                return stats;
-            }
-        };
-    stats.connect_us = Some(micros(start));
+    let stream = match tokio::time::timeout(spec.connect_timeout, socket.connect(spec.server)).await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            fail(&mut stats, &shared, classify(&e));
+            return stats;
+        }
+        Err(_) => {
+            fail(&mut stats, &shared, "connect_timeout");
+            return stats;
+        }
+    };
     let _ = stream.set_nodelay(true);
+    let mut stream = match &spec.tls {
+        None => Socket::Plain(stream),
+        Some((connector, name)) => {
+            let handshake = connector.connect(name.clone(), stream);
+            match tokio::time::timeout(spec.connect_timeout, handshake).await {
+                Ok(Ok(tls)) => Socket::Tls(Box::new(tls)),
+                Ok(Err(_)) => {
+                    fail(&mut stats, &shared, "tls_handshake");
+                    return stats;
+                }
+                Err(_) => {
+                    fail(&mut stats, &shared, "tls_handshake_timeout");
+                    return stats;
+                }
+            }
+        }
+    };
+    // Over TLS, the handshake is part of connecting.
+    stats.connect_us = Some(micros(start));
     if let Err(e) = stream.write_all(&spec.request).await {
         fail(&mut stats, &shared, classify(&e));
         return stats;
@@ -285,7 +341,7 @@ pub async fn run(
                 // ephemeral ports that the next run, and every other client of this
                 // machine, need to connect (the kernel gives no port to a connect()
                 // without bind() while an explicitly bound socket keeps it).
-                let _ = stream.set_zero_linger();
+                let _ = stream.tcp().set_zero_linger();
                 break;
             }
             r = stream.read(&mut buf) => r,

@@ -132,6 +132,9 @@ pub struct RunArgs {
     /// Write the JSON report here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// The server's CA (PEM), for an `https://` URL.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
     /// Also put the raw samples that percentiles cannot be merged from into the JSON
     /// report (`first_id_us` of every connection), for runs split over processes.
     #[arg(long)]
@@ -153,14 +156,50 @@ fn humantime_secs(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn server_addr(url: &str) -> anyhow::Result<(SocketAddr, String)> {
-    let rest = url.strip_prefix("http://").context("only http:// URLs")?;
+/// The server's address and `Host`, and whether the URL is `https://`.
+fn server_addr(url: &str) -> anyhow::Result<(SocketAddr, String, bool)> {
+    let (rest, https) = match url.strip_prefix("https://") {
+        Some(rest) => (rest, true),
+        None => (
+            url.strip_prefix("http://")
+                .context("only http:// and https:// URLs")?,
+            false,
+        ),
+    };
     let host = rest.split('/').next().unwrap_or(rest);
     let addr: SocketAddr = host.parse().context("URL host must be ip:port")?;
     if !addr.ip().is_loopback() {
         bail!("load runs target loopback only (127.0.0.0/8), not {addr}");
     }
-    Ok((addr, host.to_string()))
+    Ok((addr, host.to_string(), https))
+}
+
+/// The clients' TLS for an `https://` URL: the CA of `--ca-file` only, ALPN `http/1.1`
+/// (each simulated browser is one HTTP/1.1 stream, as an EventSource without h2 is).
+fn client_tls(
+    ca_file: Option<&std::path::Path>,
+    addr: SocketAddr,
+) -> anyhow::Result<(
+    tokio_rustls::TlsConnector,
+    rustls::pki_types::ServerName<'static>,
+)> {
+    use rustls::pki_types::pem::PemObject;
+    let path = ca_file.context("an https:// URL needs --ca-file (the server's CA, PEM)")?;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("--ca-file {}", path.display()))?
+    {
+        roots.add(certificate.with_context(|| format!("--ca-file {}", path.display()))?)?;
+    }
+    #[allow(deprecated)] // ring, as the gateway (see its server::tls::provider)
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
 }
 
 struct PhaseClock {
@@ -197,7 +236,15 @@ impl PhaseClock {
 pub async fn run(args: RunArgs) -> anyhow::Result<Value> {
     let started = Instant::now();
     let deadline = started + args.max_duration;
-    let (server, host) = server_addr(&args.url)?;
+    let (server, host, https) = server_addr(&args.url)?;
+    let tls = if https {
+        if !matches!(args.publish, Via::None | Via::SdkRedis) {
+            bail!("over https://, publish with --publish sdk-redis (or not at all)");
+        }
+        Some(client_tls(args.ca_file.as_deref(), server)?)
+    } else {
+        None
+    };
     if let Some(ip) = args.source_addrs.iter().find(|ip| !ip.is_loopback()) {
         bail!("source address {ip} is not loopback");
     }
@@ -362,6 +409,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Value> {
             ),
             expect,
             storm: args.storm,
+            tls: tls.clone(),
             check_ids: args.target == Target::Gateway,
             after_id: last_event_id
                 .as_deref()

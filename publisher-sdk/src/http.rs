@@ -74,8 +74,20 @@ impl HttpTransport {
         let response = match self.client.request(request).await {
             Ok(response) => response,
             // Not connected: the request never left.
-            Err(error) if error.is_connect() => return Err(Attempt::Refused(error.to_string())),
-            Err(error) => return Err(Attempt::Failed(Error::Ambiguous(error.to_string()))),
+            Err(error) if error.is_connect() => {
+                return Err(Attempt::Refused(format!(
+                    "cannot connect to {}: {}",
+                    self.base,
+                    causes(&error)
+                )))
+            }
+            Err(error) => {
+                return Err(Attempt::Failed(Error::Ambiguous(format!(
+                    "{}{path}: {}",
+                    self.base,
+                    causes(&error)
+                ))))
+            }
         };
         let status = response.status();
         let bytes = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
@@ -119,7 +131,8 @@ impl HttpTransport {
             }
             // The gateway refused before publishing (draining, broker down).
             StatusCode::SERVICE_UNAVAILABLE => Err(Attempt::Refused(format!(
-                "{}: {}",
+                "{} answered 503 {}: {}",
+                self.base,
                 text("error"),
                 text("message")
             ))),
@@ -132,8 +145,22 @@ impl HttpTransport {
                 Err(Attempt::Failed(Error::Internal(text("message"))))
             }
             status => Err(Attempt::Failed(Error::Ambiguous(format!(
-                "the gateway answered {status}"
+                "the gateway at {} answered {status}",
+                self.base
             )))),
         }
     }
+}
+
+/// An error and its sources, `outer: inner: innermost` (hyper's own text, `client error
+/// (Connect)`, says nothing of the reason).
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
 }

@@ -46,6 +46,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+pub use wire::store::RedisTls;
 pub use wire::EventId;
 
 /// Why a publish failed.
@@ -79,6 +80,11 @@ pub enum Error {
     /// The broker or gateway failed on its side (a script or data error): not retried.
     #[error("server error: {0}")]
     Internal(String),
+    /// TLS with Redis failed in a way no retry mends: the server's certificate is not
+    /// trusted (see [`RedisOptions::tls`]) or names another host, or the server refused
+    /// the client certificate.
+    #[error("redis TLS: {0}")]
+    Tls(String),
 }
 
 impl Error {
@@ -91,7 +97,8 @@ impl Error {
             | Error::JobFinished { .. }
             | Error::Unauthorized(_)
             | Error::Rejected { .. }
-            | Error::Internal(_) => false,
+            | Error::Internal(_)
+            | Error::Tls(_) => false,
         }
     }
 }
@@ -264,6 +271,9 @@ pub struct RedisOptions {
     pub retry: RetryPolicy,
     /// Connections in the pool.
     pub pool_size: usize,
+    /// TLS material for `rediss://` URLs and seeds: a CA to trust instead of the system's
+    /// roots, a client certificate for mutual TLS.
+    pub tls: RedisTls,
 }
 
 impl Default for RedisOptions {
@@ -273,6 +283,7 @@ impl Default for RedisOptions {
             retention: wire::Retention::default(),
             retry: RetryPolicy::default(),
             pool_size: 16,
+            tls: RedisTls::default(),
         }
     }
 }
@@ -291,6 +302,25 @@ impl RedisOptions {
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
+    }
+
+    /// TLS material for a `rediss://` Redis (e.g.
+    /// `RedisTls::default().ca_pem(std::fs::read("ca.pem")?)`).
+    pub fn tls(mut self, tls: RedisTls) -> Self {
+        self.tls = tls;
+        self
+    }
+}
+
+/// A connection error: a TLS failure is [`Error::Tls`] (not transient), anything else
+/// [`Error::Unavailable`].
+fn connect_error(error: &redis::RedisError) -> Error {
+    match store::tls_failure(error) {
+        Some(failure) => Error::Tls(failure.to_string()),
+        None => Error::Unavailable {
+            attempts: 1,
+            message: error.to_string(),
+        },
     }
 }
 
@@ -312,27 +342,25 @@ impl std::fmt::Debug for Publisher {
 }
 
 impl Publisher {
-    /// Connects to Redis (`redis://host:port[/db]`) and checks the connection with `PING`.
+    /// Connects to Redis (`redis://host:port[/db]`, or `rediss://…` for TLS) and checks
+    /// the connection with `PING`.
     pub async fn connect(url: &str) -> Result<Publisher, Error> {
         Publisher::connect_with(url, RedisOptions::default()).await
     }
 
     /// [`Publisher::connect`] with options.
     pub async fn connect_with(url: &str, options: RedisOptions) -> Result<Publisher, Error> {
-        let connections = store::Connections::pool(url, options.pool_size)
+        let connections = store::Connections::pool_with_tls(url, options.pool_size, &options.tls)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        let mut connection = connections.get().await.map_err(|e| Error::Unavailable {
-            attempts: 1,
-            message: e.to_string(),
-        })?;
-        let _: () = redis::cmd("PING")
-            .query_async(&mut connection)
-            .await
-            .map_err(|e| Error::Unavailable {
-                attempts: 1,
-                message: e.to_string(),
-            })?;
-        drop(connection);
+        // A first connection of its own, so that a TLS failure is told apart (the pool
+        // reports every failure to connect alike).
+        let _: () = async {
+            let client = store::client(url, &options.tls)?;
+            let mut connection = client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async(&mut connection).await
+        }
+        .await
+        .map_err(|e| connect_error(&e))?;
         let keys = wire::Keys::new(options.prefix);
         let store = store::Store::new(connections, keys, options.retention);
         Ok(Publisher {
@@ -344,19 +372,25 @@ impl Publisher {
     }
 
     /// Connects to a Redis Cluster through any of its nodes (`host:port` or
-    /// `redis://host:port` each); publishes go to each user's shard, live events with
-    /// `SPUBLISH`.
+    /// `redis://host:port` each, or `rediss://host:port` each for TLS); publishes go to
+    /// each user's shard, live events with `SPUBLISH`.
     pub async fn connect_cluster(
         seeds: &[&str],
         options: RedisOptions,
     ) -> Result<Publisher, Error> {
         let seeds: Vec<String> = seeds.iter().map(|s| s.to_string()).collect();
-        let connections = store::ClusterConnections::connect(&seeds)
-            .await
-            .map_err(|e| Error::Unavailable {
-                attempts: 1,
-                message: e.to_string(),
-            })?;
+        let connections =
+            match store::ClusterConnections::connect_with_tls(&seeds, &options.tls).await {
+                Ok(connections) => connections,
+                Err(error) => {
+                    // The cluster client keeps only the text of a failed handshake: ask a seed.
+                    let seeds: Vec<String> = seeds.iter().map(|s| store::seed_url(s)).collect();
+                    return Err(match store::probe_tls_seeds(&seeds, &options.tls).await {
+                        Some(failure) => Error::Tls(failure.to_string()),
+                        None => connect_error(&error),
+                    });
+                }
+            };
         let keys = wire::Keys::new(options.prefix);
         let store = store::Store::new(
             store::Connections::Cluster(connections),

@@ -2,6 +2,11 @@
 //! data directory of its own, stopped when dropped. Used by this workspace's tests and
 //! usable by workers' own test suites. Needs `redis-server` on the `PATH` (Debian's
 //! `redis-server` package; `make test` installs it).
+//!
+//! TLS: [`TestCa`] is a certificate authority made for one test (rcgen), which issues
+//! certificates for `127.0.0.1`/`localhost`; [`RedisServer::start_tls`] and
+//! [`RedisCluster::start_tls`] serve Redis over TLS only (`--tls-port`, `--port 0`) with a
+//! certificate of that CA.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -11,12 +16,118 @@ use std::time::{Duration, Instant};
 /// How long a started server may take to answer `PING`.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A certificate authority made for one test, its files in a directory of its own
+/// (removed when dropped).
+pub struct TestCa {
+    dir: PathBuf,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+/// A certificate issued by a [`TestCa`] and its private key: PEM text and files.
+#[derive(Clone, Debug)]
+pub struct TestCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl TestCa {
+    /// A new CA named `name` (its common name).
+    pub fn new(name: &str) -> TestCa {
+        let dir =
+            std::env::temp_dir().join(format!("sse-ca-{}-{:x}", std::process::id(), rand_u64()));
+        std::fs::create_dir_all(&dir).expect("create the CA directory");
+        let mut params = rcgen::CertificateParams::default();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().expect("generate the CA key");
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, key).expect("self-sign the CA");
+        let ca = TestCa { dir, issuer };
+        std::fs::write(ca.cert_file(), ca.cert_pem()).expect("write the CA certificate");
+        ca
+    }
+
+    /// The CA's certificate (PEM): what a client trusts.
+    pub fn cert_pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// The file holding [`TestCa::cert_pem`].
+    pub fn cert_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// A certificate for `127.0.0.1` and `localhost` (usable by a server and a client),
+    /// written to `<name>.pem` and `<name>.key` in the CA's directory.
+    pub fn issue(&self, name: &str) -> TestCert {
+        self.issue_for(name, &["127.0.0.1", "localhost"])
+    }
+
+    /// A certificate for these names (DNS names or IP addresses).
+    pub fn issue_for(&self, name: &str, names: &[&str]) -> TestCert {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).expect("valid names");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = rcgen::KeyPair::generate().expect("generate a key");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("sign the certificate");
+        let issued = TestCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_file: self.dir.join(format!("{name}.pem")),
+            key_file: self.dir.join(format!("{name}.key")),
+        };
+        std::fs::write(&issued.cert_file, &issued.cert_pem).expect("write the certificate");
+        std::fs::write(&issued.key_file, &issued.key_pem).expect("write the key");
+        issued
+    }
+
+    /// The TLS settings a client of a server with this CA's certificate needs.
+    pub fn client_tls(&self) -> crate::RedisTls {
+        crate::RedisTls::default().ca_pem(self.cert_pem())
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A server's TLS: its files, copied into its data directory (so a restart finds them
+/// whatever became of the [`TestCa`]), and what its clients use.
+struct ServerTls {
+    ca_file: PathBuf,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    /// A client certificate of the same CA (for servers that require one).
+    client_cert_file: PathBuf,
+    client_key_file: PathBuf,
+    client: crate::RedisTls,
+}
+
 /// A `redis-server` child process.
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
     extra: Vec<String>,
+    tls: Option<ServerTls>,
 }
 
 impl RedisServer {
@@ -32,23 +143,83 @@ impl RedisServer {
 
     /// [`RedisServer::start_with`] on a given port (see [`free_port`]).
     pub fn start_on(port: u16, extra: &[&str]) -> RedisServer {
+        RedisServer::start_inner(port, extra, None)
+    }
+
+    /// A server that speaks TLS only (`--tls-port`, `--port 0`), with a certificate of `ca`
+    /// for `127.0.0.1`; client certificates are asked for but optional (`extra` may say
+    /// `--tls-auth-clients yes`). Its [`RedisServer::url`] is `rediss://…`.
+    pub fn start_tls(ca: &TestCa, extra: &[&str]) -> RedisServer {
+        RedisServer::start_inner(free_port(), extra, Some(ca))
+    }
+
+    /// [`RedisServer::start_tls`] on a given port.
+    pub fn start_tls_on(port: u16, ca: &TestCa, extra: &[&str]) -> RedisServer {
+        RedisServer::start_inner(port, extra, Some(ca))
+    }
+
+    fn start_inner(port: u16, extra: &[&str], ca: Option<&TestCa>) -> RedisServer {
         let dir =
             std::env::temp_dir().join(format!("sse-redis-{}-{:x}", std::process::id(), rand_u64()));
         std::fs::create_dir_all(&dir).expect("create the redis data directory");
+        let tls = ca.map(|ca| {
+            let server = ca.issue(&format!("redis-{port}"));
+            let client = ca.issue(&format!("redis-client-{port}"));
+            let copy = |name: &str, pem: &str| {
+                let path = dir.join(name);
+                std::fs::write(&path, pem).expect("write a TLS file");
+                path
+            };
+            ServerTls {
+                ca_file: copy("ca.pem", &ca.cert_pem()),
+                cert_file: copy("server.pem", &server.cert_pem),
+                key_file: copy("server.key", &server.key_pem),
+                client_cert_file: copy("client.pem", &client.cert_pem),
+                client_key_file: copy("client.key", &client.key_pem),
+                client: ca
+                    .client_tls()
+                    .client_pem(client.cert_pem.clone(), client.key_pem.clone()),
+            }
+        });
         let mut server = RedisServer {
             child: None,
             port,
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls,
         };
         server.spawn();
         server
     }
 
+    /// The ports and TLS files: `--port P`, or `--port 0 --tls-port P` and the files.
+    fn port_args(&self) -> Vec<String> {
+        let port = self.port.to_string();
+        match &self.tls {
+            None => vec!["--port".into(), port],
+            Some(tls) => {
+                let path = |p: &PathBuf| p.display().to_string();
+                vec![
+                    "--port".into(),
+                    "0".into(),
+                    "--tls-port".into(),
+                    port,
+                    "--tls-cert-file".into(),
+                    path(&tls.cert_file),
+                    "--tls-key-file".into(),
+                    path(&tls.key_file),
+                    "--tls-ca-cert-file".into(),
+                    path(&tls.ca_file),
+                    "--tls-auth-clients".into(),
+                    "optional".into(),
+                ]
+            }
+        }
+    }
+
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
-            .arg("--port")
-            .arg(self.port.to_string())
+            .args(self.port_args())
             .arg("--bind")
             .arg("127.0.0.1")
             .arg("--dir")
@@ -79,18 +250,60 @@ impl RedisServer {
     }
 
     fn ping(&self) -> bool {
-        redis::Client::open(self.url())
+        self.client()
             .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
             .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
             .is_ok()
+    }
+
+    /// A client of this server (with the CA and a client certificate, over TLS).
+    fn client(&self) -> redis::RedisResult<redis::Client> {
+        match &self.tls {
+            None => redis::Client::open(self.url()),
+            Some(tls) => sse_wire::store::client(&self.url(), &tls.client),
+        }
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
+    /// `redis://127.0.0.1:<port>`, or `rediss://…` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// What a client of this TLS server needs: the CA (no client certificate). `None` for a
+    /// plain server.
+    pub fn client_tls(&self) -> Option<crate::RedisTls> {
+        self.tls.as_ref().map(|tls| {
+            crate::RedisTls::default()
+                .ca_pem(std::fs::read(&tls.ca_file).expect("read the CA file"))
+        })
+    }
+
+    /// `redis-cli` arguments for this server's TLS (none for a plain server).
+    pub fn cli_tls_args(&self) -> Vec<String> {
+        match &self.tls {
+            None => Vec::new(),
+            Some(tls) => {
+                let path = |p: &PathBuf| p.display().to_string();
+                vec![
+                    "--tls".into(),
+                    "--cacert".into(),
+                    path(&tls.ca_file),
+                    "--cert".into(),
+                    path(&tls.client_cert_file),
+                    "--key".into(),
+                    path(&tls.client_key_file),
+                ]
+            }
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -99,7 +312,7 @@ impl RedisServer {
 
     /// A blocking connection, for assertions on keys and for fault injection.
     pub fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url())
+        self.client()
             .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
             .expect("connect to the test redis-server")
     }
@@ -181,6 +394,8 @@ pub struct RedisCluster {
     nodes: Vec<RedisServer>,
     /// The port each node announces to clients (its own unless started announced).
     announced: Vec<u16>,
+    /// Whether the nodes speak TLS (to clients and among themselves).
+    tls: bool,
 }
 
 impl RedisCluster {
@@ -195,7 +410,23 @@ impl RedisCluster {
     pub fn start_announced(
         masters: usize,
         replicas: usize,
+        announce: impl FnMut(u16) -> u16,
+    ) -> RedisCluster {
+        RedisCluster::start_inner(masters, replicas, announce, None)
+    }
+
+    /// As [`RedisCluster::start`], every node speaking TLS only, to clients and on the
+    /// cluster bus and replication links (`--tls-cluster`, `--tls-replication`), with
+    /// certificates of `ca`. [`RedisCluster::seeds`] are then `rediss://127.0.0.1:<port>`.
+    pub fn start_tls(masters: usize, replicas: usize, ca: &TestCa) -> RedisCluster {
+        RedisCluster::start_inner(masters, replicas, |port| port, Some(ca))
+    }
+
+    fn start_inner(
+        masters: usize,
+        replicas: usize,
         mut announce: impl FnMut(u16) -> u16,
+        ca: Option<&TestCa>,
     ) -> RedisCluster {
         let mut announced = Vec::new();
         let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
@@ -204,26 +435,40 @@ impl RedisCluster {
                 let public = announce(port);
                 announced.push(public);
                 let (public, bus) = (public.to_string(), (port + 10_000).to_string());
-                RedisServer::start_on(
-                    port,
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--cluster-node-timeout",
-                        "1000",
-                        "--cluster-announce-ip",
-                        "127.0.0.1",
-                        "--cluster-announce-port",
-                        &public,
-                        "--cluster-announce-bus-port",
-                        &bus,
-                    ],
-                )
+                let mut args = vec![
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                    "--cluster-announce-ip",
+                    "127.0.0.1",
+                    "--cluster-announce-port",
+                    &public,
+                    "--cluster-announce-bus-port",
+                    &bus,
+                ];
+                match ca {
+                    None => RedisServer::start_on(port, &args),
+                    Some(ca) => {
+                        // With `--port 0` the bus port is not derived from a plain port:
+                        // name it.
+                        args.extend([
+                            "--tls-cluster",
+                            "yes",
+                            "--tls-replication",
+                            "yes",
+                            "--cluster-port",
+                            &bus,
+                        ]);
+                        RedisServer::start_tls_on(port, ca, &args)
+                    }
+                }
             })
             .collect();
         let mut create = Command::new("redis-cli");
+        create.args(nodes[0].cli_tls_args());
         create.arg("--cluster").arg("create");
         for node in &nodes {
             create.arg(format!("127.0.0.1:{}", node.port()));
@@ -239,7 +484,11 @@ impl RedisCluster {
             "cluster create failed: {}",
             String::from_utf8_lossy(&output.stdout)
         );
-        let cluster = RedisCluster { nodes, announced };
+        let cluster = RedisCluster {
+            nodes,
+            announced,
+            tls: ca.is_some(),
+        };
         cluster.wait_healthy(Duration::from_secs(20));
         cluster
     }
@@ -269,12 +518,19 @@ impl RedisCluster {
         }
     }
 
-    /// `host:port` of every node as clients reach it, for `--redis-cluster`.
+    /// `host:port` of every node as clients reach it, for `--redis-cluster`
+    /// (`rediss://host:port` for a TLS cluster).
     pub fn seeds(&self) -> Vec<String> {
+        let scheme = if self.tls { "rediss://" } else { "" };
         self.announced
             .iter()
-            .map(|port| format!("127.0.0.1:{port}"))
+            .map(|port| format!("{scheme}127.0.0.1:{port}"))
             .collect()
+    }
+
+    /// What a client of this TLS cluster needs (the CA); `None` for a plain cluster.
+    pub fn client_tls(&self) -> Option<crate::RedisTls> {
+        self.nodes[0].client_tls()
     }
 
     /// The node (index) that serves `slot` as master right now.

@@ -1,5 +1,6 @@
-//! The keys tokens are checked with: one HMAC secret and any number of public keys (PEM
-//! files: RSA, EC, Ed25519), each known by its `kid`.
+//! The configured keys tokens are checked with: one HMAC secret and any number of public
+//! keys (PEM files: RSA, EC, Ed25519), each known by its `kid`. Keys fetched from
+//! identity providers are in [`super::refresh`].
 
 use std::path::PathBuf;
 
@@ -24,8 +25,12 @@ pub enum KeyError {
     NotAPublicKey { path: PathBuf },
     #[error("key id {0:?} given twice")]
     DuplicateKid(String),
-    #[error("no token key configured: give a secret or a public key")]
+    #[error("no token key configured: give a secret, a public key or a JWKS URL")]
     NoKey,
+    #[error("{url:?} is not a JWKS URL: {reason}")]
+    JwksUrl { url: String, reason: String },
+    #[error("cannot use {0}")]
+    JwksCaFile(String),
 }
 
 /// One configured public key.
@@ -59,6 +64,11 @@ impl std::fmt::Debug for KeySet {
 }
 
 impl KeySet {
+    /// Whether a secret or a public key file is configured.
+    pub(super) fn has_any(&self) -> bool {
+        self.secret.is_some() || !self.public_keys.is_empty()
+    }
+
     pub(super) fn load(settings: &AuthSettings) -> Result<KeySet, KeyError> {
         let secret = match &settings.hmac_secret {
             Some(secret) if secret.len() < MIN_SECRET_BYTES => {
@@ -85,7 +95,7 @@ impl KeySet {
                 key,
             });
         }
-        if secret.is_none() && public_keys.is_empty() {
+        if secret.is_none() && public_keys.is_empty() && settings.jwks.urls.is_empty() {
             return Err(KeyError::NoKey);
         }
         Ok(KeySet {

@@ -4,6 +4,9 @@
 //!   the cookie, the query parameter;
 //! - [`keys`]: the keys tokens are checked with — one HMAC secret (HS256/384/512) and any
 //!   number of PEM public keys (RSA, EC, Ed25519) chosen by `kid`;
+//! - [`jwks`], [`fetch`], [`refresh`]: keys from identity providers — JWKS documents read
+//!   key by key, fetched over HTTP(S), kept fresh by one task per URL, each URL optionally
+//!   bound to an issuer;
 //! - [`verify`]: checking a token: algorithm against the key's family (so `none` and
 //!   algorithm confusion are refused), signature, `exp`/`nbf` with leeway, `iss`/`aud`;
 //! - [`mint`]: signing tokens (`sse-gateway mint-token`, demo logins).
@@ -16,16 +19,24 @@
 //! command line.
 
 pub mod extract;
+pub mod fetch;
+pub mod jwks;
 pub mod keys;
 pub mod mint;
+pub mod refresh;
 pub mod topics;
 pub mod verify;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+pub use jwks::DocumentError;
 pub use keys::KeyError;
+pub use refresh::{JwksTasks, FETCH_RESULTS as JWKS_FETCH_RESULTS};
 pub use topics::{TopicAccess, TopicPattern};
+
+use crate::metrics::Metrics;
 
 /// How tokens are found and checked (built by `config` from the flags).
 #[derive(Clone, Debug, Default)]
@@ -46,6 +57,30 @@ pub struct AuthSettings {
     pub query_token_param: String,
     /// Topics any valid token may watch, and topics anyone may watch without a token.
     pub topics: TopicAccess,
+    /// Keys fetched from identity providers.
+    pub jwks: JwksSettings,
+}
+
+/// Where and how often JWKS documents are fetched (built by `config` from the
+/// `--jwt-jwks-*` flags; no URL: none).
+#[derive(Clone, Debug, Default)]
+pub struct JwksSettings {
+    pub urls: Vec<JwksUrl>,
+    /// PEM CA certificates trusted for `https://` URLs besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Shortest and longest time between scheduled fetches (the answer's max-age is
+    /// clamped to them).
+    pub min_refresh: Duration,
+    pub max_refresh: Duration,
+    /// Shortest time between two fetches of one URL asked for by unknown `kid`s.
+    pub refetch_interval: Duration,
+}
+
+/// One JWKS URL, optionally bound to the one issuer whose tokens its keys check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JwksUrl {
+    pub issuer: Option<String>,
+    pub url: String,
 }
 
 /// One public key file and the `kid` tokens name it by.
@@ -109,6 +144,9 @@ pub enum AuthError {
     WrongAudience,
     #[error("the token's claims are missing or invalid (sub and exp are required)")]
     BadClaims,
+    /// The token needs keys from an identity provider that have not been fetched yet.
+    #[error("the keys for this token could not be fetched yet; retry")]
+    KeysUnavailable,
 }
 
 impl AuthError {
@@ -125,10 +163,11 @@ impl AuthError {
             AuthError::WrongIssuer => "wrong_issuer",
             AuthError::WrongAudience => "wrong_audience",
             AuthError::BadClaims => "bad_claims",
+            AuthError::KeysUnavailable => "keys_unavailable",
         }
     }
 
-    pub const ALL: [AuthError; 10] = [
+    pub const ALL: [AuthError; 11] = [
         AuthError::Missing,
         AuthError::Malformed,
         AuthError::BadSignature,
@@ -139,6 +178,7 @@ impl AuthError {
         AuthError::WrongIssuer,
         AuthError::WrongAudience,
         AuthError::BadClaims,
+        AuthError::KeysUnavailable,
     ];
 }
 
@@ -146,6 +186,8 @@ impl AuthError {
 #[derive(Clone)]
 pub struct Auth {
     keys: keys::KeySet,
+    /// Keys from identity providers, if any URL is configured.
+    jwks: Option<Arc<refresh::Jwks>>,
     issuer: Option<String>,
     audience: Option<String>,
     leeway: Duration,
@@ -159,6 +201,7 @@ impl std::fmt::Debug for Auth {
         // Never print key material.
         f.debug_struct("Auth")
             .field("keys", &self.keys)
+            .field("jwks", &self.jwks)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("leeway", &self.leeway)
@@ -168,10 +211,16 @@ impl std::fmt::Debug for Auth {
 
 impl Auth {
     /// Loads the keys; fails on a short secret, an unreadable or invalid key file, a key
-    /// id given twice, or no key at all.
+    /// id given twice, a malformed JWKS URL, an unusable CA file, or no key at all. Fetches
+    /// nothing: [`Auth::start_jwks`] does.
     pub fn new(settings: &AuthSettings) -> Result<Auth, KeyError> {
+        let jwks = refresh::Jwks::new(&settings.jwks).map_err(|error| match error {
+            refresh::JwksError::Url { url, reason } => KeyError::JwksUrl { url, reason },
+            refresh::JwksError::CaFile(reason) => KeyError::JwksCaFile(reason),
+        })?;
         Ok(Auth {
             keys: keys::KeySet::load(settings)?,
+            jwks: jwks.map(Arc::new),
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             leeway: settings.leeway,
@@ -186,15 +235,44 @@ impl Auth {
         &self.topics
     }
 
-    /// The token of a request (see [`extract`]), verified.
-    pub fn authenticate(
+    /// Starts fetching the JWKS (one task per URL, each fetching at once); the tasks stop
+    /// when the returned handle is dropped.
+    pub fn start_jwks(&self, metrics: Arc<Metrics>) -> JwksTasks {
+        match &self.jwks {
+            Some(jwks) => jwks.start(metrics),
+            None => JwksTasks::none(),
+        }
+    }
+
+    /// Whether tokens can be checked: a secret or a public key file is configured, or every
+    /// JWKS has been fetched once. `/readyz` fails until then.
+    pub fn keys_ready(&self) -> bool {
+        self.keys.has_any() || self.jwks.as_ref().is_none_or(|jwks| jwks.all_loaded())
+    }
+
+    /// The token of a request (see [`extract`]), verified. A token whose `kid` no key has
+    /// may wait for a fetch of its issuer's JWKS, at most [`refresh::UNKNOWN_KID_WAIT`]
+    /// (see [`refresh`] for how often such fetches may happen).
+    pub async fn authenticate(
         &self,
         headers: &http::HeaderMap,
         query: Option<&str>,
     ) -> Result<Identity, AuthError> {
         let token = extract::token(headers, query, &self.cookie_name, &self.query_token_param)
             .ok_or(AuthError::Missing)?;
-        self.verify(&token)
+        match self.verify(&token) {
+            Err(error @ (AuthError::UnknownKey | AuthError::KeysUnavailable)) => {
+                let Some(jwks) = &self.jwks else {
+                    return Err(error);
+                };
+                if jwks.refetch(self.jwks_issuer(&token).as_deref()).await {
+                    self.verify(&token)
+                } else {
+                    Err(error)
+                }
+            }
+            other => other,
+        }
     }
 
     /// The cookie the token may come in (demo logins set it).

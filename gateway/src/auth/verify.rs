@@ -4,9 +4,10 @@
 //! the claims the gateway reads.
 
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::Validation;
+use jsonwebtoken::{AlgorithmFamily, Validation};
 use serde::Deserialize;
 
+use super::keys::family_of;
 use super::{Auth, AuthError, Identity, Role};
 
 /// The claims the gateway reads; others are ignored.
@@ -23,7 +24,14 @@ struct Claims {
 }
 
 impl Auth {
-    /// Verifies a token and returns who it names.
+    /// Verifies a token and returns who it names. Never fetches: a token whose `kid` no
+    /// key has is refused here (`authenticate` may fetch and call this again).
+    ///
+    /// Which keys check a token: when its `iss` names an issuer some `--jwt-jwks-url` is
+    /// bound to, only the keys of that issuer's JWKS (so one tenant's key never validates
+    /// another tenant's token), and its `iss` must be exactly that issuer. Otherwise the
+    /// unbound keys: the secret and the public key files first, then the JWKS bound to no
+    /// issuer; `--jwt-issuer`, when set, is then required.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             // An algorithm name outside the supported set, `none` included.
@@ -32,18 +40,12 @@ impl Auth {
             | ErrorKind::MissingAlgorithm => AuthError::AlgorithmNotAllowed,
             _ => AuthError::Malformed,
         })?;
-        let key = self.keys.for_token(header.alg, header.kid.as_deref())?;
+        let family = family_of(header.alg).ok_or(AuthError::AlgorithmNotAllowed)?;
+        let kid = header.kid.as_deref();
         let mut validation = Validation::new(header.alg);
         validation.leeway = self.leeway.as_secs();
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        match &self.issuer {
-            Some(issuer) => {
-                validation.set_issuer(&[issuer]);
-                validation.required_spec_claims.insert("iss".into());
-            }
-            None => validation.iss = None,
-        }
         match &self.audience {
             Some(audience) => {
                 validation.set_audience(&[audience]);
@@ -51,6 +53,38 @@ impl Auth {
             }
             None => validation.validate_aud = false,
         }
+        let fetched;
+        let bound_issuer = self.jwks_issuer(token);
+        let key = match (&self.jwks, &bound_issuer) {
+            (Some(jwks), Some(issuer)) => {
+                if family == AlgorithmFamily::Hmac {
+                    return Err(AuthError::AlgorithmNotAllowed);
+                }
+                fetched = jwks.find(Some(issuer), header.alg, kid)?;
+                validation.set_issuer(&[issuer]);
+                validation.required_spec_claims.insert("iss".into());
+                fetched.key()
+            }
+            _ => {
+                match &self.issuer {
+                    Some(issuer) => {
+                        validation.set_issuer(&[issuer]);
+                        validation.required_spec_claims.insert("iss".into());
+                    }
+                    None => validation.iss = None,
+                }
+                match (self.keys.for_token(header.alg, kid), &self.jwks) {
+                    (Ok(key), _) => key,
+                    (Err(AuthError::UnknownKey | AuthError::AlgorithmNotAllowed), Some(jwks))
+                        if family != AlgorithmFamily::Hmac && jwks.has_unbound() =>
+                    {
+                        fetched = jwks.find(None, header.alg, kid)?;
+                        fetched.key()
+                    }
+                    (Err(error), _) => return Err(error),
+                }
+            }
+        };
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map_err(|e| classify(e.kind()))?;
         let claims = data.claims;
@@ -80,6 +114,22 @@ impl Auth {
             role,
             expires_at_ms,
         })
+    }
+
+    /// The token's `iss`, read before its signature is checked, when a `--jwt-jwks-url` is
+    /// bound to it: it only chooses the keys, and the check then requires it.
+    pub(super) fn jwks_issuer(&self, token: &str) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Issuer {
+            #[serde(default)]
+            iss: Option<serde_json::Value>,
+        }
+        let jwks = self.jwks.as_ref().filter(|jwks| jwks.binds_any())?;
+        let claims: Issuer = jsonwebtoken::dangerous::insecure_decode_claims(token).ok()?;
+        match claims.iss? {
+            serde_json::Value::String(issuer) if jwks.binds(&issuer) => Some(issuer),
+            _ => None,
+        }
     }
 }
 
@@ -115,6 +165,7 @@ mod tests {
     use std::collections::HashSet;
     use std::time::Duration;
 
+    use futures_util::FutureExt;
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
     use serde_json::{json, Value};
 
@@ -270,10 +321,26 @@ mod tests {
         // `Missing` comes from extraction, not verification.
         assert_eq!(
             auth.authenticate(&http::HeaderMap::new(), None)
+                .now_or_never()
+                .expect("no token: answered at once")
                 .unwrap_err(),
             AuthError::Missing
         );
         reached.insert(AuthError::Missing);
+        // A JWKS never fetched: a key id the files lack may be in it, once fetched.
+        let mut with_jwks = settings();
+        with_jwks.jwks.urls.push(crate::auth::JwksUrl {
+            issuer: None,
+            url: "http://127.0.0.1:1/jwks".into(),
+        });
+        let auth = Auth::new(&with_jwks).unwrap();
+        assert!(!auth.keys_ready() || auth.keys.has_any());
+        assert_eq!(
+            auth.verify(&ed(&claims(json!({})), Some("idp-1")))
+                .unwrap_err(),
+            AuthError::KeysUnavailable
+        );
+        reached.insert(AuthError::KeysUnavailable);
         for error in AuthError::ALL {
             assert!(reached.contains(&error), "no case reaches {error:?}");
         }

@@ -30,10 +30,16 @@ use crate::vocab::event::{Event, Topic};
 #[derive(Clone, Debug)]
 pub struct BrokerSettings {
     pub backend: Backend,
+    /// How long a starting node tries to reach Redis before [`NodeBroker::start`] fails
+    /// (a node already serving retries for as long as it runs).
+    pub connect_timeout: std::time::Duration,
     /// Prefix of every Redis key and channel.
     pub prefix: String,
     /// Stream lengths and TTLs, as every broker applies them.
     pub retention: Retention,
+    /// TLS material for a `rediss://` Redis (a CA to trust, a client certificate); empty
+    /// for plain Redis and the embedded broker.
+    pub tls: sse_wire::store::RedisTls,
 }
 
 /// Which broker.
@@ -56,6 +62,61 @@ impl Backend {
             Backend::RedisCluster(_) => "redis-cluster",
         }
     }
+
+    /// Where the broker is, for logs and errors: the Redis URL or the seed nodes, with
+    /// any password masked; `embedded` for the in-process broker.
+    pub fn address(&self) -> String {
+        match self {
+            Backend::Memory => "embedded".into(),
+            Backend::Redis(url) => redacted_url(url),
+            Backend::RedisCluster(seeds) => seeds
+                .iter()
+                .map(|seed| redacted_url(seed))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+}
+
+/// A Redis URL with its password masked: `redis://user:***@host:6379/0`,
+/// `redis+unix:///run/redis.sock?db=1&pass=***`.
+pub fn redacted_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let (location, query) = match rest.split_once('?') {
+        Some((location, query)) => (location, Some(query)),
+        None => (rest, None),
+    };
+    let authority_end = location.find('/').unwrap_or(location.len());
+    let (authority, path) = location.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("***@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let mut out = String::with_capacity(url.len());
+    if let Some(scheme) = scheme {
+        out.push_str(scheme);
+        out.push_str("://");
+    }
+    out.push_str(&authority);
+    out.push_str(path);
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if matches!(key, "pass" | "password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out
 }
 
 /// What a publisher tells about an event besides its fields, and how it publishes it.
@@ -177,6 +238,19 @@ impl BrokerError {
     pub const FAILURE_KINDS: [&'static str; 2] = ["unavailable", "internal"];
 }
 
+/// Why a broker did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// TLS with Redis failed in a way that waiting cannot mend (the server's certificate is
+    /// not trusted, names another host, or the server refused the client's): a setting is
+    /// wrong.
+    #[error("{0}")]
+    Tls(sse_wire::store::TlsFailure),
+    /// The broker could not be reached in time.
+    #[error(transparent)]
+    Unavailable(#[from] BrokerError),
+}
+
 /// Where events are published, retained and subscribed to: what each implementation
 /// provides.
 pub trait Broker: Send + Sync + 'static {
@@ -260,6 +334,9 @@ pub trait Broker: Send + Sync + 'static {
 pub struct NodeBroker {
     kind: Kind,
     metrics: Arc<Metrics>,
+    /// This node's random id: its ping channel on Redis, and what `/healthz` reports (so a
+    /// script can tell its own node from another process on the same port).
+    node_id: Arc<str>,
 }
 
 #[derive(Clone)]
@@ -277,18 +354,28 @@ impl NodeBroker {
         settings: &BrokerSettings,
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
-    ) -> Result<NodeBroker, BrokerError> {
+    ) -> Result<NodeBroker, StartError> {
+        let node_id: Arc<str> = random_node_id().into();
         let kind = match &settings.backend {
             Backend::Memory => {
                 let broker = memory::MemoryBroker::new(settings.retention, hub, metrics.clone());
                 broker.spawn_expiry();
                 Kind::Memory(broker)
             }
-            Backend::Redis(_) | Backend::RedisCluster(_) => {
-                Kind::Redis(redis::RedisBroker::start(settings, hub, metrics.clone()).await?)
-            }
+            Backend::Redis(_) | Backend::RedisCluster(_) => Kind::Redis(
+                redis::RedisBroker::start(settings, &node_id, hub, metrics.clone()).await?,
+            ),
         };
-        Ok(NodeBroker { kind, metrics })
+        Ok(NodeBroker {
+            kind,
+            metrics,
+            node_id,
+        })
+    }
+
+    /// This node's id (16 hex digits, new at every start).
+    pub fn node_id(&self) -> &str {
+        &self.node_id
     }
 
     fn counted<T>(&self, result: Result<T, BrokerError>) -> Result<T, BrokerError> {
@@ -302,6 +389,12 @@ impl NodeBroker {
         }
         result
     }
+}
+
+/// A random id for this node.
+fn random_node_id() -> String {
+    use rand::Rng;
+    format!("{:016x}", rand::rng().random::<u64>())
 }
 
 /// Calls the same method on whichever broker this is, counting a failure.

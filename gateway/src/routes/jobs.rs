@@ -18,7 +18,7 @@ pub async fn job_state(
     job: &str,
 ) -> Result<Response<ResponseBody>, ApiError> {
     check_id(job)?;
-    let identity = app.authenticate(request)?;
+    let identity = app.authenticate(request).await?;
     let owner = authorize_job(app, &identity, job).await?;
     let state = app
         .broker()
@@ -33,14 +33,20 @@ pub async fn job_state(
     Ok(response)
 }
 
-/// `GET /healthz`: the process serves.
-pub fn healthz() -> Response<ResponseBody> {
-    json_response(StatusCode::OK, r#"{"status":"ok"}"#.into())
+/// `GET /healthz`: the process serves; `node` is its id (new at every start), so that a
+/// script can tell the node it started from another process on the same port.
+pub fn healthz(app: &App) -> Response<ResponseBody> {
+    let body = serde_json::json!({"status": "ok", "node": app.broker().node_id()});
+    json_response(StatusCode::OK, body.to_string())
 }
 
-/// `GET /readyz`: ready exactly when a new stream would be admitted.
+/// `GET /readyz`: ready exactly when a new stream would be admitted, and tokens can be
+/// checked (every JWKS fetched once, unless a secret or public key file serves meanwhile).
 pub fn readyz(app: &App) -> Result<Response<ResponseBody>, ApiError> {
     app.streams.admit()?;
+    if !app.auth.keys_ready() {
+        return Err(ErrorKind::KeysUnavailable.into());
+    }
     Ok(json_response(
         StatusCode::OK,
         r#"{"status":"ready"}"#.into(),

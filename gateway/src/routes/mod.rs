@@ -99,9 +99,10 @@ impl App {
     }
 
     /// Verifies the request's token, counting a refusal by reason.
-    pub fn authenticate<T>(&self, request: &Request<T>) -> Result<Identity, ApiError> {
+    pub async fn authenticate<T>(&self, request: &Request<T>) -> Result<Identity, ApiError> {
         self.auth
             .authenticate(request.headers(), request.uri().query())
+            .await
             .map_err(|error| {
                 self.metrics
                     .auth_failures
@@ -258,7 +259,7 @@ async fn route(
         return Ok(response);
     }
     match (route, method == Method::POST) {
-        (Route::Healthz, _) => Ok(jobs::healthz()),
+        (Route::Healthz, _) => Ok(jobs::healthz(app)),
         (Route::Readyz, _) => jobs::readyz(app),
         (Route::Dashboard, _) => Ok(demo::dashboard()),
         (Route::ClientScript, _) => Ok(demo::client_script()),
@@ -269,7 +270,7 @@ async fn route(
         (Route::MyEvents, false) => streams::user_stream(app, conn, &request).await,
         (Route::JobEvents(job), true) => publish::publish_job(app, request, job).await,
         (Route::MyEvents, true) => {
-            let user = app.authenticate(&request)?.user;
+            let user = app.authenticate(&request).await?.user;
             publish::publish_user(app, request, &user).await
         }
         (Route::UserEvents(user), _) => publish::publish_user(app, request, user).await,

@@ -194,7 +194,7 @@ async fn publish_request(
     app: &App,
     request: Request<Incoming>,
 ) -> Result<(PublishBody, PublishMeta), ApiError> {
-    let identity = app.authenticate(&request)?;
+    let identity = app.authenticate(&request).await?;
     if identity.role != Role::Publisher {
         return Err(ApiError::with(
             ErrorKind::Forbidden,

@@ -26,7 +26,7 @@ pub async fn job_stream<T>(
 ) -> Result<Response<ResponseBody>, ApiError> {
     let result = async {
         check_id(job)?;
-        let identity = app.authenticate(request)?;
+        let identity = app.authenticate(request).await?;
         let last_event_id = last_event_id(request)?;
         app.streams.admit()?;
         let owner = authorize_job(app, &identity, job).await?;
@@ -46,7 +46,7 @@ pub async fn user_stream<T>(
     request: &Request<T>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let result = async {
-        let identity = app.authenticate(request)?;
+        let identity = app.authenticate(request).await?;
         let last_event_id = last_event_id(request)?;
         app.streams.admit()?;
         let topic = Topic::User(Arc::from(identity.user.as_str()));

@@ -31,12 +31,13 @@ struct Watcher {
 }
 
 /// The caller, if it may watch every one of `topics`.
-fn watcher<T>(app: &App, request: &Request<T>, topics: &[&str]) -> Result<Watcher, ApiError> {
+async fn watcher<T>(app: &App, request: &Request<T>, topics: &[&str]) -> Result<Watcher, ApiError> {
     let access = app.auth.topics();
     let unknown = || ApiError::with(ErrorKind::NotFound, "no such topic");
     match app
         .auth
         .authenticate(request.headers(), request.uri().query())
+        .await
     {
         Ok(identity) => {
             if !topics.iter().all(|t| access.may_watch(Some(&identity), t)) {
@@ -87,7 +88,7 @@ pub async fn topic_stream<T>(
 ) -> Result<Response<ResponseBody>, ApiError> {
     let result = async {
         check_id(topic)?;
-        let watcher = watcher(app, request, &[topic])?;
+        let watcher = watcher(app, request, &[topic]).await?;
         let last_event_id = match position_text(request)? {
             Some(text) => Some(
                 text.parse()
@@ -138,7 +139,7 @@ pub async fn topics_stream<T>(
             ));
         }
         let sorted: Vec<&str> = names.iter().map(String::as_str).collect();
-        let watcher = watcher(app, request, &sorted)?;
+        let watcher = watcher(app, request, &sorted).await?;
         let resume = match position_text(request)? {
             Some(text) => Some(sse_wire::feeds::decode(&text, &sorted).map_err(|error| {
                 ApiError::with(ErrorKind::InvalidLastEventId, error.to_string())
@@ -168,7 +169,7 @@ pub async fn topic_state<T>(
     topic: &str,
 ) -> Result<Response<ResponseBody>, ApiError> {
     check_id(topic)?;
-    watcher(app, request, &[topic])?;
+    watcher(app, request, &[topic]).await?;
     let latest: EventId = app.broker().feed_position(topic).await?;
     let body = serde_json::json!({
         "topic": topic,

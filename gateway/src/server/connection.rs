@@ -4,6 +4,10 @@
 //! refused one is answered with the contract's JSON error). A connection can be cut from
 //! outside (slow consumer) through its [`ConnControl`], which works even when hyper is
 //! blocked writing to a full socket.
+//!
+//! On an HTTPS listener the TLS handshake comes first ([`super::tls`]); then a client that
+//! chose HTTP/2 (ALPN `h2`) goes to hyper, and any other is served exactly as a plain
+//! connection is, over the TLS stream.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,9 +22,10 @@ use tokio::sync::watch;
 
 use super::guard::{self, Guard};
 use super::h1::{self, After, Head};
-use super::rewind::Rewind;
+use super::rewind::{Io, Rewind};
+use super::tls::Handshake;
 use crate::routes::{self, App};
-use crate::vocab::control::{ConnControl, PeerAddr};
+use crate::vocab::control::ConnControl;
 
 /// One connection's task: what an idle stream costs in task memory, beside its socket and
 /// mailbox (kept small; a test holds it under [`TASK_BYTES_BOUND`]).
@@ -31,24 +36,61 @@ pub(super) async fn connection_task(
     closing: watch::Receiver<bool>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    serve_connection(socket, app, &builder, closing).await;
+    // Events are small and must leave at once: no Nagle delay.
+    let _ = socket.set_nodelay(true);
+    app.metrics.tcp_connections.inc();
+    serve_connection(socket, &app, &builder, closing).await;
+    app.metrics.tcp_connections.dec();
     drop(permit);
 }
 
-/// Upper bound of a connection task's future, in bytes (measured 376).
-#[cfg(test)]
-const TASK_BYTES_BOUND: usize = 512;
-
-async fn serve_connection(
+/// One connection's task on an HTTPS listener: the TLS handshake (bounded in time), then
+/// the connection served as HTTP/2 (ALPN `h2`) by hyper, or as a plain connection is
+/// (HTTP/1.1 streams by `h1`). A task type of its own, so that plain connections do not
+/// carry the TLS states.
+pub(super) async fn tls_connection_task(
     socket: TcpStream,
+    tls: Handshake,
     app: Arc<App>,
-    builder: &auto::Builder<TokioExecutor>,
-    mut closing: watch::Receiver<bool>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    closing: watch::Receiver<bool>,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    // Events are small and must leave at once: no Nagle delay.
     let _ = socket.set_nodelay(true);
     let metrics = app.metrics.clone();
     metrics.tcp_connections.inc();
+    // Boxed like the other short-lived large states: the handshake lasts a moment.
+    if let Some(stream) = Box::pin(tls.accept(socket, &metrics)).await {
+        if Handshake::is_h2(&stream) {
+            let control = Arc::new(ConnControl::default());
+            Box::pin(serve_with_hyper(
+                stream,
+                Bytes::new(),
+                app,
+                control,
+                &builder,
+                closing,
+            ))
+            .await;
+        } else {
+            serve_connection(stream, &app, &builder, closing).await;
+        }
+    }
+    metrics.tcp_connections.dec();
+    drop(permit);
+}
+
+/// Upper bound of a plain connection task's future, in bytes (measured 464; 424 before the
+/// connection code became generic over TCP and TLS sockets).
+#[cfg(test)]
+const TASK_BYTES_BOUND: usize = 512;
+
+async fn serve_connection<S: Io>(
+    mut socket: S,
+    app: &Arc<App>,
+    builder: &auto::Builder<TokioExecutor>,
+    mut closing: watch::Receiver<bool>,
+) {
     let control = Arc::new(ConnControl::default());
     let mut input = BytesMut::new();
     let mut for_hyper = None;
@@ -57,7 +99,7 @@ async fn serve_connection(
         // Boxed, like opening below: large states that a stream's task, which lives for
         // hours, should not carry (see `h1::Respond`).
         let (request, keep_alive, rest) =
-            match Box::pin(h1::read_head(&socket, input, kept_alive, &mut closing)).await {
+            match Box::pin(h1::read_head(&mut socket, input, kept_alive, &mut closing)).await {
                 Head::Closed => break,
                 Head::Other(read) => {
                     for_hyper = Some(read);
@@ -80,13 +122,13 @@ async fn serve_connection(
             app.clone(),
             control.clone(),
             request,
-            socket.peer_addr().ok().map(PeerAddr),
+            socket.peer(),
         ))
         .await;
         // A draining node closes each connection after its answer: the client's reconnect
         // must reach another node, not this one's `503` on a kept-alive connection.
         let keep_alive = keep_alive && !app.is_draining();
-        match h1::respond(&socket, &control, response, keep_alive, rest).await {
+        match h1::respond(&mut socket, &control, response, keep_alive, rest).await {
             After::KeepAlive(rest) if !app.is_draining() && !control.is_aborted() => {
                 input = rest;
                 kept_alive = true;
@@ -96,17 +138,21 @@ async fn serve_connection(
     }
     if let Some(read) = for_hyper {
         Box::pin(serve_with_hyper(
-            socket, read, app, control, builder, closing,
+            socket,
+            read,
+            app.clone(),
+            control,
+            builder,
+            closing,
         ))
         .await;
     }
-    metrics.tcp_connections.dec();
 }
 
-/// Serves the rest of a connection with hyper (HTTP/1.1 or h2c); `read` is what was read
-/// of it already.
-async fn serve_with_hyper(
-    socket: TcpStream,
+/// Serves the rest of a connection with hyper (HTTP/1.1, h2c, or h2 over TLS); `read` is
+/// what was read of it already.
+async fn serve_with_hyper<S: Io>(
+    socket: S,
     read: Bytes,
     app: Arc<App>,
     control: Arc<ConnControl>,
@@ -114,7 +160,7 @@ async fn serve_with_hyper(
     mut closing: watch::Receiver<bool>,
 ) {
     let service_control = control.clone();
-    let peer = socket.peer_addr().ok().map(PeerAddr);
+    let peer = socket.peer();
     let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
         let (app, control) = (app.clone(), service_control.clone());
         if let Some(peer) = peer {
@@ -198,8 +244,10 @@ mod tests {
         let broker = NodeBroker::start(
             &BrokerSettings {
                 backend: Backend::Memory,
+                connect_timeout: Duration::from_secs(30),
                 prefix: "sse:".into(),
                 retention: sse_wire::Retention::default(),
+                tls: Default::default(),
             },
             Arc::new(Hub::new()),
             metrics.clone(),

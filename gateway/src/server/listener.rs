@@ -9,8 +9,9 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use super::connection::{closed, connection_task};
+use super::connection::{closed, connection_task, tls_connection_task};
 use super::h1::{HEADER_READ_TIMEOUT, MAX_HEAD_BYTES};
+use super::tls::Handshake;
 use crate::routes::App;
 
 /// Concurrent h2 streams per connection.
@@ -37,10 +38,12 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Accepts connections until the node stops accepting, each on a task of its own.
+/// Accepts connections until the node stops accepting, each on a task of its own (which
+/// does the TLS handshake, when `tls` is given: never this loop).
 pub(super) async fn accept_loop(
     listener: TcpListener,
     app: Arc<App>,
+    tls: Option<Handshake>,
     permits: Arc<Semaphore>,
     mut closing: watch::Receiver<bool>,
 ) {
@@ -76,7 +79,17 @@ pub(super) async fn accept_loop(
             },
         };
         let (app, builder, closing) = (app.clone(), builder.clone(), closing.clone());
-        tokio::spawn(connection_task(socket, app, builder, closing, permit));
+        match &tls {
+            None => tokio::spawn(connection_task(socket, app, builder, closing, permit)),
+            Some(tls) => tokio::spawn(tls_connection_task(
+                socket,
+                tls.clone(),
+                app,
+                builder,
+                closing,
+                permit,
+            )),
+        };
     }
 }
 

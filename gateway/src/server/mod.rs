@@ -8,6 +8,8 @@
 //!   [`guard`], which answers what hyper would refuse with the contract's JSON error;
 //! - [`housekeeping`]: heartbeats and token expiry for every stream, one task per node;
 //! - [`metrics_listener`]: `GET /metrics` on its own port;
+//! - [`tls`]: HTTPS on the listener (ALPN `h2`/`http/1.1`), the certificate reloaded on
+//!   change or SIGHUP, the handshake bounded in time;
 //! - the drain (here): on shutdown readiness fails and new streams are refused at once,
 //!   open streams are ended spread over the first half of the drain timeout (so their
 //!   clients do not all reconnect elsewhere in the same instant), then the listener
@@ -20,6 +22,7 @@ mod housekeeping;
 mod listener;
 mod metrics_listener;
 mod rewind;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,8 +33,9 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
 pub use listener::{bind, LISTEN_BACKLOG};
+pub use tls::TlsSettings;
 
-use crate::auth::{Auth, AuthError, AuthSettings};
+use crate::auth::{Auth, AuthError, AuthSettings, JWKS_FETCH_RESULTS};
 use crate::broker::{Broker, BrokerError, BrokerSettings, NodeBroker};
 use crate::error::ErrorKind;
 use crate::hub::{CloseReason, Hub};
@@ -57,6 +61,8 @@ pub struct Settings {
     pub heartbeat: Duration,
     /// Longest graceful shutdown; streams are ended over its first half.
     pub drain_timeout: Duration,
+    /// HTTPS on the listener (`--tls-cert`/`--tls-key`); `None`: plain HTTP.
+    pub tls: Option<TlsSettings>,
 }
 
 /// Serves until `shutdown` fires, then drains. What `main` and the tests call.
@@ -75,13 +81,27 @@ pub async fn run(
         AuthError::ALL.map(AuthError::reason),
     );
     Metrics::preset(&metrics.broker_errors, BrokerError::FAILURE_KINDS);
+    Metrics::preset(&metrics.jwks_fetches, JWKS_FETCH_RESULTS);
+    if settings.tls.is_some() {
+        Metrics::preset(&metrics.tls_handshakes, tls::HANDSHAKE_RESULTS);
+        Metrics::preset(&metrics.tls_certificate_reloads, tls::RELOAD_RESULTS);
+    }
     metrics
         .max_connections
         .set(settings.streams.max_connections as i64);
     let auth = Auth::new(&settings.auth).map_err(|e| anyhow::anyhow!("token keys: {e}"))?;
+    // Fetching the JWKS starts now and stops when `run` returns.
+    let _jwks = auth.start_jwks(metrics.clone());
+    // A `StartError` stays typed inside the error, so `main` can tell a TLS failure (a
+    // configuration error, exit 64) from an unreachable broker.
     let broker = NodeBroker::start(&settings.broker, Arc::new(Hub::new()), metrics.clone())
         .await
-        .map_err(|e| anyhow::anyhow!("{}: {e}", settings.broker.backend.name()))?;
+        .map_err(|e| anyhow::Error::new(e).context(settings.broker.backend.name()))?;
+    tracing::info!(
+        node = broker.node_id(),
+        broker = %settings.broker.backend.address(),
+        "serving"
+    );
     let streams = Streams::new(broker, settings.streams, metrics.clone());
     let app = App::new(settings.routes.clone(), auth, streams);
     serve(listener, metrics_listener, app, &settings, shutdown).await
@@ -114,11 +134,26 @@ async fn serve(
         })
     });
 
+    let (handshake, certificate_watch) = match &settings.tls {
+        Some(tls_settings) => {
+            let (handshake, certificates) = tls::listener_tls(tls_settings)
+                .map_err(|e| anyhow::anyhow!("TLS certificate (--tls-cert, --tls-key): {e}"))?;
+            let watch = tokio::spawn(tls::watch_certificates(
+                certificates,
+                tls_settings.clone(),
+                app.metrics.clone(),
+            ));
+            (Some(handshake), Some(watch))
+        }
+        None => (None, None),
+    };
+
     let permits = Arc::new(Semaphore::new(tcp_limit));
     let (closing_tx, closing_rx) = watch::channel(false);
     let accept = tokio::spawn(listener::accept_loop(
         listener,
         app.clone(),
+        handshake,
         permits.clone(),
         closing_rx,
     ));
@@ -159,6 +194,9 @@ async fn serve(
     }
     housekeeping.abort();
     metrics_server.abort();
+    if let Some(watch) = certificate_watch {
+        watch.abort();
+    }
     if let Some(demo) = demo {
         demo.abort();
     }

@@ -3,6 +3,8 @@
 //! every inbound byte checked by [`Guard`] first: hyper reads only what the guard let
 //! through, and a refused request is answered here, with the contract's JSON error, when
 //! hyper closes the connection.
+//!
+//! [`Io`] is what a served connection is: plain TCP, or TLS over TCP.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,22 +14,76 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
+use tokio_rustls::server::TlsStream;
 
 use super::guard::{self, Guard};
+use crate::vocab::control::PeerAddr;
+
+/// A connection the gateway serves: a TCP socket, or TLS over one.
+pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Writes `bytes` if the socket takes them at once, without waiting: a last answer
+    /// written as the connection is dropped (a few hundred bytes into an idle socket).
+    fn write_now(&mut self, bytes: &[u8]);
+
+    /// The client's address (asked of the kernel when needed rather than kept: a
+    /// connection's task stays small).
+    fn peer(&self) -> Option<PeerAddr>;
+}
+
+impl Io for TcpStream {
+    fn peer(&self) -> Option<PeerAddr> {
+        self.peer_addr().ok().map(PeerAddr)
+    }
+
+    fn write_now(&mut self, bytes: &[u8]) {
+        let _ = self.try_write(bytes);
+    }
+}
+
+/// Boxed: rustls' connection state is large, and a connection's task must stay small.
+impl Io for Box<TlsStream<TcpStream>> {
+    fn peer(&self) -> Option<PeerAddr> {
+        self.get_ref().0.peer()
+    }
+
+    fn write_now(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        /// The TCP socket as a `std::io::Write` that never waits.
+        struct NoWait<'a>(&'a TcpStream);
+        impl std::io::Write for NoWait<'_> {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.try_write(bytes)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let (socket, tls) = self.get_mut();
+        if tls.writer().write_all(bytes).is_err() {
+            return;
+        }
+        while tls.wants_write() {
+            match tls.write_tls(&mut NoWait(socket)) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+}
 
 /// A socket behind a [`Guard`], with bytes already read from it put back in front.
-pub(super) struct Rewind {
+pub(super) struct Rewind<S: Io> {
     guard: Guard,
-    inner: TcpStream,
+    inner: S,
     /// Told when hyper has read everything before a refused request: time to close.
     refused: Arc<Notify>,
     /// What is left to write of the refusal, once hyper closes.
     reply: Option<Bytes>,
 }
 
-impl Rewind {
+impl<S: Io> Rewind<S> {
     /// `guard` has been fed what was read already.
-    pub(super) fn new(guard: Guard, inner: TcpStream, refused: Arc<Notify>) -> Rewind {
+    pub(super) fn new(guard: Guard, inner: S, refused: Arc<Notify>) -> Rewind<S> {
         Rewind {
             guard,
             inner,
@@ -37,20 +93,20 @@ impl Rewind {
     }
 }
 
-impl Drop for Rewind {
+impl<S: Io> Drop for Rewind<S> {
     /// A refusal hyper did not close the connection for (it gave up before it knew the
     /// protocol): written now if the socket takes it at once, as it does (a few hundred
     /// bytes into an idle socket).
     fn drop(&mut self) {
         if self.reply.is_none() {
             if let Some(error) = self.guard.refusal() {
-                let _ = self.inner.try_write(&guard::reply(error));
+                self.inner.write_now(&guard::reply(error));
             }
         }
     }
 }
 
-impl AsyncRead for Rewind {
+impl<S: Io> AsyncRead for Rewind<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -98,7 +154,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<S: Io> AsyncWrite for Rewind<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

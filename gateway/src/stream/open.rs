@@ -454,8 +454,10 @@ mod tests {
         let broker = NodeBroker::start(
             &BrokerSettings {
                 backend: Backend::Memory,
+                connect_timeout: Duration::from_secs(30),
                 prefix: "sse:".into(),
                 retention: sse_wire::Retention::default(),
+                tls: Default::default(),
             },
             Arc::new(Hub::new()),
             metrics.clone(),

@@ -6,7 +6,7 @@
 #   gateway/tests/browser/run.sh [node --test arguments, e.g. --test-name-pattern=cookie]
 #
 # 1. installs what is missing, from Debian only (apt-get update at most once): chromium,
-#    redis-server, nginx, nodejs/npm;
+#    redis-server, nginx, nodejs/npm, openssl (tls.test.js makes its certificate);
 # 2. builds the gateway, the publisher CLI and the Rust SDK's log_worker example (debug,
 #    like `cargo test`), and readies the other two SDKs for workers.test.js: the Python
 #    package installed into publisher-sdk/python/.venv (its check.sh setup), the TypeScript
@@ -33,6 +33,7 @@ if [ "$node_major" -lt 18 ]; then
     missing="$missing nodejs"
 fi
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "run.sh: missing:$missing (install them, or run as root)" >&2
@@ -62,4 +63,4 @@ npm ci --no-audit --no-fund --loglevel=error
 
 # ---- 4. the tests ---------------------------------------------------------------------------
 mkdir -p "$repo/artifacts"
-exec node --test "$@" client.test.js cluster.test.js cors.test.js dashboard.test.js topics.test.js workers.test.js
+exec node --test "$@" client.test.js cluster.test.js cors.test.js dashboard.test.js tls.test.js topics.test.js workers.test.js

@@ -431,6 +431,11 @@ impl Gateway {
         self.signal(libc::SIGTERM);
     }
 
+    /// SIGHUP (an HTTPS node reloads its certificate).
+    pub fn sighup(&mut self) {
+        self.signal(libc::SIGHUP);
+    }
+
     /// `kill -9`: the node dies without draining.
     pub fn kill9(&mut self) {
         self.signal(libc::SIGKILL);

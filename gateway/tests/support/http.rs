@@ -1,4 +1,5 @@
-//! A deliberately small HTTP/1.1 client over a tokio `TcpStream`: writes a request as raw
+//! A deliberately small HTTP/1.1 client over a tokio `TcpStream` (or TLS over one, see
+//! [`Conn::from_io`]): writes a request as raw
 //! bytes, parses the status line and headers, and decodes `Transfer-Encoding: chunked`,
 //! `Content-Length` and close-delimited bodies. Being raw lets tests send exactly the bytes
 //! they mean (malformed ids, oversized bodies) and tell a clean end of a body (terminating
@@ -9,8 +10,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// What a [`Conn`] reads and writes: a TCP socket, or a TLS stream over one.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// Longest a one-shot request may take, end to end.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -208,7 +213,7 @@ enum BodyState {
 
 /// One client connection with its read buffer.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     pub addr: SocketAddr,
     buf: Vec<u8>,
     body: BodyState,
@@ -242,16 +247,17 @@ impl Conn {
 
     pub fn from_stream(stream: TcpStream, addr: SocketAddr) -> Conn {
         let _ = stream.set_nodelay(true);
+        Conn::from_io(stream, addr)
+    }
+
+    /// A connection over any stream, e.g. TLS (`addr` is what `Host` names).
+    pub fn from_io(stream: impl Io + 'static, addr: SocketAddr) -> Conn {
         Conn {
-            stream,
+            stream: Box::new(stream),
             addr,
             buf: Vec::with_capacity(16 * 1024),
             body: BodyState::Done,
         }
-    }
-
-    pub fn stream(&self) -> &TcpStream {
-        &self.stream
     }
 
     pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {

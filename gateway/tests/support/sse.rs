@@ -328,6 +328,11 @@ impl SseStream {
         &self.conn
     }
 
+    /// The connection, once the body has ended cleanly, for the next request on it.
+    pub fn into_conn(self) -> Conn {
+        self.conn
+    }
+
     /// Reads one more body piece into the parser; false once the body has ended.
     async fn read_more(&mut self) -> bool {
         if self.end.is_some() {

@@ -46,7 +46,8 @@ enum What {
     Job {
         /// Job id.
         job: String,
-        /// Owner user id (required on the job's first event).
+        /// Owner user id, on every job event: the gateway registers it with the job's first
+        /// event and refuses another owner afterwards (exit status 3).
         #[arg(long)]
         owner: String,
         /// Event type: progress, stage, log, complete, failed, cancelled or your own.

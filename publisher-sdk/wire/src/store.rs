@@ -11,6 +11,16 @@
 //! Redis in one read, and none pays for a pooled connection's check. Other commands (a
 //! gateway's reads) use the pool. On a Redis Cluster, the cluster connection is
 //! multiplexed already.
+//!
+//! TLS: a `rediss://` URL (or `rediss://host:port` cluster seeds) connects over TLS
+//! (rustls), verifying the server's certificate against the system's roots or, with
+//! [`RedisTls::ca_pem`], against those CAs only; [`RedisTls::client_pem`] adds a client
+//! certificate for mutual TLS. Verification is turned off only by
+//! [`RedisTls::danger_accept_invalid_certificates`], which callers are expected to log
+//! loudly; redis-rs' `#insecure` URL fragment is refused ([`check_url`]), so a URL copied
+//! from somewhere cannot turn it off unnoticed. [`tls_failure`] tells a TLS failure (untrusted
+//! server, wrong name, client certificate refused) from an unreachable server, so callers can
+//! report it as the configuration error it is instead of retrying.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,6 +104,228 @@ impl From<PoolError> for StoreError {
     }
 }
 
+/// TLS material for `rediss://` connections, as PEM bytes. Nothing set: the system's roots
+/// verify the server, and no client certificate is offered.
+#[derive(Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisTls {
+    /// CA certificates (PEM) that verify the server, instead of the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// A client certificate chain and its private key (PEM), for mutual TLS.
+    pub client_pem: Option<(Vec<u8>, Vec<u8>)>,
+    /// Accept any server certificate (no verification at all): for a test bench only.
+    pub insecure: bool,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key's bytes.
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_certificate", &self.client_pem.is_some())
+            .field("insecure", &self.insecure)
+            .finish()
+    }
+}
+
+impl RedisTls {
+    /// Trust these CA certificates (PEM) instead of the system's roots.
+    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Offer this client certificate chain and key (PEM) for mutual TLS.
+    pub fn client_pem(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
+        self.client_pem = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// Accept any certificate the server shows: no verification of who it is, so anyone on
+    /// the path can read and change the traffic. For a test bench only.
+    pub fn danger_accept_invalid_certificates(mut self) -> Self {
+        self.insecure = true;
+        self
+    }
+
+    /// Whether anything is set.
+    pub fn is_set(&self) -> bool {
+        self.ca_pem.is_some() || self.client_pem.is_some() || self.insecure
+    }
+
+    /// `url` as redis-rs takes it: with its `#insecure` fragment when verification is off.
+    fn url(&self, url: &str) -> String {
+        if self.insecure {
+            format!("{url}#insecure")
+        } else {
+            url.to_owned()
+        }
+    }
+
+    fn certificates(&self) -> Option<redis::TlsCertificates> {
+        (self.ca_pem.is_some() || self.client_pem.is_some()).then(|| redis::TlsCertificates {
+            client_tls: self
+                .client_pem
+                .as_ref()
+                .map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.clone(),
+                }),
+            root_cert: self.ca_pem.clone(),
+        })
+    }
+}
+
+/// Whether a Redis URL (or cluster seed) asks for TLS.
+pub fn is_tls_url(url: &str) -> bool {
+    url.starts_with("rediss://") || url.starts_with("valkeys://")
+}
+
+/// Checks a `redis://`, `rediss://` or `redis+unix://` URL as far as this crate cares: a
+/// TLS URL must not turn certificate verification off (`#insecure`), and TLS material needs
+/// a TLS URL.
+pub fn check_url(url: &str, tls: &RedisTls) -> Result<(), String> {
+    if url.contains('#') {
+        return Err(
+            "a URL fragment (such as #insecure, which turns certificate verification off) is not accepted; trust a private CA with its certificate instead"
+                .into(),
+        );
+    }
+    if tls.is_set() && !is_tls_url(url) {
+        return Err(
+            "TLS settings (a CA, a client certificate, or no verification) are given, but the URL is not rediss://"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// A redis-rs client for `url`, with the TLS material when the URL is `rediss://`.
+pub fn client(url: &str, tls: &RedisTls) -> Result<redis::Client, RedisError> {
+    check_url(url, tls).map_err(|reason| {
+        RedisError::from((ErrorKind::InvalidClientConfig, "redis url", reason))
+    })?;
+    let url = tls.url(url);
+    match tls.certificates() {
+        Some(certificates) => redis::Client::build_with_tls(url, certificates),
+        None => redis::Client::open(url),
+    }
+}
+
+/// What went wrong in a TLS handshake with Redis, for a message naming what to fix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// The server's certificate is not signed by a trusted CA (or expired, or malformed):
+    /// the CA to trust is wrong or missing.
+    UntrustedServer(String),
+    /// The server's certificate is valid, but not for the host name in the URL.
+    WrongName(String),
+    /// The server refused this client's certificate (or wanted one and got none).
+    ClientRefused(String),
+    /// Any other TLS failure (no common protocol version or cipher, a plain-text server on
+    /// the TLS port, …).
+    Other(String),
+}
+
+impl std::fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsFailure::UntrustedServer(detail) => {
+                write!(
+                    f,
+                    "the Redis server's certificate is not trusted ({detail})"
+                )
+            }
+            TlsFailure::WrongName(detail) => write!(
+                f,
+                "the Redis server's certificate does not name the host in the URL ({detail})"
+            ),
+            TlsFailure::ClientRefused(detail) => {
+                write!(
+                    f,
+                    "the Redis server refused the client certificate ({detail})"
+                )
+            }
+            TlsFailure::Other(detail) => write!(f, "TLS with the Redis server failed ({detail})"),
+        }
+    }
+}
+
+/// Connects to one Redis (or one cluster node: it answers `PING` like any server) and
+/// says whether TLS failed: the failure, or `None` when the server answered or could not
+/// be reached at all (which waiting may mend). Bounded by [`CLUSTER_TIMEOUT`] per step.
+pub async fn probe_tls(url: &str, tls: &RedisTls) -> Option<TlsFailure> {
+    let attempt = async {
+        let client = client(url, tls)?;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CLUSTER_TIMEOUT))
+            .set_response_timeout(Some(CLUSTER_TIMEOUT));
+        let mut connection = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        redis::cmd("PING").query_async::<()>(&mut connection).await
+    };
+    attempt.await.err().and_then(|error| tls_failure(&error))
+}
+
+/// [`probe_tls`] for the seeds of a cluster, one after the other until one answers. A
+/// cluster client reports a failed handshake as text only, so a failure to connect to a
+/// cluster is told apart this way.
+pub async fn probe_tls_seeds(seeds: &[String], tls: &RedisTls) -> Option<TlsFailure> {
+    for seed in seeds.iter().filter(|seed| is_tls_url(seed)) {
+        if let Some(failure) = probe_tls(seed, tls).await {
+            return Some(failure);
+        }
+    }
+    None
+}
+
+/// The TLS failure behind a connection error, if it is one.
+pub fn tls_failure(error: &RedisError) -> Option<TlsFailure> {
+    use rustls::{AlertDescription, CertificateError, Error as Tls};
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = next {
+        let found = current
+            .downcast_ref::<Tls>()
+            .or_else(|| {
+                current
+                    .downcast_ref::<std::io::Error>()
+                    .and_then(|io| io.get_ref())
+                    .and_then(|inner| inner.downcast_ref::<Tls>())
+            })
+            .or_else(|| {
+                current
+                    .downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>()
+                    .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+                    .and_then(|io| io.get_ref())
+                    .and_then(|inner| inner.downcast_ref::<Tls>())
+            });
+        if let Some(tls) = found {
+            let detail = tls.to_string();
+            return Some(match tls {
+                Tls::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                ) => TlsFailure::WrongName(detail),
+                Tls::InvalidCertificate(_) => TlsFailure::UntrustedServer(detail),
+                Tls::AlertReceived(
+                    AlertDescription::CertificateRequired
+                    | AlertDescription::BadCertificate
+                    | AlertDescription::UnknownCA
+                    | AlertDescription::CertificateUnknown
+                    | AlertDescription::CertificateExpired
+                    | AlertDescription::CertificateRevoked
+                    | AlertDescription::UnsupportedCertificate
+                    | AlertDescription::AccessDenied,
+                ) => TlsFailure::ClientRefused(detail),
+                _ => TlsFailure::Other(detail),
+            });
+        }
+        next = current.source();
+    }
+    None
+}
+
 /// Where commands go: one Redis (a pool of connections, and the one connection publishes
 /// share), or a Redis Cluster connection (multiplexed, routing each command to the shard
 /// of its key, following `MOVED`).
@@ -111,23 +343,28 @@ impl Connections {
     /// connected until the first command. Waiting for a connection, making one and
     /// recycling one are bounded, so a dead Redis surfaces as an error, not a hang.
     pub fn pool(url: &str, size: usize) -> Result<Connections, StoreError> {
-        let mut config = deadpool_redis::Config::from_url(url);
-        config.pool = Some(deadpool_redis::PoolConfig {
-            max_size: size.max(1),
-            timeouts: deadpool_redis::Timeouts {
-                wait: Some(POOL_WAIT),
-                create: Some(POOL_WAIT),
-                recycle: Some(std::time::Duration::from_secs(1)),
-            },
-            ..Default::default()
-        });
-        let invalid =
-            |e: &dyn std::fmt::Display| StoreError::Rejected(format!("redis url {url:?}: {e}"));
-        let client = redis::Client::open(url).map_err(|e| invalid(&e))?;
+        Connections::pool_with_tls(url, size, &RedisTls::default())
+    }
+
+    /// [`Connections::pool`], with TLS material for a `rediss://` URL.
+    pub fn pool_with_tls(
+        url: &str,
+        size: usize,
+        tls: &RedisTls,
+    ) -> Result<Connections, StoreError> {
+        let invalid = |e: &dyn std::fmt::Display| StoreError::Rejected(format!("redis url: {e}"));
+        let client = client(url, tls).map_err(|e| invalid(&e))?;
         let publishing =
             Arc::new(Multiplexed::new(client.get_connection_info()).map_err(|e| invalid(&e))?);
-        let pool = config
-            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())
+            .map_err(|e| invalid(&e))?;
+        let pool = deadpool_redis::Pool::builder(manager)
+            .max_size(size.max(1))
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(POOL_WAIT))
+            .recycle_timeout(Some(std::time::Duration::from_secs(1)))
+            .runtime(deadpool_redis::Runtime::Tokio1)
+            .build()
             .map_err(|e| invalid(&e))?;
         Ok(Connections::Pool { pool, publishing })
     }
@@ -342,9 +579,18 @@ const REBUILD_INTERVAL: std::time::Duration = std::time::Duration::from_millis(5
 pub const CLUSTER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl ClusterConnections {
-    /// Connects through any of `seeds` (`host:port` or `redis://host:port`).
+    /// Connects through any of `seeds` (`host:port`, `redis://host:port`, or
+    /// `rediss://host:port` for TLS).
     pub async fn connect(seeds: &[String]) -> Result<Arc<ClusterConnections>, RedisError> {
-        let client = cluster_client(seeds, drained_push_channel())?;
+        ClusterConnections::connect_with_tls(seeds, &RedisTls::default()).await
+    }
+
+    /// [`ClusterConnections::connect`], with TLS material for `rediss://` seeds.
+    pub async fn connect_with_tls(
+        seeds: &[String],
+        tls: &RedisTls,
+    ) -> Result<Arc<ClusterConnections>, RedisError> {
+        let client = cluster_client(seeds, drained_push_channel(), tls)?;
         let connection = client.get_async_connection().await?;
         Ok(Arc::new(ClusterConnections {
             client,
@@ -383,25 +629,53 @@ impl ClusterConnections {
     }
 }
 
+/// A cluster seed as a URL: `host:port` is `redis://host:port`.
+pub fn seed_url(seed: &str) -> String {
+    if seed.contains("://") {
+        seed.to_owned()
+    } else {
+        format!("redis://{seed}")
+    }
+}
+
 /// A RESP3 cluster client with bounded timeouts whose pushes go to `pushes`. RESP3 with a
 /// push channel matters: redis-rs then reconnects a node as soon as its connection drops.
+/// Seeds are `host:port`, `redis://host:port` or `rediss://host:port`; TLS (the seeds'
+/// scheme) is used for every node of the cluster.
 pub fn cluster_client(
     seeds: &[String],
     pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+    tls: &RedisTls,
 ) -> Result<redis::cluster::ClusterClient, RedisError> {
-    let urls = seeds.iter().map(|seed| {
-        if seed.contains("://") {
-            seed.clone()
-        } else {
-            format!("redis://{seed}")
-        }
-    });
-    redis::cluster::ClusterClient::builder(urls)
+    let urls: Vec<String> = seeds.iter().map(|seed| seed_url(seed)).collect();
+    let invalid = |reason: String| {
+        RedisError::from((
+            ErrorKind::InvalidClientConfig,
+            "redis cluster seeds",
+            reason,
+        ))
+    };
+    for url in &urls {
+        check_url(url, tls).map_err(invalid)?;
+    }
+    if urls.iter().any(|url| is_tls_url(url)) && !urls.iter().all(|url| is_tls_url(url)) {
+        return Err(invalid("either every seed is rediss:// or none".into()));
+    }
+    let insecure = tls.insecure && urls.iter().all(|url| is_tls_url(url));
+    let urls = urls.iter().map(|url| tls.url(url));
+    let mut builder = redis::cluster::ClusterClient::builder(urls)
         .use_protocol(redis::ProtocolVersion::RESP3)
         .push_sender(pushes)
         .connection_timeout(CLUSTER_TIMEOUT)
-        .response_timeout(CLUSTER_TIMEOUT)
-        .build()
+        .response_timeout(CLUSTER_TIMEOUT);
+    if insecure {
+        // The seeds carry `#insecure`; the nodes the cluster names are reached alike.
+        builder = builder.tls(redis::TlsMode::Insecure);
+    }
+    if let Some(certificates) = tls.certificates() {
+        builder = builder.certs(certificates);
+    }
+    builder.build()
 }
 
 /// A push channel whose messages are read and dropped (for connections that subscribe

@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use super::{
     Backend, Broker, BrokerError, BrokerSettings, JobEvent, Published, ReleaseUpstream, Replay,
-    Subscription, TopicEvent, UserEvent, UserSnapshot,
+    StartError, Subscription, TopicEvent, UserEvent, UserSnapshot,
 };
 use crate::hub::{Hub, Mailbox};
 use crate::metrics::Metrics;
@@ -36,11 +36,11 @@ use upstream::{Ensure, Shared, ENSURE_QUEUE, ENSURE_TIMEOUT};
 
 /// Connections in the command pool (one Redis).
 const POOL_SIZE: usize = 32;
-/// How long a starting node keeps trying to reach its Redis Cluster before it gives up.
-const CLUSTER_START_DEADLINE: Duration = Duration::from_secs(30);
-/// Backoff between those attempts.
+/// Backoff between the attempts of a starting node to reach Redis (`--redis-connect-timeout`).
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// The least time one of those attempts is given.
+const MIN_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// The Redis broker.
 pub struct RedisBroker {
@@ -58,24 +58,76 @@ impl RedisBroker {
     /// is ready once pub/sub delivers (see [`Broker::is_ready`]).
     pub async fn start(
         settings: &BrokerSettings,
+        node_id: &str,
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
-    ) -> Result<Arc<RedisBroker>, BrokerError> {
+    ) -> Result<Arc<RedisBroker>, StartError> {
         let keys = Keys::new(settings.prefix.clone());
-        let node_channel = keys.node_channel(&node_id());
+        let node_channel = keys.node_channel(node_id);
         let (requests, receiver) = mpsc::channel(ENSURE_QUEUE);
+        if settings.tls.insecure {
+            tracing::warn!(
+                "TLS to Redis without certificate verification (--redis-tls-insecure): anyone on the network path can read and change the traffic; trust the server's CA with --redis-ca-file instead"
+            );
+        }
+        let address = settings.backend.address();
+        let deadline = tokio::time::Instant::now() + settings.connect_timeout;
+        let unreachable = |error: redis::RedisError| {
+            StartError::Unavailable(BrokerError::Unavailable(format!(
+                "Redis at {address} unreachable for {} (--redis-connect-timeout): {error}",
+                humantime::format_duration(settings.connect_timeout)
+            )))
+        };
         let shared = match &settings.backend {
             Backend::Redis(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
-                let connections = Connections::pool(url, POOL_SIZE)?;
+                let client = store::client(url, &settings.tls)
+                    .map_err(|e| BrokerError::Unavailable(format!("{address}: {e}")))?;
+                let attempt = || async {
+                    let mut connection = client
+                        .get_multiplexed_async_connection()
+                        .await
+                        .map_err(Attempt::from)?;
+                    redis::cmd("PING")
+                        .query_async::<()>(&mut connection)
+                        .await
+                        .map_err(Attempt::from)
+                };
+                retry_until(deadline, &address, attempt)
+                    .await
+                    .map_err(|failed| failed.into_start_error(unreachable))?;
+                let connections = Connections::pool_with_tls(url, POOL_SIZE, &settings.tls)
+                    .map_err(BrokerError::from)?;
                 let store = Store::new(connections, keys, settings.retention);
                 let shared = Shared::new(hub, metrics, store);
-                let task = pubsub::PubSubTask::new(client, shared.clone(), node_channel);
+                let task = pubsub::PubSubTask::new(client, shared.clone(), node_channel, address);
                 tokio::spawn(task.run(receiver));
                 shared
             }
             Backend::RedisCluster(seeds) => {
-                let (connection, pushes, commands) = connect_cluster(seeds).await?;
+                let seed_urls: Vec<String> =
+                    seeds.iter().map(|seed| store::seed_url(seed)).collect();
+                let tls = &settings.tls;
+                let attempt = || async {
+                    let connect = async {
+                        let (sender, pushes) = mpsc::unbounded_channel();
+                        let client = store::cluster_client(seeds, sender, tls)?;
+                        let connection = client.get_async_connection().await?;
+                        let commands = ClusterConnections::connect_with_tls(seeds, tls).await?;
+                        Ok::<_, redis::RedisError>((connection, pushes, commands))
+                    };
+                    match connect.await {
+                        Ok(connected) => Ok(connected),
+                        // The cluster client reports a failed handshake as text only: the
+                        // seeds are probed to tell a TLS failure from an unreachable cluster.
+                        Err(error) => match store::probe_tls_seeds(&seed_urls, tls).await {
+                            Some(failure) => Err(Attempt::Tls(failure)),
+                            None => Err(Attempt::from(error)),
+                        },
+                    }
+                };
+                let (connection, pushes, commands) = retry_until(deadline, &address, attempt)
+                    .await
+                    .map_err(|failed| failed.into_start_error(unreachable))?;
                 let store = Store::new(Connections::Cluster(commands), keys, settings.retention);
                 let shared = Shared::new(hub, metrics, store);
                 let task =
@@ -84,9 +136,9 @@ impl RedisBroker {
                 shared
             }
             Backend::Memory => {
-                return Err(BrokerError::Unavailable(
+                return Err(StartError::Unavailable(BrokerError::Unavailable(
                     "the Redis broker needs a Redis backend".into(),
-                ))
+                )))
             }
         };
         let release: ReleaseUpstream = {
@@ -112,38 +164,65 @@ impl RedisBroker {
     }
 }
 
-/// Connects to a Redis Cluster: a subscription connection whose pushes come back on the
-/// returned channel, and the command connections. The cluster may come up after this node
-/// (a deployment rolling out with its Redis): it is tried for a while before giving up.
-async fn connect_cluster(
-    seeds: &[String],
-) -> Result<
-    (
-        redis::cluster_async::ClusterConnection,
-        mpsc::UnboundedReceiver<redis::PushInfo>,
-        Arc<ClusterConnections>,
-    ),
-    BrokerError,
-> {
-    let deadline = tokio::time::Instant::now() + CLUSTER_START_DEADLINE;
+/// Why one attempt of a starting node to reach Redis failed.
+enum Attempt {
+    /// Unreachable, or not answering yet: tried again until the deadline.
+    Redis(redis::RedisError),
+    /// TLS failed in a way no wait mends (untrusted or misnamed server certificate, client
+    /// certificate refused): the start stops at once.
+    Tls(store::TlsFailure),
+}
+
+impl From<redis::RedisError> for Attempt {
+    fn from(error: redis::RedisError) -> Attempt {
+        match store::tls_failure(&error) {
+            Some(failure) => Attempt::Tls(failure),
+            None => Attempt::Redis(error),
+        }
+    }
+}
+
+impl Attempt {
+    fn into_start_error(
+        self,
+        unreachable: impl FnOnce(redis::RedisError) -> StartError,
+    ) -> StartError {
+        match self {
+            Attempt::Redis(error) => unreachable(error),
+            Attempt::Tls(failure) => StartError::Tls(failure),
+        }
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or `deadline` passes (then its last
+/// error), with backoff: Redis (or the cluster) may come up after this node, as in a
+/// deployment rolling out with its Redis. The last attempt is made at the deadline.
+async fn retry_until<T, F, Fut>(
+    deadline: tokio::time::Instant,
+    address: &str,
+    mut attempt: F,
+) -> Result<T, Attempt>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Attempt>>,
+{
     let mut backoff = MIN_BACKOFF;
     loop {
-        let attempt = async {
-            let (sender, pushes) = mpsc::unbounded_channel();
-            let client = store::cluster_client(seeds, sender)?;
-            let connection = client.get_async_connection().await?;
-            let commands = ClusterConnections::connect(seeds).await?;
-            Ok::<_, redis::RedisError>((connection, pushes, commands))
+        // An attempt gets at least MIN_ATTEMPT, even the one at the deadline.
+        let bound = deadline.max(tokio::time::Instant::now() + MIN_ATTEMPT);
+        let error = match tokio::time::timeout_at(bound, attempt()).await {
+            Ok(Ok(connected)) => return Ok(connected),
+            Ok(Err(Attempt::Redis(error))) => error,
+            Ok(Err(tls)) => return Err(tls),
+            Err(_) => redis::RedisError::from((redis::ErrorKind::Io, "no answer in time")),
         };
-        match attempt.await {
-            Ok(connected) => return Ok(connected),
-            Err(error) if tokio::time::Instant::now() + backoff < deadline => {
-                tracing::warn!(%error, "redis cluster unreachable; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-            Err(error) => return Err(unavailable(error)),
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(Attempt::Redis(error));
         }
+        tracing::warn!(redis = %address, %error, "redis unreachable; retrying");
+        tokio::time::sleep_until((now + backoff).min(deadline)).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -163,16 +242,6 @@ fn published(
         }),
         Outcome::Finished => Err(finished()),
     }
-}
-
-/// A random id for this node's ping channels.
-fn node_id() -> String {
-    use rand::Rng;
-    format!("{:016x}", rand::rng().random::<u64>())
-}
-
-fn unavailable(error: redis::RedisError) -> BrokerError {
-    BrokerError::Unavailable(error.to_string())
 }
 
 impl Broker for RedisBroker {

@@ -16,7 +16,8 @@ use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::mpsc;
 
 use super::upstream::{
-    Ensure, Pings, Renewed, Shared, Subscriber, Upstream, MAX_BATCH, PING_INTERVAL,
+    log_connect_failure, Ensure, Pings, Renewed, Shared, Subscriber, Upstream, MAX_BATCH,
+    PING_INTERVAL,
 };
 
 /// Reconnect backoff bounds.
@@ -42,6 +43,8 @@ pub(super) struct PubSubTask {
     upstream: Upstream,
     /// `<prefix>node:<id>`: this node's ping channel.
     node_channel: String,
+    /// The Redis URL with its password masked, for logs.
+    address: String,
 }
 
 /// Why [`PubSubTask::serve`] returned.
@@ -53,11 +56,17 @@ enum Served {
 }
 
 impl PubSubTask {
-    pub(super) fn new(client: redis::Client, shared: Arc<Shared>, node_channel: String) -> Self {
+    pub(super) fn new(
+        client: redis::Client,
+        shared: Arc<Shared>,
+        node_channel: String,
+        address: String,
+    ) -> Self {
         PubSubTask {
             client,
             upstream: Upstream::new(shared),
             node_channel,
+            address,
         }
     }
 
@@ -72,14 +81,17 @@ impl PubSubTask {
                         self.shared().metrics.broker_reconnects.inc();
                     }
                     connected_before = true;
-                    tracing::info!("pub/sub connected");
+                    tracing::info!(redis = %self.address, "pub/sub connected");
                     match self.serve(sink, stream, &mut requests).await {
                         Served::Stopped => return,
-                        Served::Lost => tracing::warn!("pub/sub connection lost; reconnecting"),
+                        Served::Lost => tracing::warn!(
+                            redis = %self.address,
+                            "pub/sub connection lost; reconnecting"
+                        ),
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, backoff_ms = backoff.as_millis() as u64, "pub/sub connect failed");
+                    log_connect_failure(&error, "pub/sub connect", &self.address, backoff)
                 }
             }
             self.upstream.lost_all();

@@ -551,3 +551,20 @@ impl Upstream {
         self.backlog.clear();
     }
 }
+
+/// Logs a failed connection attempt: a TLS failure as an error that says what to fix (it
+/// will not mend by itself), anything else as a warning.
+pub(super) fn log_connect_failure(
+    error: &redis::RedisError,
+    what: &'static str,
+    redis: &str,
+    backoff: Duration,
+) {
+    let backoff_ms = backoff.as_millis() as u64;
+    match sse_wire::store::tls_failure(error) {
+        Some(failure) => {
+            tracing::error!(redis, %failure, backoff_ms, "{what}: TLS with redis failed")
+        }
+        None => tracing::warn!(redis, %error, backoff_ms, "{what} failed"),
+    }
+}

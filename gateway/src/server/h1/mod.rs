@@ -24,17 +24,23 @@
 
 //!
 //! [`read_head`] (here) reads and parses a connection's next request head; [`respond`]
-//! writes the answer and, for a stream, the stream until it ends.
+//! writes the answer and, for a stream, the stream until it ends. Both work on any socket
+//! tokio can read and write: a TCP connection, or a TLS one (`tokio-rustls`), so HTTPS
+//! streams over HTTP/1.1 take this path too. Reads go through a scratch buffer on the
+//! stack of the poll, so a connection waiting for input holds no buffer of its own.
 
 mod respond;
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::{ready, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Uri, Version};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -76,8 +82,8 @@ pub enum Head {
 
 /// Reads the next request head (after `buffered`, bytes already read); `kept_alive` when
 /// a request was answered on this connection before.
-pub async fn read_head(
-    socket: &TcpStream,
+pub async fn read_head<S: AsyncRead + Unpin>(
+    socket: &mut S,
     mut buffered: BytesMut,
     kept_alive: bool,
     closing: &mut watch::Receiver<bool>,
@@ -117,21 +123,37 @@ pub async fn read_head(
             }
         }
         let waiting = buffered.is_empty();
+        let grow = if waiting { FIRST_READ } else { buffered.len() };
         tokio::select! {
-            ready = socket.readable() => if ready.is_err() { return Head::Closed },
+            read = read_some(socket, &mut buffered, grow) => match read {
+                Ok(0) | Err(_) => return Head::Closed,
+                Ok(_) => {}
+            },
             _ = tokio::time::sleep_until(deadline) => return Head::Closed,
             _ = closing.wait_for(|closing| *closing), if waiting => return Head::Closed,
         }
-        if buffered.capacity() == buffered.len() {
-            buffered.reserve(if waiting { FIRST_READ } else { buffered.len() });
-        }
-        match socket.try_read_buf(&mut buffered) {
-            Ok(0) => return Head::Closed,
-            Ok(_) => {}
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return Head::Closed,
-        }
     }
+}
+
+/// Reads what has arrived (0 bytes: the client closed) onto the end of `buffered`, which
+/// grows by at least `grow` bytes when it is full. The bytes land in a scratch buffer on
+/// the stack of the poll first, so nothing is allocated before they are there.
+fn read_some<'a, S: AsyncRead + Unpin>(
+    socket: &'a mut S,
+    buffered: &'a mut BytesMut,
+    grow: usize,
+) -> impl Future<Output = io::Result<usize>> + 'a {
+    std::future::poll_fn(move |cx| {
+        let mut scratch = [0u8; FIRST_READ];
+        let mut read = ReadBuf::new(&mut scratch);
+        ready!(Pin::new(&mut *socket).poll_read(cx, &mut read))?;
+        let filled = read.filled();
+        if buffered.capacity() - buffered.len() < filled.len() {
+            buffered.reserve(grow.max(filled.len()));
+        }
+        buffered.extend_from_slice(filled);
+        Poll::Ready(Ok(filled.len()))
+    })
 }
 
 #[allow(clippy::large_enum_variant)] // as `Head`

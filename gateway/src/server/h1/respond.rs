@@ -3,14 +3,13 @@
 //! pipelined request) kept for after it.
 
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{Response, StatusCode};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::MAX_HEAD_BYTES;
 use crate::stream::{EventStream, ResponseBody};
@@ -19,6 +18,8 @@ use crate::vocab::control::ConnControl;
 
 /// Chunks one poll of a stream writes before it yields to the other tasks.
 const MAX_CHUNKS_PER_POLL: usize = 32;
+/// The stack buffer that takes what a client sends while its stream is open.
+const SCRATCH: usize = 512;
 
 /// What to do with the connection once a stream request is answered.
 pub enum After {
@@ -31,8 +32,9 @@ pub enum After {
 ///
 /// A hand-written future rather than an `async fn`: it is the state an idle stream sits
 /// in for hours, and as a plain struct it holds only what it needs (about 100 bytes).
-pub struct Respond<'a> {
-    socket: &'a TcpStream,
+pub struct Respond<'a, S> {
+    /// A TCP connection, or a TLS one (whose writes rustls may hold until a flush).
+    socket: &'a mut S,
     control: &'a ConnControl,
     /// What is being written: the head and first chunk, then one chunk at a time, then
     /// the last chunk.
@@ -46,13 +48,13 @@ pub struct Respond<'a> {
 
 /// Starts writing what `routes::handle_stream_get` answered; `input` is what was read
 /// past the request's head.
-pub fn respond<'a>(
-    socket: &'a TcpStream,
+pub fn respond<'a, S: AsyncRead + AsyncWrite + Unpin>(
+    socket: &'a mut S,
     control: &'a ConnControl,
     response: Response<ResponseBody>,
     keep_alive: bool,
     input: BytesMut,
-) -> Respond<'a> {
+) -> Respond<'a, S> {
     let (parts, body) = response.into_parts();
     let mut out = BytesMut::with_capacity(512);
     write_head(&mut out, parts.status, &parts.headers, keep_alive);
@@ -85,7 +87,7 @@ pub fn respond<'a>(
     }
 }
 
-impl Future for Respond<'_> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for Respond<'_, S> {
     type Output = After;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<After> {
@@ -97,26 +99,24 @@ impl Future for Respond<'_> {
         let mut written_chunks = 0;
         loop {
             while !this.pending.is_empty() {
-                match this.socket.try_write(&this.pending) {
-                    Ok(written) if written == this.pending.len() => {
+                match Pin::new(&mut *this.socket).poll_write(cx, &this.pending) {
+                    Poll::Ready(Ok(written)) if written == this.pending.len() => {
                         // Release the buffer now (a first chunk can be a long replay).
                         this.pending = Bytes::new();
                     }
-                    Ok(written) => this.pending.advance(written),
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                        // Blocked on a full socket: only a cut (slow consumer) or the
-                        // socket becoming writable moves this on.
-                        if this.control.poll_aborted(cx).is_ready() {
-                            return Poll::Ready(After::Close);
-                        }
-                        match this.socket.poll_write_ready(cx) {
-                            Poll::Ready(Ok(())) => {}
-                            Poll::Ready(Err(_)) => return Poll::Ready(After::Close),
-                            Poll::Pending => return Poll::Pending,
-                        }
-                    }
-                    Err(_) => return Poll::Ready(After::Close),
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(After::Close),
+                    Poll::Ready(Ok(written)) => this.pending.advance(written),
+                    // Blocked on a full socket: only a cut (slow consumer) or the socket
+                    // becoming writable moves this on.
+                    Poll::Pending => return this.blocked(cx),
                 }
+            }
+            // What a TLS socket holds back when the socket was full goes out now (a TCP
+            // socket holds nothing: this is ready at once).
+            match Pin::new(&mut *this.socket).poll_flush(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(After::Close),
+                Poll::Pending => return this.blocked(cx),
             }
             let Some(stream) = this.stream.as_mut() else {
                 return Poll::Ready(if this.keep_alive {
@@ -147,12 +147,21 @@ impl Future for Respond<'_> {
                 Poll::Pending => {}
             }
             // Idle: the client closing (or sending something) is what else can happen.
-            match this.socket.poll_read_ready(cx) {
-                Poll::Ready(Ok(())) if read_input(this.socket, &mut this.input) => {}
-                Poll::Ready(_) => return Poll::Ready(After::Close),
-                Poll::Pending => return Poll::Pending,
-            }
+            return match read_input(&mut *this.socket, &mut this.input, cx) {
+                Poll::Ready(()) => Poll::Ready(After::Close),
+                Poll::Pending => Poll::Pending,
+            };
         }
+    }
+}
+
+impl<S> Respond<'_, S> {
+    /// The socket cannot take more now: wait for it, or for a cut (slow consumer).
+    fn blocked(&mut self, cx: &mut Context<'_>) -> Poll<After> {
+        if self.control.poll_aborted(cx).is_ready() {
+            return Poll::Ready(After::Close);
+        }
+        Poll::Pending
     }
 }
 
@@ -177,19 +186,26 @@ fn write_head(out: &mut BytesMut, status: StatusCode, headers: &http::HeaderMap,
     }
 }
 
-/// Reads what a client sent while its stream is open. `false` when the connection is
-/// over: closed, broken, or more unread input than a request head may be.
-fn read_input(socket: &TcpStream, input: &mut BytesMut) -> bool {
+/// Reads what a client sent while its stream is open, until nothing more has arrived
+/// (pending, the socket watched). Ready when the connection is over: closed, broken, or
+/// more unread input than a request head may be.
+fn read_input<S: AsyncRead + Unpin>(
+    socket: &mut S,
+    input: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let mut scratch = [0u8; SCRATCH];
     loop {
         if input.len() >= MAX_HEAD_BYTES {
-            return false;
+            return Poll::Ready(());
         }
-        input.reserve(512);
-        match socket.try_read_buf(input) {
-            Ok(0) => return false,
-            Ok(_) => {}
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return true,
-            Err(_) => return false,
+        let mut read = ReadBuf::new(&mut scratch);
+        match Pin::new(&mut *socket).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) if !read.filled().is_empty() => {
+                input.extend_from_slice(read.filled())
+            }
+            Poll::Ready(_) => return Poll::Ready(()),
+            Poll::Pending => return Poll::Pending,
         }
     }
 }

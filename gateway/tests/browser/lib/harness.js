@@ -4,10 +4,11 @@
 // static HTTP servers, and headless Debian Chromium through playwright-core. No fixed
 // sleeps: every wait polls a condition against a deadline.
 
-const { spawn } = require('node:child_process');
+const { spawn, execFileSync } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const http = require('node:http');
+const https = require('node:https');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
@@ -187,10 +188,50 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
 }
 
 /**
- * Starts `sse-gateway` on ephemeral ports and resolves once it logged where it listens
- * (and, with Redis, once `/readyz` says its pub/sub works).
+ * A CA of the test's own and a certificate it signs for `127.0.0.1`/`localhost` (openssl,
+ * P-256), as files in a temporary directory: `{ dir, ca, cert, key, spki }`, where `spki`
+ * is the base64 SHA-256 of the certificate's public key (what Chromium's
+ * `--ignore-certificate-errors-spki-list` takes, to accept that one certificate only).
  */
-async function startGateway(procs, name, { demo = true, redisUrl, redisPrefix, cors = [], args = [] } = {}) {
+function makeTestCertificate(procs) {
+  const dir = procs.tempDir('sse-browser-tls-');
+  const file = (name) => path.join(dir, name);
+  const openssl = (...args) => execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  openssl('req', '-x509', ...ec, '-keyout', file('ca.key'), '-out', file('ca.pem'), '-days', '2',
+    '-subj', '/CN=browser test CA', '-addext', 'basicConstraints=critical,CA:TRUE',
+    '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
+  openssl('req', ...ec, '-keyout', file('key.pem'), '-out', file('csr.pem'), '-subj', '/CN=127.0.0.1');
+  fs.writeFileSync(file('ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
+  openssl('x509', '-req', '-in', file('csr.pem'), '-CA', file('ca.pem'), '-CAkey', file('ca.key'),
+    '-CAcreateserial', '-out', file('cert.pem'), '-days', '2', '-extfile', file('ext.cnf'));
+  const certificate = new crypto.X509Certificate(fs.readFileSync(file('cert.pem')));
+  const spki = crypto.createHash('sha256')
+    .update(certificate.publicKey.export({ type: 'spki', format: 'der' })).digest('base64');
+  return { dir, ca: file('ca.pem'), cert: file('cert.pem'), key: file('key.pem'), spki };
+}
+
+/** The status of `GET url`, over HTTPS trusting `ca` (a PEM file) when given. */
+function getStatus(url, ca) {
+  if (!ca) {
+    return fetch(url, { signal: AbortSignal.timeout(5000) }).then((response) => response.status);
+  }
+  return new Promise((resolve, reject) => {
+    const request = https.get(url, { ca: fs.readFileSync(ca), timeout: 5000 }, (response) => {
+      response.resume();
+      resolve(response.statusCode);
+    });
+    request.on('error', reject);
+    request.on('timeout', () => request.destroy(new Error('timeout')));
+  });
+}
+
+/**
+ * Starts `sse-gateway` on ephemeral ports and resolves once it logged where it listens
+ * (and, with Redis, once `/readyz` says its pub/sub works). `tls` (from
+ * `makeTestCertificate`): HTTPS with `--tls-cert`/`--tls-key`.
+ */
+async function startGateway(procs, name, { demo = true, redisUrl, redisPrefix, cors = [], args = [], tls } = {}) {
   const argv = [
     '--listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--log-format', 'json',
     '--jwt-secret', SECRET, '--retry', '500ms', '--heartbeat', '1s',
@@ -198,6 +239,7 @@ async function startGateway(procs, name, { demo = true, redisUrl, redisPrefix, c
   if (demo) { argv.push('--demo'); }
   if (redisUrl) { argv.push('--redis-url', redisUrl, '--redis-prefix', redisPrefix); }
   for (const origin of cors) { argv.push('--cors-origin', origin); }
+  if (tls) { argv.push('--tls-cert', tls.cert, '--tls-key', tls.key); }
   argv.push(...args);
   let listening;
   const lines = [];
@@ -217,11 +259,11 @@ async function startGateway(procs, name, { demo = true, redisUrl, redisPrefix, c
   }, { timeout: 15_000 });
   const gateway = {
     name, child, pid: child.pid, lines,
-    url: `http://${listening.addr}`,
+    url: `${tls ? 'https' : 'http'}://${listening.addr}`,
     port: Number(listening.addr.split(':').pop()),
     metricsUrl: `http://${listening.metrics_addr}/metrics`,
   };
-  await waitFor(`${name} to be ready`, async () => (await fetch(`${gateway.url}/readyz`, { signal: AbortSignal.timeout(5000) })).status === 200, { timeout: 15_000 });
+  await waitFor(`${name} to be ready`, async () => (await getStatus(`${gateway.url}/readyz`, tls && tls.ca)) === 200, { timeout: 15_000 });
   return gateway;
 }
 
@@ -381,14 +423,17 @@ async function metric(metricsUrl, name) {
   return sum;
 }
 
-/** Headless Debian Chromium with a fresh profile (playwright's own temporary user-data dir). */
-async function launchBrowser(procs) {
+/**
+ * Headless Debian Chromium with a fresh profile (playwright's own temporary user-data dir);
+ * `extraArgs` for one test's browser only.
+ */
+async function launchBrowser(procs, extraArgs = []) {
   const { chromium } = require('playwright-core');
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      '--disable-background-networking', '--disable-component-update', '--disable-sync', ...extraArgs],
   });
   procs.browsers.push(browser);
   return browser;
@@ -463,7 +508,7 @@ function readCard(page, jobId) {
 
 module.exports = {
   REPO, BIN_DIR, ARTIFACTS, DASHBOARD, CLIENT_BUNDLE, SECRET,
-  waitFor, mintToken, userToken, unique, freePort, Processes,
+  waitFor, mintToken, userToken, unique, freePort, Processes, makeTestCertificate,
   startGateway, startRedis, startNginx, startStaticServer, startTcpProxy,
   publish, publishTopic, notify, metric, launchBrowser, newPage, setTokenCookie, signIn, waitInPage, settled, readCard,
 };
