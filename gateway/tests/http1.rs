@@ -290,3 +290,169 @@ async fn a_draining_node_closes_each_connection_after_its_stream_ends() {
     })
     .await
 }
+
+/// Reads one whole answer framed by `content-length` (and nothing after it): its head,
+/// without the blank line, and its body.
+async fn read_answer(socket: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+    let mut seen = read_until(socket, b"\r\n\r\n").await;
+    let end = seen.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8(seen[..end].to_vec()).unwrap();
+    let length: usize = head
+        .split("\r\n")
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .expect("a content-length")
+        .parse()
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    while seen.len() < end + 4 + length {
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buf))
+            .await
+            .expect("bytes in time")
+            .expect("read");
+        assert!(n > 0, "closed mid-body");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(seen.len(), end + 4 + length, "nothing after the answer");
+    (head, seen[end + 4..].to_vec())
+}
+
+/// The head and first chunk of a stream as the stream path (`h1`) writes them, in one
+/// piece: the route's fields, then `date`, then `transfer-encoding` — hyper orders them
+/// otherwise. Returns the first chunk's data.
+fn assert_stream_path_head(seen: &[u8]) -> String {
+    let text = String::from_utf8(seen.to_vec()).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a whole head");
+    let lines: Vec<&str> = head.split("\r\n").collect();
+    assert_eq!(
+        lines[..5],
+        [
+            "HTTP/1.1 200 OK",
+            "content-type: text/event-stream",
+            "cache-control: no-cache, no-transform",
+            "x-accel-buffering: no",
+            lines[4],
+        ],
+        "{head:?}"
+    );
+    assert!(lines[4].starts_with("date: ") && lines[4].ends_with(" GMT"));
+    assert_eq!(lines[5..], ["transfer-encoding: chunked"], "{head:?}");
+    let (size, rest) = body.split_once("\r\n").unwrap();
+    let chunk = rest.strip_suffix("\r\n").expect("one whole chunk");
+    assert_eq!(usize::from_str_radix(size, 16).unwrap(), chunk.len());
+    chunk.to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_after_a_page_on_a_kept_alive_connection_goes_back_to_the_stream_path() {
+    bounded(LIMIT, async {
+        // A browser that loaded a page first (or a proxy reusing an upstream connection):
+        // hyper answers the page, the stream on the same connection is the stream path's.
+        let gw = Gateway::builder(Backend::Embedded)
+            .flag("--heartbeat", "60s")
+            .start()
+            .await;
+        let mut socket = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        for (round, job) in ["j1", "j2"].into_iter().enumerate() {
+            let first = gw
+                .publish(
+                    job,
+                    json!({"owner": "u1", "type": "progress", "data": {"progress": 1}}),
+                )
+                .await;
+            let stream_request = format!(
+                "GET /v1/jobs/{job}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+                gw.token("u1")
+            );
+            socket
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let (head, body) = read_answer(&mut socket).await;
+            assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head:?}");
+            assert!(!head.contains("connection: close"), "{head:?}");
+            let health: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(health["status"], "ok");
+
+            socket.write_all(stream_request.as_bytes()).await.unwrap();
+            let seen = read_until(&mut socket, b"\n\n\r\n").await;
+            let chunk = assert_stream_path_head(&seen);
+            assert!(chunk.starts_with("retry: 3000\n\n"), "{chunk:?}");
+            assert!(
+                chunk.contains(&format!("id: {first}\nevent: status\n")),
+                "{chunk:?}"
+            );
+            assert_eq!(gw.metric("sse_gateway_open_connections").await, 1.0);
+            if round == 0 {
+                // Live events, each one chunk; the end of the job ends the stream with the
+                // last chunk, and the connection stays open for the next request.
+                let progress = gw
+                    .publish(job, json!({"type": "progress", "data": {"progress": 2}}))
+                    .await;
+                let seen = read_until(&mut socket, b"\n\n\r\n").await;
+                let text = String::from_utf8(seen).unwrap();
+                let (size, chunk) = text.split_once("\r\n").unwrap();
+                let chunk = chunk.strip_suffix("\r\n").unwrap();
+                assert_eq!(usize::from_str_radix(size, 16).unwrap(), chunk.len());
+                assert!(
+                    chunk.starts_with(&format!("id: {progress}\nevent: progress\ndata: ")),
+                    "{chunk:?}"
+                );
+                let done = gw
+                    .publish(job, json!({"type": "complete", "data": {}}))
+                    .await;
+                let seen = read_until(&mut socket, b"\r\n0\r\n\r\n").await;
+                let text = String::from_utf8(seen).unwrap();
+                assert!(
+                    text.contains(&format!("id: {done}\nevent: complete\n")),
+                    "{text:?}"
+                );
+                assert!(text.ends_with("\n\n\r\n0\r\n\r\n"), "{text:?}");
+            }
+        }
+        // The client leaving the idle stream is noticed at once.
+        drop(socket);
+        wait_until(
+            "the stream of the client that left is closed",
+            Duration::from_secs(5),
+            || async { gw.metric("sse_gateway_open_connections").await == 0.0 },
+        )
+        .await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_request_pipelined_behind_others_waits_for_their_answers() {
+    bounded(LIMIT, async {
+        let gw = Gateway::start(Backend::Embedded).await;
+        // In one write: a publish with a body (hyper's), a probe, then the stream.
+        let body = json!({"owner": "u2", "type": "progress", "data": {"progress": 7}}).to_string();
+        let pipelined = format!(
+            "POST /v1/jobs/j2/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}\
+             GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n\
+             GET /v1/jobs/j2/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+            gw.publisher_token(),
+            body.len(),
+            gw.token("u2"),
+        );
+        let mut socket = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        socket.write_all(pipelined.as_bytes()).await.unwrap();
+        let (head, published) = read_answer(&mut socket).await;
+        assert!(head.starts_with("HTTP/1.1 20"), "{head:?}");
+        assert!(!head.contains("connection: close"), "{head:?}");
+        let id = serde_json::from_slice::<serde_json::Value>(&published).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (head, _) = read_answer(&mut socket).await;
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head:?}");
+        assert!(!head.contains("connection: close"), "{head:?}");
+        let seen = read_until(&mut socket, b"\n\n\r\n").await;
+        let chunk = assert_stream_path_head(&seen);
+        assert!(
+            chunk.contains(&format!("id: {id}\nevent: status\n")),
+            "{chunk:?}"
+        );
+    })
+    .await
+}

@@ -11,6 +11,12 @@
 //! A connection holds one 2 KiB read buffer and its parser; nothing else grows with
 //! time except the latency samples of the events it receives. Over TLS (an `https://`
 //! target) it holds the client's TLS state too.
+//!
+//! Two other ways to open the stream, for what they cost the server: after a first
+//! request on the same connection (`--keep-alive-first`: a browser that loaded a page, a
+//! proxy reusing a kept-alive upstream connection), or over h2c with prior knowledge
+//! (`--h2c`, hyper's HTTP/2 client; the stream's body is then read as if it had come
+//! unchunked, and the connection closes with RST like the others).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -66,19 +72,37 @@ pub struct Spec {
     pub connect_timeout: Duration,
     /// TLS (an `https://` target): the client configuration and the name to verify.
     pub tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// A request sent first on the connection, its whole answer read, before the stream's.
+    pub first_request: Option<Vec<u8>>,
+    /// The stream over h2c (HTTP/2 with prior knowledge) instead of HTTP/1.1.
+    pub h2c: bool,
 }
 
-/// A connection's socket: plain TCP, or TLS over it (boxed: rustls' state is large).
+/// A connection's socket: plain TCP, TLS over it (boxed: rustls' state is large), or one
+/// h2c stream.
 enum Socket {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    H2c(Box<H2cStream>),
+}
+
+/// An h2c stream read as an HTTP/1.1 response: a made-up head (status, content type),
+/// then the body's data as it comes.
+struct H2cStream {
+    /// What is left to hand out of the head, then of the current data frame.
+    pending: bytes::Bytes,
+    body: hyper::body::Incoming,
+    /// Kept so that the connection lives as long as the stream.
+    _send: hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
 }
 
 impl Socket {
-    fn tcp(&self) -> &TcpStream {
+    fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Socket::Plain(socket) => socket,
-            Socket::Tls(tls) => tls.get_ref().0,
+            Socket::Plain(socket) => Some(socket),
+            Socket::Tls(tls) => Some(tls.get_ref().0),
+            // Set to close with RST when it was opened.
+            Socket::H2c(_) => None,
         }
     }
 
@@ -86,6 +110,23 @@ impl Socket {
         match self {
             Socket::Plain(socket) => socket.read(buf).await,
             Socket::Tls(tls) => tls.read(buf).await,
+            Socket::H2c(h2) => {
+                use http_body_util::BodyExt;
+                while h2.pending.is_empty() {
+                    match h2.body.frame().await {
+                        None => return Ok(0),
+                        Some(Err(e)) => return Err(std::io::Error::other(e)),
+                        Some(Ok(frame)) => {
+                            if let Ok(data) = frame.into_data() {
+                                h2.pending = data;
+                            }
+                        }
+                    }
+                }
+                let n = h2.pending.len().min(buf.len());
+                buf[..n].copy_from_slice(&h2.pending.split_to(n));
+                Ok(n)
+            }
         }
     }
 
@@ -96,6 +137,82 @@ impl Socket {
                 tls.write_all(bytes).await?;
                 tls.flush().await
             }
+            Socket::H2c(_) => Err(std::io::ErrorKind::Unsupported.into()),
+        }
+    }
+}
+
+/// Sends `request` (an HTTP/1.1 `GET` head, as [`crate::http::sse_request`] makes) over h2c
+/// on `socket` and waits for the response head.
+async fn h2c_stream(socket: TcpStream, request: &[u8]) -> Result<H2cStream, &'static str> {
+    let text = std::str::from_utf8(request).map_err(|_| "bad_request")?;
+    let mut lines = text.split("\r\n");
+    let mut first = lines.next().unwrap_or("").split(' ');
+    let (method, path) = (first.next().unwrap_or("GET"), first.next().unwrap_or("/"));
+    let mut builder = http::Request::builder().method(method);
+    let mut host = "localhost";
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        if name.eq_ignore_ascii_case("host") {
+            host = value.trim();
+        } else {
+            builder = builder.header(name, value.trim());
+        }
+    }
+    let request = builder
+        .uri(format!("http://{host}{path}"))
+        .body(http_body_util::Empty::new())
+        .map_err(|_| "bad_request")?;
+    let (mut send, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(socket),
+    )
+    .await
+    .map_err(|_| "h2_handshake")?;
+    tokio::spawn(connection);
+    let response = send.send_request(request).await.map_err(|_| "h2_request")?;
+    let content_type = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let head = format!(
+        "HTTP/1.1 {} -\r\ncontent-type: {content_type}\r\n\r\n",
+        response.status().as_u16()
+    );
+    Ok(H2cStream {
+        pending: head.into(),
+        body: response.into_body(),
+        _send: send,
+    })
+}
+
+/// Sends `request` and reads its whole answer (a head with `content-length`), leaving the
+/// connection ready for the next request.
+async fn first_exchange(socket: &mut Socket, request: &[u8]) -> Result<(), &'static str> {
+    socket.write_all(request).await.map_err(|e| classify(&e))?;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        if let Some(head) = parse_head(&seen)? {
+            let length = head.content_length.ok_or("first_request_unframed")?;
+            if seen.len() as u64 > head.len as u64 + length {
+                return Err("first_request_extra_bytes");
+            }
+            if seen.len() as u64 == head.len as u64 + length {
+                return match head.status {
+                    200..=299 => Ok(()),
+                    _ => Err("first_request_refused"),
+                };
+            }
+        }
+        match socket.read(&mut buf).await {
+            Ok(0) => return Err("first_request_closed"),
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(classify(&e)),
         }
     }
 }
@@ -303,6 +420,23 @@ pub async fn run(
     };
     let _ = stream.set_nodelay(true);
     let mut stream = match &spec.tls {
+        None if spec.h2c => {
+            // Closed with RST whenever it is dropped (see the end of the run below).
+            let _ = stream.set_zero_linger();
+            match tokio::time::timeout(spec.connect_timeout, h2c_stream(stream, &spec.request))
+                .await
+            {
+                Ok(Ok(h2)) => Socket::H2c(Box::new(h2)),
+                Ok(Err(reason)) => {
+                    fail(&mut stats, &shared, reason);
+                    return stats;
+                }
+                Err(_) => {
+                    fail(&mut stats, &shared, "h2_timeout");
+                    return stats;
+                }
+            }
+        }
         None => Socket::Plain(stream),
         Some((connector, name)) => {
             let handshake = connector.connect(name.clone(), stream);
@@ -321,9 +455,17 @@ pub async fn run(
     };
     // Over TLS, the handshake is part of connecting.
     stats.connect_us = Some(micros(start));
-    if let Err(e) = stream.write_all(&spec.request).await {
-        fail(&mut stats, &shared, classify(&e));
-        return stats;
+    if let Some(first) = &spec.first_request {
+        if let Err(reason) = first_exchange(&mut stream, first).await {
+            fail(&mut stats, &shared, reason);
+            return stats;
+        }
+    }
+    if !spec.h2c {
+        if let Err(e) = stream.write_all(&spec.request).await {
+            fail(&mut stats, &shared, classify(&e));
+            return stats;
+        }
     }
 
     let mut buf = vec![0u8; READ_BUFFER];
@@ -341,7 +483,9 @@ pub async fn run(
                 // ephemeral ports that the next run, and every other client of this
                 // machine, need to connect (the kernel gives no port to a connect()
                 // without bind() while an explicitly bound socket keeps it).
-                let _ = stream.tcp().set_zero_linger();
+                if let Some(tcp) = stream.tcp() {
+                    let _ = tcp.set_zero_linger();
+                }
                 break;
             }
             r = stream.read(&mut buf) => r,

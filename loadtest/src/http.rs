@@ -8,6 +8,8 @@ pub struct Head {
     pub status: u16,
     pub chunked: bool,
     pub event_stream: bool,
+    /// `content-length`, when given.
+    pub content_length: Option<u64>,
     /// Bytes of the head, including the blank line.
     pub len: usize,
 }
@@ -33,6 +35,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, &'static str> {
         .ok_or("bad_head")?;
     let mut chunked = false;
     let mut event_stream = false;
+    let mut content_length = None;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
@@ -42,12 +45,15 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, &'static str> {
             chunked = value.to_ascii_lowercase().contains("chunked");
         } else if name.eq_ignore_ascii_case("content-type") {
             event_stream = value.to_ascii_lowercase().starts_with("text/event-stream");
+        } else if name.eq_ignore_ascii_case("content-length") {
+            content_length = Some(value.parse().map_err(|_| "bad_head")?);
         }
     }
     Ok(Some(Head {
         status,
         chunked,
         event_stream,
+        content_length,
         len: end + 4,
     }))
 }
@@ -145,6 +151,11 @@ impl Chunked {
     }
 }
 
+/// A plain `GET` of `path` (a page, a probe): what goes first on a kept-alive connection.
+pub fn get_request(host: &str, path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sse-load\r\n\r\n").into_bytes()
+}
+
 /// The request a browser's `EventSource` sends (plus the cookie or query token).
 pub fn sse_request(
     host: &str,
@@ -183,6 +194,7 @@ mod tests {
                 status: 200,
                 chunked: true,
                 event_stream: true,
+                content_length: None,
                 len: buf.len() - 3
             }
         );

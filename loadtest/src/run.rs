@@ -132,6 +132,15 @@ pub struct RunArgs {
     /// Write the JSON report here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Send a `GET` of this path first on each connection and read its whole answer
+    /// before the stream's request: a stream on a reused keep-alive connection (a
+    /// browser that loaded a page first, a proxy's upstream keep-alive pool).
+    #[arg(long)]
+    pub keep_alive_first: Option<String>,
+    /// Open each stream over h2c (HTTP/2 with prior knowledge), one stream per
+    /// connection.
+    #[arg(long)]
+    pub h2c: bool,
     /// The server's CA (PEM), for an `https://` URL.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
@@ -415,6 +424,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Value> {
                 .as_deref()
                 .and_then(|id| conn::parse_id(id.as_bytes())),
             connect_timeout: args.connect_timeout,
+            first_request: args
+                .keep_alive_first
+                .as_deref()
+                .map(|path| crate::http::get_request(&host, path)),
+            h2c: args.h2c,
         });
         let permit = in_flight.clone().acquire_owned().await?;
         handles.push(tokio::spawn(conn::run(

@@ -10,10 +10,15 @@
 //! connection is, over the TLS stream.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use hyper::service::service_fn;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::{service_fn, HttpService};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::AsyncWriteExt;
@@ -22,7 +27,7 @@ use tokio::sync::watch;
 
 use super::guard::{self, Guard};
 use super::h1::{self, After, Head};
-use super::rewind::{Io, Rewind};
+use super::rewind::{Answered, InFlight, Io, Rewind};
 use super::tls::Handshake;
 use crate::routes::{self, App};
 use crate::vocab::control::ConnControl;
@@ -32,14 +37,14 @@ use crate::vocab::control::ConnControl;
 pub(super) async fn connection_task(
     socket: TcpStream,
     app: Arc<App>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    hyper: Arc<Protocols>,
     closing: watch::Receiver<bool>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     // Events are small and must leave at once: no Nagle delay.
     let _ = socket.set_nodelay(true);
     app.metrics.tcp_connections.inc();
-    serve_connection(socket, &app, &builder, closing).await;
+    serve_connection(socket, &app, &hyper, closing).await;
     app.metrics.tcp_connections.dec();
     drop(permit);
 }
@@ -52,8 +57,8 @@ pub(super) async fn tls_connection_task(
     socket: TcpStream,
     tls: Handshake,
     app: Arc<App>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    closing: watch::Receiver<bool>,
+    hyper: Arc<Protocols>,
+    mut closing: watch::Receiver<bool>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let _ = socket.set_nodelay(true);
@@ -68,12 +73,12 @@ pub(super) async fn tls_connection_task(
                 Bytes::new(),
                 app,
                 control,
-                &builder,
-                closing,
+                &hyper,
+                &mut closing,
             ))
             .await;
         } else {
-            serve_connection(stream, &app, &builder, closing).await;
+            serve_connection(stream, &app, &hyper, closing).await;
         }
     }
     metrics.tcp_connections.dec();
@@ -88,87 +93,100 @@ const TASK_BYTES_BOUND: usize = 512;
 async fn serve_connection<S: Io>(
     mut socket: S,
     app: &Arc<App>,
-    builder: &auto::Builder<TokioExecutor>,
+    hyper: &Protocols,
     mut closing: watch::Receiver<bool>,
 ) {
     let control = Arc::new(ConnControl::default());
     let mut input = BytesMut::new();
-    let mut for_hyper = None;
     let mut kept_alive = false;
     loop {
-        // Boxed, like opening below: large states that a stream's task, which lives for
-        // hours, should not carry (see `h1::Respond`).
-        let (request, keep_alive, rest) =
-            match Box::pin(h1::read_head(&mut socket, input, kept_alive, &mut closing)).await {
-                Head::Closed => break,
-                Head::Other(read) => {
-                    for_hyper = Some(read);
-                    break;
-                }
-                Head::Stream {
-                    request,
-                    keep_alive,
-                    rest,
-                } => (request, keep_alive, rest),
-            };
-        if kept_alive && app.is_draining() {
-            // A stream request on a connection kept from before the drain: close it
-            // unanswered. The client retries a request that failed on a reused
-            // connection as if it were new, and reaches another node; a `503` would stop
-            // an EventSource for good.
-            break;
-        }
-        let response = Box::pin(routes::handle_stream_get(
-            app.clone(),
-            control.clone(),
-            request,
-            socket.peer(),
-        ))
-        .await;
-        // A draining node closes each connection after its answer: the client's reconnect
-        // must reach another node, not this one's `503` on a kept-alive connection.
-        let keep_alive = keep_alive && !app.is_draining();
-        match h1::respond(&mut socket, &control, response, keep_alive, rest).await {
-            After::KeepAlive(rest) if !app.is_draining() && !control.is_aborted() => {
-                input = rest;
-                kept_alive = true;
+        let read = loop {
+            // Boxed, like opening below: large states that a stream's task, which lives
+            // for hours, should not carry (see `h1::Respond`).
+            let (request, keep_alive, rest) =
+                match Box::pin(h1::read_head(&mut socket, input, kept_alive, &mut closing)).await {
+                    Head::Closed => return,
+                    Head::Other(read) => break read,
+                    Head::Stream {
+                        request,
+                        keep_alive,
+                        rest,
+                    } => (request, keep_alive, rest),
+                };
+            if kept_alive && app.is_draining() {
+                // A stream request on a connection kept from before the drain: close it
+                // unanswered. The client retries a request that failed on a reused
+                // connection as if it were new, and reaches another node; a `503` would
+                // stop an EventSource for good.
+                return;
             }
-            _ => break,
-        }
-    }
-    if let Some(read) = for_hyper {
-        Box::pin(serve_with_hyper(
+            let response = Box::pin(routes::handle_stream_get(
+                app.clone(),
+                control.clone(),
+                request,
+                socket.peer(),
+            ))
+            .await;
+            // A draining node closes each connection after its answer: the client's
+            // reconnect must reach another node, not this one's `503` on a kept-alive
+            // connection.
+            let keep_alive = keep_alive && !app.is_draining();
+            match h1::respond(&mut socket, &control, response, keep_alive, rest).await {
+                After::KeepAlive(rest) if !app.is_draining() && !control.is_aborted() => {
+                    input = rest;
+                    kept_alive = true;
+                }
+                _ => return,
+            }
+        };
+        // Hyper serves what follows; an HTTP/1 connection comes back here at its next
+        // stream request (hyper would keep its buffers for the stream's whole life).
+        let back = Box::pin(serve_with_hyper(
             socket,
             read,
             app.clone(),
-            control,
-            builder,
-            closing,
+            control.clone(),
+            hyper,
+            &mut closing,
         ))
         .await;
+        let Some((back, held)) = back else {
+            return;
+        };
+        socket = back;
+        input = held;
+        kept_alive = true;
     }
 }
 
+/// How hyper serves what the stream path does not: HTTP/1 with the connection able to
+/// come back to the stream path, h2 (and a connection whose first bytes could still be the
+/// h2c preface) through the auto builder.
+pub(super) struct Protocols {
+    pub(super) http1: http1::Builder,
+    pub(super) auto: auto::Builder<TokioExecutor>,
+}
+
 /// Serves the rest of a connection with hyper (HTTP/1.1, h2c, or h2 over TLS); `read` is
-/// what was read of it already.
+/// what was read of it already. Returns the socket and the bytes read of the next request
+/// when an HTTP/1 connection comes back to the stream path.
 async fn serve_with_hyper<S: Io>(
     socket: S,
     read: Bytes,
     app: Arc<App>,
     control: Arc<ConnControl>,
-    builder: &auto::Builder<TokioExecutor>,
-    mut closing: watch::Receiver<bool>,
-) {
-    let service_control = control.clone();
+    hyper: &Protocols,
+    closing: &mut watch::Receiver<bool>,
+) -> Option<(S, BytesMut)> {
     let peer = socket.peer();
-    let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-        let (app, control) = (app.clone(), service_control.clone());
-        if let Some(peer) = peer {
-            request.extensions_mut().insert(peer);
-        }
-        async move { Ok::<_, Infallible>(routes::handle(app, control, request).await) }
-    });
-    let mut guard = Guard::default();
+    // The h2c preface, or bytes that may yet turn out to be it (or nothing yet, as
+    // after a TLS handshake that chose h2): the auto builder tells.
+    let http1 = !guard::may_be_h2c(&read);
+    let mut guard = if http1 {
+        Guard::handing_back()
+    } else {
+        Guard::default()
+    };
     guard.feed(&read);
     drop(read);
     if let Some(error) = guard.refusal().filter(|_| guard.nothing_released()) {
@@ -177,39 +195,150 @@ async fn serve_with_hyper<S: Io>(
         let mut socket = socket;
         let _ = socket.write_all_buf(&mut reply).await;
         let _ = socket.shutdown().await;
-        return;
+        return None;
     }
     let refused = Arc::new(tokio::sync::Notify::new());
-    let io = TokioIo::new(Rewind::new(guard, socket, refused.clone()));
-    let connection = builder.serve_connection(io, service);
-    tokio::pin!(connection);
+    if !http1 {
+        let service_control = control.clone();
+        let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+            let (app, control) = (app.clone(), service_control.clone());
+            if let Some(peer) = peer {
+                request.extensions_mut().insert(peer);
+            }
+            async move { Ok::<_, Infallible>(routes::handle(app, control, request).await) }
+        });
+        let io = TokioIo::new(Rewind::new(guard, socket, refused.clone(), None));
+        let connection = hyper.auto.serve_connection(io, service);
+        tokio::pin!(connection);
+        let shutdown = |connection: Pin<&mut _>| {
+            auto::Connection::graceful_shutdown(connection);
+        };
+        drive(connection, shutdown, &control, closing, &refused).await;
+        return None;
+    }
+    let in_flight = Arc::new(InFlight::default());
+    let service_control = control.clone();
+    let service_in_flight = in_flight.clone();
+    let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+        let (app, control) = (app.clone(), service_control.clone());
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(peer);
+        }
+        // Counted until hyper has written the whole answer (it drops the body then).
+        let answering = service_in_flight.start();
+        // Boxed: hyper's `poll_without_shutdown` wants a future it can move.
+        Box::pin(async move {
+            let response = routes::handle(app, control, request).await;
+            Ok::<_, Infallible>(response.map(|body| Answered {
+                body,
+                _answering: answering,
+            }))
+        })
+    });
+    let io = TokioIo::new(Rewind::new(guard, socket, refused.clone(), Some(in_flight)));
+    let mut connection = hyper.http1.serve_connection(io, service);
+    let mut until_end = WithoutShutdown(&mut connection);
+    let ended = drive(
+        Pin::new(&mut until_end),
+        WithoutShutdown::graceful_shutdown,
+        &control,
+        closing,
+        &refused,
+    )
+    .await;
+    if !ended {
+        return None;
+    }
+    let mut rewind = connection.into_parts().io.into_inner();
+    if rewind.handed_back() && !control.is_aborted() {
+        return rewind.into_parts();
+    }
+    // Hyper ended the connection (the client closed, `connection: close`, a drain, a
+    // refused request): what it would have done itself, now that it leaves the socket
+    // to us — write the refusal if one is owed, then close.
+    let _ = rewind.shutdown().await;
+    None
+}
+
+/// Runs a hyper connection until it ends (true: without an error), is cut, or — once
+/// the node is closing or a request is refused — finishes what it is doing (`shutdown`
+/// tells it so).
+async fn drive<C, E>(
+    mut connection: Pin<&mut C>,
+    shutdown: impl Fn(Pin<&mut C>),
+    control: &ConnControl,
+    closing: &mut watch::Receiver<bool>,
+    refused: &tokio::sync::Notify,
+) -> bool
+where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     let mut closing_seen = *closing.borrow();
     if closing_seen {
-        connection.as_mut().graceful_shutdown();
+        shutdown(connection.as_mut());
     }
     loop {
         tokio::select! {
             result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "connection ended with an error");
-                }
-                break;
+                return match result {
+                    Ok(()) => true,
+                    Err(error) => {
+                        tracing::debug!(%error, "connection ended with an error");
+                        false
+                    }
+                };
             }
             _ = control.aborted() => {
                 tracing::debug!("connection cut");
-                break;
+                return false;
             }
-            _ = closed(&mut closing), if !closing_seen => {
+            _ = closed(closing), if !closing_seen => {
                 closing_seen = true;
-                connection.as_mut().graceful_shutdown();
+                shutdown(connection.as_mut());
             }
             // A later request on the connection is refused: finish what came before it;
-            // the refusal is written as hyper closes the connection.
+            // the refusal is written as the connection closes.
             _ = refused.notified(), if !closing_seen => {
                 closing_seen = true;
-                connection.as_mut().graceful_shutdown();
+                shutdown(connection.as_mut());
             }
         }
+    }
+}
+
+/// An HTTP/1 connection run until it ends, leaving the socket open and in place for
+/// [`http1::Connection::into_parts`].
+struct WithoutShutdown<'a, C>(&'a mut C);
+
+impl<I, S, B> WithoutShutdown<'_, http1::Connection<I, S>>
+where
+    S: HttpService<Incoming, ResBody = B> + Unpin,
+    S::Future: Unpin,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+{
+    /// Finish the request in progress, then end (hyper's `graceful_shutdown`).
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        Pin::new(&mut *self.get_mut().0).graceful_shutdown();
+    }
+}
+
+impl<I, S, B> Future for WithoutShutdown<'_, http1::Connection<I, S>>
+where
+    S: HttpService<Incoming, ResBody = B> + Unpin,
+    S::Future: Unpin,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+{
+    type Output = hyper::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        self.get_mut().0.poll_without_shutdown(cx)
     }
 }
 
@@ -276,9 +405,9 @@ mod tests {
             .unwrap();
         let (socket, _) = listener.accept().await.unwrap();
         let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
-        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        let hyper = Arc::new(crate::server::listener::protocols());
         let (_closing_tx, closing) = watch::channel(false);
-        let task = connection_task(socket, app, builder, closing, permit);
+        let task = connection_task(socket, app, hyper, closing, permit);
         let size = std::mem::size_of_val(&task);
         assert!(
             size <= TASK_BYTES_BOUND,

@@ -15,7 +15,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderName, CONTENT_LENGTH, TRANSFER_ENCODING};
 
-use super::h1::MAX_HEAD_BYTES;
+use super::h1::{self, MAX_HEAD_BYTES};
 use crate::error::{ApiError, ErrorKind};
 
 /// Most header fields in a request head (hyper's default).
@@ -44,6 +44,9 @@ enum State {
     Trailers,
     /// HTTP/2: not checked here.
     Passthrough,
+    /// A stream request's head is held (with what follows) for the stream path: nothing
+    /// more is handed to hyper.
+    Stream,
     /// A bad request was found: nothing more is handed over.
     Rejected,
 }
@@ -60,6 +63,12 @@ pub(super) struct Guard {
     /// The refused bytes were inside a body (a malformed chunk): hyper is reading that
     /// request and answers it itself when its body breaks off.
     in_body: bool,
+    /// Whether a stream request after the first is held for the stream path (see
+    /// [`Guard::handing_back`]).
+    hand_back: bool,
+    /// A head was released to hyper already (the first never goes back: the stream path
+    /// did not take it).
+    head_released: bool,
 }
 
 impl Default for Guard {
@@ -70,14 +79,41 @@ impl Default for Guard {
             released: BytesMut::new(),
             rejection: None,
             in_body: false,
+            hand_back: false,
+            head_released: false,
         }
     }
 }
 
 impl Guard {
+    /// A guard that holds back a later stream request for the stream path: for a
+    /// connection whose hyper side can hand the socket back (HTTP/1).
+    pub(super) fn handing_back() -> Guard {
+        Guard {
+            hand_back: true,
+            ..Guard::default()
+        }
+    }
+
+    /// Whether a stream request is held for the stream path (every byte before it was
+    /// released).
+    pub(super) fn holds_stream(&self) -> bool {
+        self.state == State::Stream
+    }
+
+    /// The held bytes, from the stream request's head on, once [`Guard::holds_stream`].
+    pub(super) fn into_held(self) -> BytesMut {
+        self.held
+    }
+
     /// Takes bytes read from the client and checks as far as they go.
     pub(super) fn feed(&mut self, bytes: &[u8]) {
         if self.state == State::Rejected {
+            return;
+        }
+        if self.state == State::Stream {
+            // For the stream path, which bounds it as it reads the head.
+            self.held.extend_from_slice(bytes);
             return;
         }
         if self.state == State::Passthrough {
@@ -160,7 +196,7 @@ impl Guard {
                     self.release(all);
                     false
                 }
-                State::Rejected => false,
+                State::Rejected | State::Stream => false,
             };
             if !progressed || self.held.is_empty() && !matches!(self.state, State::Body(0)) {
                 return;
@@ -220,8 +256,17 @@ impl Guard {
             return false;
         }
         let framing = framing(request.headers);
+        if framing.is_ok()
+            && self.hand_back
+            && self.head_released
+            && h1::is_stream_head(&self.held[..len])
+        {
+            self.state = State::Stream;
+            return false;
+        }
         match framing {
             Ok(next) => {
+                self.head_released = true;
                 self.release(len);
                 self.state = next;
                 true
@@ -333,6 +378,13 @@ fn framing(headers: &[httparse::Header<'_>]) -> Result<State, &'static str> {
     }
 }
 
+/// Whether a connection that began with `first` may be h2c: they are the HTTP/2 preface,
+/// or the start of it (nothing at all included).
+pub(super) fn may_be_h2c(first: &[u8]) -> bool {
+    let n = first.len().min(H2_PREFACE.len());
+    first[..n] == H2_PREFACE[..n]
+}
+
 /// The length up to and including the first empty line (`\r\n` at a line start).
 fn find_blank_line(bytes: &[u8]) -> Option<usize> {
     let mut line_start = 0;
@@ -398,6 +450,33 @@ GET /readyz HTTP/1.0\r\n\r\n";
         let (released, rejected) = every_split(input);
         assert_eq!(released, input.to_vec());
         assert_eq!(rejected, None);
+    }
+
+    #[test]
+    fn a_later_stream_request_is_held_for_the_stream_path() {
+        let before = b"GET /healthz HTTP/1.1\r\n\r\nPOST /v1/jobs/j/events HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi";
+        let stream =
+            b"GET /v1/users/me/events HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n";
+        let input = [&before[..], &stream[..]].concat();
+        for step in [1, 5, input.len()] {
+            let mut guard = Guard::handing_back();
+            let mut released = Vec::new();
+            for piece in input.chunks(step) {
+                guard.feed(piece);
+                released.extend_from_slice(&guard.released().split());
+            }
+            assert_eq!(released, before.to_vec(), "split every {step} bytes");
+            assert!(guard.holds_stream());
+            assert_eq!(guard.into_held().to_vec(), stream.to_vec());
+        }
+        // Without hand-back (h2c could still follow), and for a first request (the stream
+        // path did not take it), everything goes to hyper.
+        let (released, _) = every_split(&input);
+        assert_eq!(released, input);
+        let mut guard = Guard::handing_back();
+        guard.feed(stream);
+        assert!(!guard.holds_stream());
+        assert_eq!(guard.released().to_vec(), stream.to_vec());
     }
 
     #[test]

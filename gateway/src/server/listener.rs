@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use super::connection::{closed, connection_task, tls_connection_task};
+use super::connection::{closed, connection_task, tls_connection_task, Protocols};
 use super::h1::{HEADER_READ_TIMEOUT, MAX_HEAD_BYTES};
 use super::tls::Handshake;
 use crate::routes::App;
@@ -38,6 +39,26 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// How hyper serves the requests the stream path does not take.
+pub(super) fn protocols() -> Protocols {
+    let mut http1 = http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(true);
+    let mut auto = auto::Builder::new(TokioExecutor::new());
+    auto.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(true);
+    auto.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS);
+    Protocols { http1, auto }
+}
+
 /// Accepts connections until the node stops accepting, each on a task of its own (which
 /// does the TLS handshake, when `tls` is given: never this loop).
 pub(super) async fn accept_loop(
@@ -47,18 +68,7 @@ pub(super) async fn accept_loop(
     permits: Arc<Semaphore>,
     mut closing: watch::Receiver<bool>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEAD_BYTES)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(H2_MAX_STREAMS);
-    let builder = Arc::new(builder);
+    let builder = Arc::new(protocols());
     loop {
         let permit = tokio::select! {
             _ = closed(&mut closing) => return,

@@ -4,13 +4,21 @@
 //! through, and a refused request is answered here, with the contract's JSON error, when
 //! hyper closes the connection.
 //!
+//! On an HTTP/1 connection the socket can also go back to the stream path: when the guard
+//! holds a stream request ([`Guard::handing_back`]), hyper is told the client closed —
+//! once it has finished every answer before it ([`InFlight`]) and written it all — and
+//! [`Rewind::into_parts`] gives the socket and the held bytes back.
+//!
 //! [`Io`] is what a served connection is: plain TCP, or TLS over TCP.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
+use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -74,21 +82,76 @@ impl Io for Box<TlsStream<TcpStream>> {
 /// A socket behind a [`Guard`], with bytes already read from it put back in front.
 pub(super) struct Rewind<S: Io> {
     guard: Guard,
-    inner: S,
+    /// `None` only once [`Rewind::into_parts`] took it.
+    inner: Option<S>,
     /// Told when hyper has read everything before a refused request: time to close.
     refused: Arc<Notify>,
     /// What is left to write of the refusal, once hyper closes.
     reply: Option<Bytes>,
+    /// Answers hyper has not finished, on a connection that can go back to the stream
+    /// path (`None`: it cannot, as with h2).
+    in_flight: Option<Arc<InFlight>>,
+    /// Whether hyper may hold bytes not yet written to the socket: its last write was
+    /// not followed by a flush that finished.
+    unflushed: bool,
+    /// Hyper was told the client closed, for the stream path to take the socket back.
+    handed_back: bool,
 }
 
 impl<S: Io> Rewind<S> {
-    /// `guard` has been fed what was read already.
-    pub(super) fn new(guard: Guard, inner: S, refused: Arc<Notify>) -> Rewind<S> {
+    /// `guard` has been fed what was read already; `in_flight` is given when the
+    /// connection can go back to the stream path (the guard then is
+    /// [`Guard::handing_back`]).
+    pub(super) fn new(
+        guard: Guard,
+        inner: S,
+        refused: Arc<Notify>,
+        in_flight: Option<Arc<InFlight>>,
+    ) -> Rewind<S> {
         Rewind {
             guard,
-            inner,
+            inner: Some(inner),
             refused,
             reply: None,
+            in_flight,
+            unflushed: false,
+            handed_back: false,
+        }
+    }
+
+    /// Whether hyper was let go so that the stream path takes the connection back.
+    pub(super) fn handed_back(&self) -> bool {
+        self.handed_back
+    }
+
+    /// The socket and, when [`Rewind::handed_back`], the bytes held for the stream path
+    /// (its request's head and whatever came after it). `None` if taken already.
+    pub(super) fn into_parts(mut self) -> Option<(S, BytesMut)> {
+        let inner = self.inner.take()?;
+        let held = std::mem::take(&mut self.guard).into_held();
+        Some((inner, held))
+    }
+
+    fn socket(&mut self) -> std::io::Result<Pin<&mut S>> {
+        match self.inner.as_mut() {
+            Some(inner) => Ok(Pin::new(inner)),
+            None => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// Notes what a write or flush of hyper's did to what it may still hold.
+    fn wrote<T>(&mut self, result: &Poll<std::io::Result<T>>, flushed: bool) {
+        match result {
+            Poll::Ready(Ok(_)) if flushed => {
+                if std::mem::replace(&mut self.unflushed, false) && self.guard.holds_stream() {
+                    // The hand-back waited for this flush.
+                    if let Some(in_flight) = &self.in_flight {
+                        in_flight.waker.wake();
+                    }
+                }
+            }
+            Poll::Ready(Err(_)) => {}
+            _ => self.unflushed = true,
         }
     }
 }
@@ -99,10 +162,67 @@ impl<S: Io> Drop for Rewind<S> {
     /// bytes into an idle socket).
     fn drop(&mut self) {
         if self.reply.is_none() {
-            if let Some(error) = self.guard.refusal() {
-                self.inner.write_now(&guard::reply(error));
+            if let (Some(error), Some(inner)) = (self.guard.refusal(), self.inner.as_mut()) {
+                inner.write_now(&guard::reply(error));
             }
         }
+    }
+}
+
+/// The answers hyper has not finished on one HTTP/1 connection: a request counts from the
+/// moment the service is called until hyper drops its response body, which it does once
+/// the body's last bytes are in its write buffer. A stream request held for the stream
+/// path waits for zero: what came before it is answered whole, in order.
+#[derive(Default)]
+pub(super) struct InFlight {
+    count: AtomicUsize,
+    /// The connection's task, waiting to hand the connection back.
+    waker: AtomicWaker,
+}
+
+impl InFlight {
+    /// Counts a request until the returned token is dropped (with its response body).
+    pub(super) fn start(self: &Arc<Self>) -> Answering {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        Answering(self.clone())
+    }
+}
+
+/// One request of [`InFlight`], until its answer is finished.
+pub(super) struct Answering(Arc<InFlight>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.waker.wake();
+        }
+    }
+}
+
+/// A response body carrying its request's [`Answering`] token: hyper drops it when the
+/// body is all written (or the connection ends).
+pub(super) struct Answered<B> {
+    pub(super) body: B,
+    pub(super) _answering: Answering,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Answered<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -136,10 +256,26 @@ impl<S: Io> AsyncRead for Rewind<S> {
                 this.refused.notify_one();
                 return Poll::Pending;
             }
+            if this.guard.holds_stream() {
+                // Everything before the stream request is read. Once hyper has answered
+                // it all and written every byte, it is told the client closed: it ends
+                // the connection at a request boundary, and the stream path takes the
+                // socket back. Until then hyper waits here, woken by the last answer's
+                // end or by the flush.
+                let Some(in_flight) = &this.in_flight else {
+                    return Poll::Pending;
+                };
+                in_flight.waker.register(cx.waker());
+                if in_flight.count.load(Ordering::Acquire) == 0 && !this.unflushed {
+                    this.handed_back = true;
+                    return Poll::Ready(Ok(()));
+                }
+                return Poll::Pending;
+            }
             // Read into hyper's buffer, hand those bytes to the guard, and let through
             // what it checked.
             let before = buf.filled().len();
-            match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            match this.socket()?.poll_read(cx, buf) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                 Poll::Ready(Ok(())) => {}
@@ -160,7 +296,9 @@ impl<S: Io> AsyncWrite for Rewind<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let result = self.socket()?.poll_write(cx, buf);
+        self.wrote(&result, false);
+        result
     }
 
     fn poll_write_vectored(
@@ -168,15 +306,21 @@ impl<S: Io> AsyncWrite for Rewind<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let result = self.socket()?.poll_write_vectored(cx, bufs);
+        self.wrote(&result, false);
+        result
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner
+            .as_ref()
+            .is_some_and(|inner| inner.is_write_vectored())
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let result = self.socket()?.poll_flush(cx);
+        self.wrote(&result, true);
+        result
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -184,14 +328,17 @@ impl<S: Io> AsyncWrite for Rewind<S> {
         if this.reply.is_none() {
             this.reply = this.guard.refusal().map(guard::reply);
         }
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
         while let Some(reply) = this.reply.as_mut().filter(|reply| !reply.is_empty()) {
-            match Pin::new(&mut this.inner).poll_write(cx, reply) {
+            match Pin::new(&mut *inner).poll_write(cx, reply) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                 Poll::Ready(Ok(0)) => break,
                 Poll::Ready(Ok(n)) => reply.advance(n),
             }
         }
-        Pin::new(&mut this.inner).poll_shutdown(cx)
+        Pin::new(inner).poll_shutdown(cx)
     }
 }

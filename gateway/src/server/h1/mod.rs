@@ -214,6 +214,12 @@ fn parse(buffer: &[u8]) -> Parsed {
     }
 }
 
+/// Whether `head` (a whole request head) is one this module serves: what a connection
+/// hyper serves hands back to this path ([`crate::server`]'s guard).
+pub fn is_stream_head(head: &[u8]) -> bool {
+    matches!(parse(head), Parsed::Stream { .. })
+}
+
 fn has_token(value: &HeaderValue, token: &str) -> bool {
     value.to_str().is_ok_and(|text| {
         text.split(',')
