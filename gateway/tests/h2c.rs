@@ -107,3 +107,43 @@ async fn streams_and_publishes_over_h2c_on_the_http1_port() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_larger_than_the_clients_window_arrives_whole() {
+    bounded(LIMIT, async {
+        let gw = Gateway::start(Backend::Embedded).await;
+        let socket = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        // A 16 KiB window: the 40 KiB event must wait for window updates to arrive whole.
+        let (mut sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .initial_stream_window_size(16 * 1024)
+            .initial_connection_window_size(16 * 1024)
+            .handshake(TokioIo::new(socket))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let request = http::Request::get(format!("http://{}/v1/users/me/events", gw.addr))
+            .header("authorization", format!("Bearer {}", gw.token("u1")))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        let mut seen = Vec::new();
+        read_until(&mut body, &mut seen, b"event: jobs\n").await;
+        let big = "x".repeat(40 * 1024);
+        let id = gw
+            .publish(
+                "j1",
+                json!({"owner": "u1", "type": "progress", "data": {"progress": 1, "blob": big}}),
+            )
+            .await;
+        let tail = format!("\"blob\":\"{big}\"");
+        read_until(&mut body, &mut seen, tail.as_bytes()).await;
+        let text = String::from_utf8(seen).unwrap();
+        let at = text
+            .find(&format!("id: {id}\nevent: progress\ndata: "))
+            .expect("the event");
+        assert!(text[at..].contains(&tail));
+    })
+    .await
+}

@@ -336,18 +336,32 @@ def median_of(rs):
 
 # ---------------------------------------------------------------- scenarios
 
+# Idle rows that differ only in how the client opens its stream: (server kind, extra
+# sse-load arguments). "-ka": the stream is the second request on its connection, after a
+# page (a browser that loaded one first; a proxy reusing an upstream keep-alive
+# connection); "-h2c": the stream over h2c with prior knowledge, one per connection.
+IDLE_WAYS = {"gw-emb-ka": ("gw-emb", ["--keep-alive-first", "/healthz"]), "gw-emb-h2c": ("gw-emb", ["--h2c"])}
+
+
 def idle(work, q):
     n = 3000 if q else 19000
     steps = [0, n // 10, n // 4, n // 2, 3 * n // 4, n]
     res = {}
-    for kind in ("gw-emb", "gw-tls", "gw-redis", "nchan", "floor"):
+    kinds = ["gw-emb", "gw-emb-ka", "gw-emb-h2c", "gw-tls", "gw-redis", "nchan", "floor"]
+    if BEFORE_BIN:
+        # The code before a change, beside it in the same run (its plain, kept-alive and
+        # h2c streams).
+        kinds[3:3] = ["gw-emb@before", "gw-emb-ka@before", "gw-emb-h2c@before"]
+    for kind in kinds:
         log(f"idle: {kind}")
-        server, redis, base = start_target(work, kind)
+        base, _, tag = kind.partition("@")
+        server_kind, extra = IDLE_WAYS.get(base, (base, []))
+        server, redis, args = start_target(work, server_kind + ("@" + tag if tag else ""))
         try:
-            r = load(work, f"idle-{kind}", base + ["--stream", "user", "--topics", n, "--connections", n,
-                                                    "--connect-rate", 5000, "--rss-steps", ",".join(map(str, steps)),
-                                                    "--settle", "1s", "--topic-prefix", "idle",
-                                                    "--source-addrs", "127.0.0.2,127.0.0.3", "--max-duration", "90s"])
+            r = load(work, f"idle-{kind}", args + extra + ["--stream", "user", "--topics", n, "--connections", n,
+                                                           "--connect-rate", 5000, "--rss-steps", ",".join(map(str, steps)),
+                                                           "--settle", "1s", "--topic-prefix", "idle",
+                                                           "--source-addrs", "127.0.0.2,127.0.0.3", "--max-duration", "90s"])
         finally:
             server.stop()
             redis and redis.stop()

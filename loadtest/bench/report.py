@@ -6,7 +6,8 @@ import os
 import sys
 
 KINDS = ["gw-emb", "gw-tls", "gw-redis", "gw-redis-sdk", "nchan", "floor"]
-NAMES = {"gw-emb": "gateway (embedded)", "gw-tls": "gateway (embedded), HTTPS", "gw-redis": "gateway + Redis", "gw-redis-sdk": "gateway + Redis (SDK publish)",
+NAMES = {"gw-emb": "gateway (embedded)", "gw-emb-ka": "gateway (embedded), stream after a page on a kept-alive connection",
+         "gw-emb-h2c": "gateway (embedded), h2c stream", "gw-tls": "gateway (embedded), HTTPS", "gw-redis": "gateway + Redis", "gw-redis-sdk": "gateway + Redis (SDK publish)",
          "nchan": "Nchan + Redis", "floor": "floor (Rust)", "floor-c": "floor (C)"}
 
 
@@ -70,7 +71,7 @@ def plots(r, out):
         for k, v in idle.items():
             xs = [s[0] for s in v["steps"]]
             ys = [(s[1] or 0) / 1024 for s in v["steps"]]
-            plt.plot(xs, ys, marker="o", label=NAMES.get(k, k))
+            plt.plot(xs, ys, marker="o", label=name(k))
         plt.xlabel("open idle SSE connections")
         plt.ylabel("server RSS (MiB)")
         plt.title("Memory vs connections")
@@ -273,6 +274,12 @@ def write(stored, label, out):
         if "gw-tls" in r["idle"]:
             t = r["idle"]["gw-tls"]["kib_per_conn"]
             rows.append(("1", "(for information) gateway RSS per idle HTTP/1.1-over-TLS stream", f"{t:.2f} KiB, beside {v:.2f} KiB plain: TLS adds {t - v:.2f} KiB"))
+        for k, what in (("gw-emb-ka", "a stream after a page on a kept-alive connection"), ("gw-emb-h2c", "an h2c stream")):
+            if k in r["idle"]:
+                x = r["idle"][k]["kib_per_conn"]
+                before = r["idle"].get(k + "@before")
+                was = f" (before: {before['kib_per_conn']:.2f} KiB, same run)" if before else ""
+                rows.append(("1", f"gateway RSS per idle stream: {what} ≤ 4 KiB (issue 21)", f"{x:.2f} KiB{was}, beside {v:.2f} KiB plain — {verdict(x <= 4)}"))
     if "broadcast" in r:
         b = r["broadcast"]
         fl = floor_of(b)["cpu_us_per_delivery"]
@@ -333,7 +340,7 @@ def write(stored, label, out):
         L.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
         nn = r["idle"]["nchan"]["kib_per_conn"]
         for k, v in r["idle"].items():
-            L.append(f"| {NAMES[k]} | {v['established']} | {v['failed'] or 0} | {f(v['rss_start_kib'])} KiB | {f(v['rss_end_kib'])} KiB | "
+            L.append(f"| {name(k)} | {v['established']} | {v['failed'] or 0} | {f(v['rss_start_kib'])} KiB | {f(v['rss_end_kib'])} KiB | "
                      f"{v['kib_per_conn']:.2f} KiB | {f(v['redis_kib_per_conn'], ' KiB', 2)} | {ratio(v['kib_per_conn'], nn)} |")
         L.append("")
     if "broadcast" in r:

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::{service_fn, HttpService};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -71,6 +71,7 @@ pub(super) async fn tls_connection_task(
             Box::pin(serve_with_hyper(
                 stream,
                 Bytes::new(),
+                true,
                 app,
                 control,
                 &hyper,
@@ -144,6 +145,7 @@ async fn serve_connection<S: Io>(
         let back = Box::pin(serve_with_hyper(
             socket,
             read,
+            false,
             app.clone(),
             control.clone(),
             hyper,
@@ -160,19 +162,21 @@ async fn serve_connection<S: Io>(
 }
 
 /// How hyper serves what the stream path does not: HTTP/1 with the connection able to
-/// come back to the stream path, h2 (and a connection whose first bytes could still be the
-/// h2c preface) through the auto builder.
+/// come back to the stream path, h2 with settings sized for event streams, and a
+/// connection whose first bytes could still be the h2c preface through the auto builder.
 pub(super) struct Protocols {
     pub(super) http1: http1::Builder,
+    pub(super) http2: http2::Builder<TokioExecutor>,
     pub(super) auto: auto::Builder<TokioExecutor>,
 }
 
-/// Serves the rest of a connection with hyper (HTTP/1.1, h2c, or h2 over TLS); `read` is
-/// what was read of it already. Returns the socket and the bytes read of the next request
+/// Serves the rest of a connection with hyper (HTTP/1.1, h2c, or h2 over TLS: `h2`, chosen
+/// by ALPN); `read` is what was read of it already. Returns the socket and the bytes read of the next request
 /// when an HTTP/1 connection comes back to the stream path.
 async fn serve_with_hyper<S: Io>(
     socket: S,
     read: Bytes,
+    h2: bool,
     app: Arc<App>,
     control: Arc<ConnControl>,
     hyper: &Protocols,
@@ -181,7 +185,8 @@ async fn serve_with_hyper<S: Io>(
     let peer = socket.peer();
     // The h2c preface, or bytes that may yet turn out to be it (or nothing yet, as
     // after a TLS handshake that chose h2): the auto builder tells.
-    let http1 = !guard::may_be_h2c(&read);
+    let http1 = !h2 && !guard::may_be_h2c(&read);
+    let read_start = read.slice(..read.len().min(guard::H2_PREFACE.len()));
     let mut guard = if http1 {
         Guard::handing_back()
     } else {
@@ -205,15 +210,30 @@ async fn serve_with_hyper<S: Io>(
             if let Some(peer) = peer {
                 request.extensions_mut().insert(peer);
             }
-            async move { Ok::<_, Infallible>(routes::handle(app, control, request).await) }
+            // Boxed: hyper runs each h2 stream as a task sized for its largest state, and
+            // an answer's making (~10 KiB) is far larger than a stream's idle body; boxed,
+            // it is freed once the answer is made instead of sized into the task for the
+            // stream's whole life.
+            Box::pin(
+                async move { Ok::<_, Infallible>(routes::handle(app, control, request).await) },
+            )
         });
         let io = TokioIo::new(Rewind::new(guard, socket, refused.clone(), None));
-        let connection = hyper.auto.serve_connection(io, service);
-        tokio::pin!(connection);
-        let shutdown = |connection: Pin<&mut _>| {
-            auto::Connection::graceful_shutdown(connection);
-        };
-        drive(connection, shutdown, &control, closing, &refused).await;
+        if h2 || guard::is_h2c(&read_start) {
+            let connection = hyper.http2.serve_connection(io, service);
+            tokio::pin!(connection);
+            let shutdown = |connection: Pin<&mut _>| {
+                hyper::server::conn::http2::Connection::graceful_shutdown(connection);
+            };
+            drive(connection, shutdown, &control, closing, &refused).await;
+        } else {
+            let connection = hyper.auto.serve_connection(io, service);
+            tokio::pin!(connection);
+            let shutdown = |connection: Pin<&mut _>| {
+                auto::Connection::graceful_shutdown(connection);
+            };
+            drive(connection, shutdown, &control, closing, &refused).await;
+        }
         return None;
     }
     let in_flight = Arc::new(InFlight::default());

@@ -23,7 +23,7 @@ const MAX_HEADERS: usize = 100;
 /// Longest chunk-size line (with extensions) or trailer section accepted.
 const MAX_CHUNK_LINE: usize = 1024;
 /// The HTTP/2 connection preface (h2c with prior knowledge).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(super) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Where the reader is in the connection's byte stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -383,6 +383,11 @@ fn framing(headers: &[httparse::Header<'_>]) -> Result<State, &'static str> {
 pub(super) fn may_be_h2c(first: &[u8]) -> bool {
     let n = first.len().min(H2_PREFACE.len());
     first[..n] == H2_PREFACE[..n]
+}
+
+/// Whether `first` is the whole HTTP/2 preface: h2c with prior knowledge.
+pub(super) fn is_h2c(first: &[u8]) -> bool {
+    first == H2_PREFACE
 }
 
 /// The length up to and including the first empty line (`\r\n` at a line start).

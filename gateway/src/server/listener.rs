@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
@@ -56,7 +56,16 @@ pub(super) fn protocols() -> Protocols {
     auto.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(H2_MAX_STREAMS);
-    Protocols { http1, auto }
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        // Header fields are not indexed for later requests: a connection carries a few
+        // stream requests, and an indexed field keeps the read buffer it was decoded
+        // from alive for the connection's life. (Measured: no difference within the noise
+        // for one stream per connection; loadtest/bench/profile-notes.md §9.)
+        .header_table_size(0);
+    Protocols { http1, http2, auto }
 }
 
 /// Accepts connections until the node stops accepting, each on a task of its own (which
