@@ -335,7 +335,9 @@ def write(stored, label, out):
         L.append("User streams, one user per connection (distinct topics), opened at 5,000/s from 2 source addresses, "
                  "RSS sampled 1 s after each step. \"HTTPS\": the same gateway serving `--tls-cert`/`--tls-key`, each "
                  "client one HTTP/1.1 stream over TLS (ALPN `http/1.1`, TLS 1.3, P-256 certificate): what a stream costs when "
-                 "the gateway terminates TLS itself instead of a load balancer.\n")
+                 "the gateway terminates TLS itself instead of a load balancer. \"Kept-alive\": each stream is the second request on its "
+                 "connection, after a `GET /healthz` (a browser that loaded a page; a proxy reusing an upstream connection). "
+                 "\"h2c\": one stream per connection over HTTP/2 with prior knowledge. \"— before\": the build given by --before-bin.\n")
         L.append("| | established | failed | RSS at 0 | RSS at end | per connection | Redis per connection | vs Nchan |")
         L.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
         nn = r["idle"]["nchan"]["kib_per_conn"]
