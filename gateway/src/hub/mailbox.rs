@@ -522,4 +522,145 @@ pub(super) mod tests {
             Poll::Ready(Next::Closed(CloseReason::TokenExpired))
         ));
     }
+
+    /// A connected pair on loopback: the gateway's side (small send buffer) and the
+    /// client's (small receive buffer), so a few large events fill them.
+    async fn socket_pair() -> (Arc<TcpStream>, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        client.set_recv_buffer_size(4096).unwrap();
+        client.connect(&listener.local_addr().unwrap().into()).unwrap();
+        client.set_nonblocking(true).unwrap();
+        let client = TcpStream::from_std(client.into()).unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        socket2::SockRef::from(&server).set_send_buffer_size(4096).unwrap();
+        (Arc::new(server), client)
+    }
+
+    /// An event whose frame is `len` bytes that differ along it and from event to event.
+    fn varied_event(ms: u64, len: usize) -> Event {
+        let frame: Vec<u8> = (0..len).map(|i| b'a' + ((i as u64 + ms) % 26) as u8).collect();
+        Event::new(EventId::new(ms, 0), &frame, false)
+    }
+
+    /// Writes `bytes` as the stream's task would (waiting for the socket).
+    async fn task_write(socket: &TcpStream, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            socket.writable().await.unwrap();
+            match socket.try_write(bytes) {
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_fan_out_writes_to_a_parked_stream_and_leaves_the_rest_of_a_partial_write_to_it() {
+        let (server, mut client) = socket_pair().await;
+        let (mb, _) = mailbox(100, 1 << 24);
+        mb.attach(server.clone(), false);
+        let mut last = EventId::new(1, 0);
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(mb.poll_next(&mut cx, &mut last).is_pending(), "parked");
+        // A small event goes straight to the socket, the stream not woken; one at or
+        // below what the stream wrote (its replay) is dropped.
+        let small = varied_event(2, 100);
+        assert_eq!(mb.deliver(&event(1, 10)), Delivered::ToFlush);
+        assert_eq!(mb.deliver(&small), Delivered::ToFlush);
+        let mut written = Vec::new();
+        mb.flush(|e| written.push(e.id.ms));
+        assert_eq!(written, [2], "event 1 was written already");
+        assert!(!flag.0.load(Ordering::SeqCst), "the stream is not woken");
+        // Large events fill the socket's buffers mid-frame: the first is written in part,
+        // the rest of it and the events after it are the stream's.
+        let big: Vec<Event> = (3..6).map(|ms| varied_event(ms, 256 * 1024)).collect();
+        for event in &big {
+            assert_eq!(mb.deliver(event), Delivered::ToFlush);
+        }
+        let mut written = Vec::new();
+        mb.flush(|e| written.push(e.id.ms));
+        assert_eq!(written, [3], "one event begun, the socket then full");
+        assert!(flag.0.load(Ordering::SeqCst), "the stream is woken for the rest");
+        assert_eq!(mb.deliver(&varied_event(6, 100)), Delivered::Queued, "no longer parked");
+        // The client reads while the stream writes what is left, in order.
+        let expected: Vec<u8> = [&small.chunk[..]]
+            .into_iter()
+            .chain(big.iter().map(|e| &e.chunk[..]))
+            .chain([&varied_event(6, 100).chunk[..]])
+            .flat_map(|bytes| bytes.iter().copied())
+            .collect();
+        let total = expected.len();
+        let reader = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut got = Vec::new();
+            while got.len() < total {
+                let mut buf = [0u8; 8192];
+                let n = client.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed early");
+                got.extend_from_slice(&buf[..n]);
+            }
+            got
+        });
+        let mut rest_seen = false;
+        let mut ids = Vec::new();
+        loop {
+            match mb.poll_next(&mut cx, &mut last) {
+                Poll::Ready(Next::Rest(rest)) => {
+                    assert!(ids.is_empty() && !rest_seen, "the rest comes first, once");
+                    rest_seen = true;
+                    task_write(&server, &rest).await;
+                }
+                Poll::Ready(Next::Event(e)) => {
+                    ids.push(e.id.ms);
+                    task_write(&server, &e.chunk).await;
+                }
+                Poll::Pending => break,
+                Poll::Ready(other) => panic!("{other:?}"),
+            }
+        }
+        assert!(rest_seen, "a partial write leaves its rest to the stream");
+        assert_eq!(ids, [4, 5, 6]);
+        assert_eq!(last, EventId::new(6, 0));
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), reader)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(got == expected, "the client got exactly the chunks, in order");
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_is_writing_is_never_written_to_by_the_fan_out() {
+        let (server, _client) = socket_pair().await;
+        let (mb, _) = mailbox(100, 1 << 20);
+        mb.attach(server, false);
+        // Not parked yet (writing its first frame or replay): queued, woken.
+        assert_eq!(mb.deliver(&event(5, 10)), Delivered::Queued);
+        let mut last = EventId::new(7, 0);
+        let mut cx = Context::from_waker(Waker::noop());
+        // Its replay reached 7: the queued 5 is dropped, and it parks.
+        assert!(mb.poll_next(&mut cx, &mut last).is_pending());
+        assert_eq!(mb.deliver(&event(6, 10)), Delivered::ToFlush);
+        let mut written = Vec::new();
+        mb.flush(|e| written.push(e.id.ms));
+        assert!(written.is_empty(), "6 is at or below what the replay wrote");
+        assert_eq!(mb.deliver(&event(8, 10)), Delivered::ToFlush);
+        // The stream was woken meanwhile (a heartbeat, its socket) and takes 8 itself: the
+        // fan-out's flush then finds nothing to write.
+        assert!(matches!(
+            mb.poll_next(&mut cx, &mut last),
+            Poll::Ready(Next::Event(e)) if e.id.ms == 8
+        ));
+        mb.flush(|e| written.push(e.id.ms));
+        assert!(written.is_empty(), "the stream is not parked");
+        assert_eq!(mb.deliver(&event(9, 10)), Delivered::Queued);
+        // Once detached (the stream ends), nothing is written to the socket again.
+        assert!(matches!(mb.poll_next(&mut cx, &mut last), Poll::Ready(Next::Event(_))));
+        assert!(mb.poll_next(&mut cx, &mut last).is_pending());
+        mb.detach();
+        assert_eq!(mb.deliver(&event(10, 10)), Delivered::Queued);
+        assert_eq!(last, EventId::new(9, 0));
+    }
 }

@@ -228,6 +228,7 @@ impl Fanout {
         }
         if let (Some(metrics), Some(latency)) = (metrics, latency) {
             metrics.events_delivered.inc_by(written);
+            metrics.events_written_directly.inc_by(written);
             latency.flush();
         }
         written
