@@ -527,19 +527,26 @@ pub(super) mod tests {
     /// client's (small receive buffer), so a few large events fill them.
     async fn socket_pair() -> (Arc<TcpStream>, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let client =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         client.set_recv_buffer_size(4096).unwrap();
-        client.connect(&listener.local_addr().unwrap().into()).unwrap();
+        client
+            .connect(&listener.local_addr().unwrap().into())
+            .unwrap();
         client.set_nonblocking(true).unwrap();
         let client = TcpStream::from_std(client.into()).unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        socket2::SockRef::from(&server).set_send_buffer_size(4096).unwrap();
+        socket2::SockRef::from(&server)
+            .set_send_buffer_size(4096)
+            .unwrap();
         (Arc::new(server), client)
     }
 
     /// An event whose frame is `len` bytes that differ along it and from event to event.
     fn varied_event(ms: u64, len: usize) -> Event {
-        let frame: Vec<u8> = (0..len).map(|i| b'a' + ((i as u64 + ms) % 26) as u8).collect();
+        let frame: Vec<u8> = (0..len)
+            .map(|i| b'a' + ((i as u64 + ms) % 26) as u8)
+            .collect();
         Event::new(EventId::new(ms, 0), &frame, false)
     }
 
@@ -583,8 +590,15 @@ pub(super) mod tests {
         let mut written = Vec::new();
         mb.flush(|e| written.push(e.id.ms));
         assert_eq!(written, [3], "one event begun, the socket then full");
-        assert!(flag.0.load(Ordering::SeqCst), "the stream is woken for the rest");
-        assert_eq!(mb.deliver(&varied_event(6, 100)), Delivered::Queued, "no longer parked");
+        assert!(
+            flag.0.load(Ordering::SeqCst),
+            "the stream is woken for the rest"
+        );
+        assert_eq!(
+            mb.deliver(&varied_event(6, 100)),
+            Delivered::Queued,
+            "no longer parked"
+        );
         // The client reads while the stream writes what is left, in order.
         let expected: Vec<u8> = [&small.chunk[..]]
             .into_iter()
@@ -628,7 +642,10 @@ pub(super) mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert!(got == expected, "the client got exactly the chunks, in order");
+        assert!(
+            got == expected,
+            "the client got exactly the chunks, in order"
+        );
     }
 
     #[tokio::test]
@@ -657,7 +674,10 @@ pub(super) mod tests {
         assert!(written.is_empty(), "the stream is not parked");
         assert_eq!(mb.deliver(&event(9, 10)), Delivered::Queued);
         // Once detached (the stream ends), nothing is written to the socket again.
-        assert!(matches!(mb.poll_next(&mut cx, &mut last), Poll::Ready(Next::Event(_))));
+        assert!(matches!(
+            mb.poll_next(&mut cx, &mut last),
+            Poll::Ready(Next::Event(_))
+        ));
         assert!(mb.poll_next(&mut cx, &mut last).is_pending());
         mb.detach();
         assert_eq!(mb.deliver(&event(10, 10)), Delivered::Queued);
