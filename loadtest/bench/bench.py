@@ -372,7 +372,9 @@ def broadcast(work, q):
     rounds = ROUNDS or (1 if q else 3)
     kinds = ["gw-emb", "gw-redis", "nchan", "floor"] + (["floor-c"] if FLOOR_C else [])
     if BEFORE_BIN:
-        kinds.append("floor@before")
+        # The code before a change: its floor, and its gateway (embedded and Redis), each
+        # round beside the current ones.
+        kinds += ["floor@before", "gw-emb@before", "gw-redis@before"]
     runs = {kind: [] for kind in kinds}
     for n in range(rounds):
         for kind in runs:

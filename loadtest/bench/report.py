@@ -193,11 +193,23 @@ def side_by_side(L, r):
                 new = b[k]["cpu_us_per_delivery"]
                 L.append(f"| broadcast | raw-write floor CPU per delivery, {name(k)} | {old:.2f} µs (old `sse-floor`) | "
                          f"{new:.2f} µs | {ratio(new, old)} |")
+        fl = floor_of(b)["cpu_us_per_delivery"]
         for k in ("gw-emb", "gw-redis"):
-            if k in b:
+            was = b.get(f"{k}@before")
+            if k in b and was:
+                # The gateway before and after, both against this run's floor of record,
+                # and each round's after ÷ before (the same round, side by side).
+                g, w = b[k]["cpu_us_per_delivery"], was["cpu_us_per_delivery"]
+                L.append(f"| broadcast | {name(k)} CPU per delivery | {w:.2f} µs | {g:.2f} µs | {ratio(g, w)} |")
+                L.append(f"| broadcast | {name(k)} CPU per delivery ÷ the floor | {ratio(w, fl)} | {ratio(g, fl)} | – |")
+                per = [ratio(x["cpu_us_per_delivery"], y["cpu_us_per_delivery"]) for x, y in zip(b[k]["rounds"], was["rounds"])]
+                L.append(f"| broadcast | {name(k)} after ÷ before, round by round | | | {', '.join(per)} |")
+                L.append(f"| broadcast | {name(k)} last subscriber p99 | {ms(was['last_sub_p99_us'])} | "
+                         f"{ms(b[k]['last_sub_p99_us'])} | {ratio(b[k]['last_sub_p99_us'], was['last_sub_p99_us'])} |")
+            elif k in b:
                 g = b[k]["cpu_us_per_delivery"]
                 L.append(f"| broadcast | {name(k)} CPU per delivery ÷ the floor | {ratio(g, old)} | "
-                         f"{ratio(g, floor_of(b)['cpu_us_per_delivery'])} | – |")
+                         f"{ratio(g, fl)} | – |")
     for k in ("gw-redis", "gw-redis-sdk"):
         was, now = j.get(f"{k}@before"), j.get(k)
         if not (was and now):

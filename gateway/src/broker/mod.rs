@@ -22,7 +22,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use sse_wire::{EventId, JobState, Retention};
 
-use crate::hub::{Hub, Mailbox};
+use crate::hub::{Fanout, Hub, Mailbox};
 use crate::metrics::Metrics;
 use crate::vocab::event::{Event, Topic};
 
@@ -476,16 +476,19 @@ impl Broker for NodeBroker {
 }
 
 /// Hands one event from the broker to this node's subscribers, counting it (received
-/// once per node) and the slow consumers it cut. Both brokers deliver through this.
-pub(crate) fn fan_out(hub: &Hub, metrics: &Metrics, topic: &Topic, event: &Event) {
+/// once per node) and the slow consumers it cut. Both brokers deliver through this; the
+/// returned [`Fanout`] writes the event to the parked streams' sockets when flushed,
+/// which a caller holding a lock that orders its events does once it has let go of it.
+pub(crate) fn fan_out(hub: &Hub, metrics: &Metrics, topic: &Topic, event: &Event) -> Fanout {
     metrics.events_received.inc();
     let span = deliver_span(topic, event);
     let _entered = span.enter();
-    let result = hub.dispatch(topic, event);
+    let (result, fanout) = hub.dispatch(topic, event);
     span.record("sse.subscribers", result.delivered);
     metrics
         .slow_consumer_disconnects
         .inc_by(result.slow_consumers as u64);
+    fanout
 }
 
 /// The span of one event's delivery to this node's subscribers (none while traces are
