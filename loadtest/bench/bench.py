@@ -773,14 +773,18 @@ SWEEP_SATURATED = 0.9  # a core this busy over a point's deliver phase is satura
 
 
 def cpu_times():
-    """Per CPU (cpu0, cpu1, …): (busy, total) jiffies from /proc/stat, all processes."""
+    """Per CPU (cpu0, cpu1, …), jiffies from /proc/stat: (busy, total, in processes,
+    in interrupts, stolen). Busy = all but idle and iowait; in processes = user + nice +
+    system (what processes' utime + stime add up to); interrupts = irq + softirq (on
+    loopback, much of TCP's receive work, charged to no process); stolen = the
+    hypervisor's."""
     out = {}
     with open("/proc/stat") as fh:
         for line in fh:
             name, *v = line.split()
             if name.startswith("cpu") and name != "cpu":
-                v = [int(x) for x in v]
-                out[name] = (sum(v) - v[3] - v[4], sum(v))
+                v = [int(x) for x in v] + [0] * 8
+                out[name] = (sum(v) - v[3] - v[4], sum(v), v[0] + v[1] + v[2], v[5] + v[6], v[7])
     return out
 
 
@@ -831,9 +835,10 @@ def sweep(work, q):
             # `sent` counts the set-up publishes that create the gateway's jobs too.
             published = (pub.get("sent") or 0) - (jobs if kind.startswith("gw") else 0)
             delivered = r["events"]["unique"]
-            busy = lambda c: ((after[c][0] - before[c][0]) / max(1, after[c][1] - before[c][1])) if c in after else None
-            # What else ran on each CPU over the whole sse-load run: the CPU's busy share
-            # less our own processes' (all phases) — the machine is shared.
+            busy = lambda c, i=0: ((after[c][i] - before[c][i]) / max(1, after[c][1] - before[c][1])) if c in after else None
+            # What other processes ran on each CPU over the whole sse-load run: the CPU's
+            # share in processes less our own processes' (all phases) — the machine is
+            # shared; interrupt and stolen time apart.
             ours = lambda *names: sum(ph.get("procs", {}).get(n, {}).get("cpu_s", 0.0)
                                       for ph in r["phases"].values() for n in names) / max(1e-9, wall)
             point = {"rate": rate, "events": rate * secs, "published": published, "publish_failed": pub.get("failed"),
@@ -857,10 +862,15 @@ def sweep(work, q):
                      "server_cpu_busy_all": busy(f"cpu{SERVER_CPU}"), "client_cpu_busy_all": busy(f"cpu{CLIENT_CPU}"),
                      "run_seconds": wall}
             if point["server_cpu_busy_all"] is not None:
-                point["server_cpu_others"] = max(0.0, point["server_cpu_busy_all"] - ours("server", "redis"))
-                point["client_cpu_others"] = max(0.0, point["client_cpu_busy_all"] - ours("sse-load"))
-            point["client_bound"] = point["client_busy"] >= SWEEP_SATURATED
-            point["server_bound"] = point["server_core_busy"] >= SWEEP_SATURATED
+                sc, cc = f"cpu{SERVER_CPU}", f"cpu{CLIENT_CPU}"
+                point["server_cpu_others"] = max(0.0, busy(sc, 2) - ours("server", "redis"))
+                point["client_cpu_others"] = max(0.0, busy(cc, 2) - ours("sse-load"))
+                point["server_cpu_irq"], point["client_cpu_irq"] = busy(sc, 3), busy(cc, 3)
+                point["server_cpu_steal"], point["client_cpu_steal"] = busy(sc, 4), busy(cc, 4)
+            # A core is full when our processes alone, or everything on it, keep it busy.
+            full = lambda ours_share, all_share: ours_share >= SWEEP_SATURATED or (all_share or 0) >= 0.95
+            point["client_bound"] = full(point["client_busy"], point["client_cpu_busy_all"])
+            point["server_bound"] = full(point["server_core_busy"], point["server_cpu_busy_all"])
             point["kept_up"] = (point["achieved_rate"] >= 0.95 * rate and point["lost"] == 0
                                 and not point["publish_failed"] and point["lag_seconds"] < 1.0)
             res["points"][kind].append(point)
@@ -869,7 +879,9 @@ def sweep(work, q):
                 f"(server {point['server_cpu_us']:.1f} + Redis {point['redis_cpu_us']:.1f}); server core "
                 f"{100 * point['server_core_busy']:.0f} %, client {100 * point['client_busy']:.0f} %"
                 f"; others on CPU {SERVER_CPU} / {CLIENT_CPU}: {100 * point.get('server_cpu_others', 0):.0f} % / "
-                f"{100 * point.get('client_cpu_others', 0):.0f} %; lag {point['lag_seconds']:.2f} s")
+                f"{100 * point.get('client_cpu_others', 0):.0f} %, interrupts {100 * point.get('server_cpu_irq', 0):.0f} % / "
+                f"{100 * point.get('client_cpu_irq', 0):.0f} %, stolen {100 * point.get('server_cpu_steal', 0):.0f} % / "
+                f"{100 * point.get('client_cpu_steal', 0):.0f} %; lag {point['lag_seconds']:.2f} s")
     res["command"] = COMMANDS.get(f"sweep-gw-redis-{rates[-1]}")
     return res
 
