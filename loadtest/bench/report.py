@@ -286,6 +286,14 @@ def sweep_findings(s):
         if timed_out:
             said.append(f"the run at {rate(timed_out[0])} did not finish within its time bound (no higher rate run)")
         out.append(f"- **{NAMES.get(k, k)}**: " + "; ".join(said) + ".")
+    pts_of = {k: {p["rate"]: p for p in pts if not p.get("timed_out")} for k, pts in s["points"].items()}
+    nchan = pts_of.get("nchan", {})
+    for k in ("gw-redis", "gw-emb"):
+        both = [x for x in s["rates"] if x in pts_of.get(k, {}) and x in nchan]
+        if both:
+            out.append(f"- **{NAMES[k]} ÷ Nchan + Redis**, CPU per delivery (server + Redis) at the same offered rate: "
+                       + ", ".join(f"{ratio(pts_of[k][x]['cpu_us_per_delivery'], nchan[x]['cpu_us_per_delivery'])} at "
+                                   f"{x:,}/s" for x in both) + " (where a system fell short, each ran at its own achieved rate).")
     done = [p for pts in s["points"].values() for p in pts if p.get("server_cpu_others") is not None]
     busy = [p for p in done if max(p["server_cpu_others"], p["client_cpu_others"]) >= 0.2]
     if busy:
