@@ -108,7 +108,19 @@ impl Sender {
     /// Publishes one event to topic `t`; `seq` `None` is a set-up event (it creates
     /// the job) that subscribers do not count. Returns the target's id for it.
     pub async fn publish(&self, topics: &Topics, t: usize, seq: Option<u64>) -> Option<String> {
-        match self.try_publish(topics, t, seq).await {
+        self.publish_stamped(topics, t, seq, None).await
+    }
+
+    /// As [`Sender::publish`], with the event's `t_us` given (`None`: now, just before
+    /// the request).
+    pub async fn publish_stamped(
+        &self,
+        topics: &Topics,
+        t: usize,
+        seq: Option<u64>,
+        t_us: Option<u64>,
+    ) -> Option<String> {
+        match self.try_publish(topics, t, seq, t_us).await {
             Ok(id) => {
                 self.sent.fetch_add(1, Ordering::Relaxed);
                 Some(id)
@@ -125,9 +137,10 @@ impl Sender {
         topics: &Topics,
         t: usize,
         seq: Option<u64>,
+        t_us: Option<u64>,
     ) -> anyhow::Result<String> {
         let name = topics.name(t);
-        let t_us = now_us();
+        let t_us = t_us.unwrap_or_else(now_us);
         let (event_type, data) = match seq {
             // A topic event has no job semantics (no `progress`): a custom type.
             Some(seq) if self.cfg.stream == StreamKind::Topic => (
@@ -219,7 +232,11 @@ impl Sender {
 }
 
 /// Publishes `events` events at `rate`/s: event `i` goes to topic `i % topics` with
-/// `seq = seq_base + i / topics`. Returns the wall time it took.
+/// `seq = seq_base + i / topics`. With `from_dispatch`, each event's `t_us` is the time
+/// the pacer hands it to its worker (when it falls due, to within the pacer's tick)
+/// instead of the time its request is sent, so the time an event waits behind a slow
+/// publish on its worker counts in its latency (no coordinated omission). Returns the
+/// wall time it took.
 pub async fn paced(
     sender: Arc<Sender>,
     topics: Arc<Topics>,
@@ -227,18 +244,19 @@ pub async fn paced(
     rate: f64,
     seq_base: u64,
     workers: usize,
+    from_dispatch: bool,
 ) -> Duration {
     let workers = workers.max(1).min(topics.count.max(1));
     let mut queues = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, u64)>(4096);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, u64, Option<u64>)>(4096);
         queues.push(tx);
         let sender = sender.clone();
         let topics = topics.clone();
         handles.push(tokio::spawn(async move {
-            while let Some((t, seq)) = rx.recv().await {
-                sender.publish(&topics, t, Some(seq)).await;
+            while let Some((t, seq, stamp)) = rx.recv().await {
+                sender.publish_stamped(&topics, t, Some(seq), stamp).await;
             }
         }));
     }
@@ -250,10 +268,15 @@ pub async fn paced(
         } else {
             events
         };
+        let dispatched_us = from_dispatch.then(now_us);
         while next < due {
             let t = (next % topics.count as u64) as usize;
             let seq = seq_base + next / topics.count as u64;
-            if queues[t % workers].send((t, seq)).await.is_err() {
+            if queues[t % workers]
+                .send((t, seq, dispatched_us))
+                .await
+                .is_err()
+            {
                 break;
             }
             next += 1;

@@ -92,6 +92,12 @@ pub struct RunArgs {
     /// Publishing workers (per-topic order is kept).
     #[arg(long, default_value_t = 64)]
     pub publish_workers: usize,
+    /// Latency from when the pacer hands each event to its publishing worker (when it
+    /// falls due at `--rate`), not from when its request is sent: an event that waited
+    /// behind a slow publish counts that wait, so a publish path that cannot keep up
+    /// shows in the latency (saturation sweeps).
+    #[arg(long)]
+    pub latency_from_dispatch: bool,
     /// Redis for the SDK's Redis transport.
     #[arg(long)]
     pub redis_url: Option<String>,
@@ -470,6 +476,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Value> {
                 args.rate,
                 args.resume_history,
                 args.publish_workers,
+                args.latency_from_dispatch,
             )
             .await;
             publish_report = Some((sender.clone(), took));
