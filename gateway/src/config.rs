@@ -1248,6 +1248,10 @@ mod tests {
                 "--max-topics-per-stream",
             ),
             (
+                vec!["--jwt-secret", SECRET, "--max-batch-events", "0"],
+                "--max-batch-events",
+            ),
+            (
                 vec![
                     "--jwt-secret",
                     SECRET,

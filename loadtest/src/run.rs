@@ -92,6 +92,10 @@ pub struct RunArgs {
     /// Publishing workers (per-topic order is kept).
     #[arg(long, default_value_t = 64)]
     pub publish_workers: usize,
+    /// Events per publish request: more than 1 sends them in groups to the gateway's
+    /// `POST /v1/events:batch` (with `--publish http`).
+    #[arg(long, default_value_t = 1)]
+    pub publish_batch: usize,
     /// Redis for the SDK's Redis transport.
     #[arg(long)]
     pub redis_url: Option<String>,
@@ -236,6 +240,9 @@ impl PhaseClock {
 pub async fn run(args: RunArgs) -> anyhow::Result<Value> {
     let started = Instant::now();
     let deadline = started + args.max_duration;
+    if args.publish_batch > 1 && (args.publish != Via::Http || args.target != Target::Gateway) {
+        bail!("--publish-batch needs --publish http to a gateway");
+    }
     let (server, host, https) = server_addr(&args.url)?;
     let tls = if https {
         if !matches!(args.publish, Via::None | Via::SdkRedis) {
@@ -275,6 +282,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Value> {
                 redis_prefix: args.redis_prefix.clone(),
                 via: args.publish,
                 pad: args.pad,
+                batch: args.publish_batch,
             })
             .await?,
         ))
@@ -470,6 +478,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Value> {
                 args.rate,
                 args.resume_history,
                 args.publish_workers,
+                args.publish_batch,
             )
             .await;
             publish_report = Some((sender.clone(), took));
