@@ -468,7 +468,14 @@ async fn one_redis_runs_a_batch_as_one_script_call() {
             .await;
         // Both scripts loaded first (a first call answers NOSCRIPT, then runs again).
         ids(
-            &batch(&gw, &json!([{"job": "j0", "owner": "u0", "type": "stage"}])).await,
+            &batch(
+                &gw,
+                &json!([
+                    {"job": "j0", "owner": "u0", "type": "stage"},
+                    {"job": "j0", "type": "stage"},
+                ]),
+            )
+            .await,
             201,
         );
         // Owners registered (and cached) first: one script call each.
@@ -523,9 +530,16 @@ async fn a_cluster_runs_one_script_call_per_hash_tag() {
                 .sum()
         };
         let users = ["alice", "bob", "carol", "dave"];
+        // Two events per user: every shard loads the batch script (one event alone runs
+        // its own script).
         let owners: Vec<Value> = users
             .iter()
-            .map(|user| json!({"job": format!("job-{user}"), "owner": user, "type": "stage"}))
+            .flat_map(|user| {
+                [
+                    json!({"job": format!("job-{user}"), "owner": user, "type": "stage"}),
+                    json!({"user": user, "type": "notice"}),
+                ]
+            })
             .collect();
         ids(&batch(&gw, &Value::Array(owners)).await, 201);
         let mut streams = Vec::new();

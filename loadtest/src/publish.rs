@@ -150,7 +150,12 @@ impl Sender {
                     if result["id"].is_string() {
                         self.sent.fetch_add(1, Ordering::Relaxed);
                     } else {
-                        self.fail(format!("batch element: {result}").chars().take(120).collect());
+                        self.fail(
+                            format!("batch element: {result}")
+                                .chars()
+                                .take(120)
+                                .collect(),
+                        );
                     }
                 }
                 for _ in results.len()..events.len() {
@@ -338,9 +343,16 @@ pub async fn paced(
         while next < due {
             let t = (next % topics.count as u64) as usize;
             let seq = seq_base + next / topics.count as u64;
-            if group.first().is_some_and(|&(first, _)| first / batch != t / batch) {
+            if group
+                .first()
+                .is_some_and(|&(first, _)| first / batch != t / batch)
+            {
                 let block = group[0].0 / batch;
-                if queues[block % workers].send(std::mem::take(&mut group)).await.is_err() {
+                if queues[block % workers]
+                    .send(std::mem::take(&mut group))
+                    .await
+                    .is_err()
+                {
                     break 'pace;
                 }
             }
@@ -348,7 +360,11 @@ pub async fn paced(
             next += 1;
             if group.len() == batch {
                 let block = t / batch;
-                if queues[block % workers].send(std::mem::take(&mut group)).await.is_err() {
+                if queues[block % workers]
+                    .send(std::mem::take(&mut group))
+                    .await
+                    .is_err()
+                {
                     break 'pace;
                 }
             }

@@ -1222,6 +1222,17 @@ impl Store {
         let ran = futures_util::future::join_all(groups.iter().map(|(_, group)| async move {
             let mut outcomes = Vec::with_capacity(group.len());
             for chunk in group.chunks(BATCH_SCRIPT_EVENTS) {
+                // One event alone runs its own script: the batch script's wrapping costs
+                // Redis ~10 µs more per call (loadtest/bench/profile-notes.md, section 9).
+                if let [(index, kind, call)] = chunk {
+                    let script = match kind {
+                        BatchKind::Job => &self.scripts.publish_job,
+                        BatchKind::User => &self.scripts.publish_user,
+                        BatchKind::Topic => &self.scripts.publish_topic,
+                    };
+                    outcomes.push((*index, self.run_publish(script, call).await));
+                    continue;
+                }
                 let call =
                     scripts::publish_batch_call(chunk.iter().map(|(_, kind, call)| (*kind, call)));
                 let replies: Result<Vec<Vec<String>>, StoreError> =
