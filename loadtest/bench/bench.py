@@ -40,6 +40,7 @@ CLIENT_CPU = "1" if (os.cpu_count() or 1) > 1 else "0"
 BEFORE_BIN = None  # --before-bin: the binaries of the code before a change
 FLOOR_C = None  # the C floor (loadtest/bench/floor.c), compiled into the work dir when cc is there
 ROUNDS = None  # --rounds: overrides broadcast's and many_jobs' interleaved rounds
+BATCH_EVENTS = 10  # events per `POST /v1/events:batch` of the batch scenario
 STARTED = []  # every Popen this script started, for cleanup by PID
 COMMANDS = {}  # name → the sse-load command as run, for the report (paths made relative)
 
@@ -285,13 +286,13 @@ def start_target(work, kind, cpu=SERVER_CPU, prefix="sse:"):
     --before-bin build of it."""
     redis = None
     base = kind.split("@")[0]
-    if base in ("gw-redis", "gw-redis-sdk", "nchan"):
+    if base in ("gw-redis", "gw-redis-sdk", "gw-redis-batch", "nchan"):
         redis = Redis(work, cpu)
     if base == "gw-emb":
         server = Gateway(work, None, cpu, program=binary(kind, "sse-gateway"))
     elif base == "gw-tls":
         server = Gateway(work, None, cpu, program=binary(kind, "sse-gateway"), tls=test_certificate(work))
-    elif base in ("gw-redis", "gw-redis-sdk"):
+    elif base in ("gw-redis", "gw-redis-sdk", "gw-redis-batch"):
         server = Gateway(work, redis, cpu, prefix, program=binary(kind, "sse-gateway"))
     elif base == "nchan":
         server = Nchan(work, redis, cpu)
@@ -302,8 +303,8 @@ def start_target(work, kind, cpu=SERVER_CPU, prefix="sse:"):
     watch = ["--watch", f"server={server.pid}"]
     if redis:
         watch += ["--watch", f"redis={redis.pid}"]
-    target = {"gw-emb": "gateway", "gw-tls": "gateway", "gw-redis": "gateway", "gw-redis-sdk": "gateway", "nchan": "nchan",
-              "floor": "floor", "floor-c": "floor"}[base]
+    target = {"gw-emb": "gateway", "gw-tls": "gateway", "gw-redis": "gateway", "gw-redis-sdk": "gateway", "gw-redis-batch": "gateway",
+              "nchan": "nchan", "floor": "floor", "floor-c": "floor"}[base]
     args = ["--target", target, "--url", server.url, *watch]
     if base == "gw-tls":
         args += ["--ca-file", server.ca]
@@ -318,7 +319,8 @@ def cpu_of(report, phase, procs):
 
 
 LABELS = {"gw-emb": "gateway (embedded)", "gw-tls": "gateway (embedded), HTTPS (HTTP/1.1 over TLS)", "gw-redis": "gateway + Redis (HTTP publish)",
-          "gw-redis-sdk": "gateway + Redis (SDK publish)", "nchan": "Nchan + Redis", "floor": "floor (raw writes)",
+          "gw-redis-sdk": "gateway + Redis (SDK publish)",
+          "gw-redis-batch": f"gateway + Redis (HTTP batch publish, {BATCH_EVENTS} events per request)", "nchan": "Nchan + Redis", "floor": "floor (raw writes)",
           "floor-c": "floor in C (raw writes)"}
 
 
@@ -422,7 +424,7 @@ def redis_per_event(before, after, events):
             "commands": commands}
 
 
-def many_jobs(work, q):
+def many_jobs(work, q, kinds=None, tag="many-jobs"):
     """Interleaved rounds (three; one in quick mode), each figure the median round's.
 
     For the kinds with Redis, Redis's own cost per published event is measured around the
@@ -430,23 +432,25 @@ def many_jobs(work, q):
     commands from `INFO commandstats`, reads and writes from `INFO stats`."""
     jobs, rate, secs = (500, 1000, 3) if q else (2000, 2000, 10)
     rounds = ROUNDS or (1 if q else 3)
-    kinds = ["gw-emb", "gw-redis", "gw-redis-sdk", "nchan", "floor"]
-    if BEFORE_BIN:
+    kinds = kinds or ["gw-emb", "gw-redis", "gw-redis-sdk", "nchan", "floor"]
+    if BEFORE_BIN and tag == "many-jobs":
         kinds += ["gw-redis@before", "gw-redis-sdk@before"]
     runs = {kind: [] for kind in kinds}
     for n in range(rounds):
         for kind in kinds:
-            log(f"many-jobs: {kind} (round {n + 1} of {rounds})")
+            log(f"{tag}: {kind} (round {n + 1} of {rounds})")
             server, redis, base = start_target(work, kind, prefix="mj:")
             via = "sdk-redis" if kind.startswith("gw-redis-sdk") else "http"
-            name = f"manyjobs-{kind}-{n}".replace("@", "-")
+            batched = ["--publish-batch", BATCH_EVENTS] if kind.split("@")[0] == "gw-redis-batch" else []
+            name = f"{tag.replace('-', '')}-{kind}-{n}".replace("@", "-")
             ready, go = os.path.join(work, name + ".ready"), os.path.join(work, name + ".go")
             per_event = None
             try:
                 proc, path = load(work, name, base + ["--topics", jobs, "--connections", jobs, "--connect-rate", 5000,
                                                       "--publish", via, "--events", rate * secs, "--rate", rate,
                                                       "--topic-prefix", "mj", "--source-addrs", "127.0.0.2",
-                                                      "--ready-file", ready, "--go-file", go, "--max-duration", "90s"],
+                                                      "--ready-file", ready, "--go-file", go, "--max-duration", "90s",
+                                                      *batched],
                                   background=True, program=binary(kind, "sse-load"))
                 deadline = time.time() + 60
                 while not os.path.exists(ready) and proc.poll() is None and time.time() < deadline:
@@ -488,6 +492,13 @@ def many_jobs(work, q):
             # Commands of the median round by Redis CPU per event.
             res[kind]["redis"] = sorted(with_redis, key=lambda x: x["redis_cpu_us_per_event"])[len(with_redis) // 2]["redis"]
     return res
+
+
+def batch(work, q):
+    """Many jobs as in many_jobs, the events published in `POST /v1/events:batch` requests of
+    BATCH_EVENTS events, beside single-event HTTP publishes and Nchan in the same
+    interleaved rounds (its own scenario, so that it runs without the whole many_jobs)."""
+    return many_jobs(work, q, kinds=["gw-redis", "gw-redis-batch", "nchan"], tag="batch")
 
 
 def storm(work, q):
@@ -888,7 +899,7 @@ def sweep(work, q):
     return res
 
 
-SCENARIOS = {"idle": idle, "broadcast": broadcast, "many_jobs": many_jobs, "storm": storm, "resume": resume,
+SCENARIOS = {"idle": idle, "broadcast": broadcast, "many_jobs": many_jobs, "batch": batch, "storm": storm, "resume": resume,
              "scale_out": scale_out, "topics": topics, "sweep": sweep}
 
 

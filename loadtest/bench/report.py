@@ -7,7 +7,7 @@ import sys
 
 KINDS = ["gw-emb", "gw-tls", "gw-redis", "gw-redis-sdk", "nchan", "floor"]
 NAMES = {"gw-emb": "gateway (embedded)", "gw-tls": "gateway (embedded), HTTPS", "gw-redis": "gateway + Redis", "gw-redis-sdk": "gateway + Redis (SDK publish)",
-         "nchan": "Nchan + Redis", "floor": "floor (Rust)", "floor-c": "floor (C)"}
+         "gw-redis-batch": "gateway + Redis (batch publish)", "nchan": "Nchan + Redis", "floor": "floor (Rust)", "floor-c": "floor (C)"}
 
 
 def name(k):
@@ -106,6 +106,51 @@ def plots(r, out):
         plt.close()
         made.append("latency.png")
     return made
+
+
+def batch_section(L, j):
+    """The batch scenario: many jobs, events published 10 per `POST /v1/events:batch`, beside
+    single-event HTTP publishes and Nchan in the same rounds."""
+    L.append("## 3b. Many jobs, batch publish\n")
+    L.append("As [Many jobs](#3-many-jobs) (2,000 jobs with one subscriber each, 2,000 events/s for 10 s), in its own "
+             "interleaved rounds: the gateway with Redis publishing one event per HTTP request, the same with "
+             "10 events per `POST /v1/events:batch` (`sse-load --publish-batch 10`: a request holds 10 jobs' "
+             "events, one script call), and Nchan + Redis.\n")
+    L.append("| | delivered | lost | dup | ooo | server CPU/delivery | Redis CPU/delivery | total | ÷ single publish | vs Nchan + Redis | Redis CPU/event | latency p50 | p99 |")
+    L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    single = j.get("gw-redis", {}).get("cpu_us_per_delivery")
+    nchan = j.get("nchan", {}).get("cpu_us_per_delivery")
+    for k in kinds_of(j):
+        v = j[k]
+        per_event = v.get("redis_cpu_us_per_event")
+        L.append(f"| {name(k)} | {v['delivered']} | {v['lost']} | {v['dups']} | {v['ooo']} | {v['server_cpu_us']:.1f} µs | "
+                 f"{v['redis_cpu_us']:.1f} µs | {v['cpu_us_per_delivery']:.1f} µs | "
+                 f"{ratio(v['cpu_us_per_delivery'], single) if k.startswith('gw-redis') else '–'} | "
+                 f"{ratio(v['cpu_us_per_delivery'], nchan)} | {f(per_event, ' µs')} | "
+                 f"{ms(v['latency_p50_us'])} | {ms(v['latency_p99_us'])} |")
+    L.append("")
+    rounds = j.get("gw-redis", {}).get("rounds")
+    if rounds and len(rounds) > 1 and "gw-redis-batch" in j:
+        L.append(f"Medians of {len(rounds)} interleaved rounds. Batch ÷ single publish, round by round — total CPU per "
+                 "delivery; Redis CPU per published event:\n")
+        L.append("| | " + " | ".join(f"round {i + 1}" for i in range(len(rounds))) + " |")
+        L.append("| --- |" + " --- |" * len(rounds))
+        pairs = list(zip(j["gw-redis-batch"]["rounds"], rounds))
+        L.append("| CPU per delivery | " + " | ".join(ratio(b["cpu_us_per_delivery"], s_["cpu_us_per_delivery"]) for b, s_ in pairs) + " |")
+        L.append("| Redis CPU per event | " + " | ".join(ratio(b.get("redis_cpu_us_per_event"), s_.get("redis_cpu_us_per_event")) for b, s_ in pairs) + " |")
+        L.append("")
+    with_redis = [k for k in kinds_of(j) if j[k].get("redis")]
+    if with_redis:
+        L.append("Redis per published event (deliver phase; calls × µs per call, as in section 3):\n")
+        L.append("| | Redis CPU per event | reads per event | writes per event | commands per event (calls × µs) |")
+        L.append("| --- | --- | --- | --- | --- |")
+        for k in with_redis:
+            v = j[k]
+            cmds = ", ".join(f"`{c}` {x['calls_per_event']:.2f} × {x['usec_per_call']:.1f}"
+                             for c, x in sorted(v["redis"]["commands"].items(), key=lambda cx: -cx[1]["usec_per_event"]))
+            L.append(f"| {name(k)} | {v['redis_cpu_us_per_event']:.1f} µs | {v['redis_reads_per_event']:.2f} | "
+                     f"{v['redis_writes_per_event']:.2f} | {cmds} |")
+        L.append("")
 
 
 def topics_section(L, t):
@@ -615,6 +660,8 @@ def write(stored, label, out):
                 L.append(f"| {name(k)} | {v['redis_cpu_us_per_event']:.1f} µs | {v['redis_reads_per_event']:.2f} | "
                          f"{v['redis_writes_per_event']:.2f} | {cmds} |")
             L.append("")
+    if "batch" in r:
+        batch_section(L, r["batch"])
     if "storm" in r:
         L.append("## 4. Connect storm\n")
         L.append("Authenticated user streams (1,000 users), each connection closed (RST) right after its first SSE line. "
