@@ -27,9 +27,11 @@ Prints nothing and exits 0 when all agree; otherwise one line per disagreement, 
 from __future__ import annotations
 
 import json
+import shutil
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 import urllib.request
@@ -539,10 +541,19 @@ def check_configuration_doc(cli: Cli, repo: Path) -> None:
 
 
 def exported_metrics(gateway: str) -> str:
-    """The /metrics text of a fresh gateway (embedded broker, ephemeral loopback ports)."""
+    """The /metrics text of a fresh gateway (embedded broker, ephemeral loopback ports),
+    serving HTTPS with a throwaway self-signed certificate: the TLS families are exported
+    only by a node with --tls-cert, and the table documents them too."""
+    work = Path(tempfile.mkdtemp(prefix="drift-tls-"))
+    cert, key = work / "cert.pem", work / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
     process = subprocess.Popen(
         [gateway, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
-         "--log-format", "json", "--jwt-secret", SECRET],
+         "--log-format", "json", "--jwt-secret", SECRET, "--tls-cert", str(cert), "--tls-key", str(key)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={"PATH": "/usr/bin:/bin"},
     )
     try:
@@ -565,6 +576,7 @@ def exported_metrics(gateway: str) -> str:
     finally:
         process.kill()
         process.wait()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def check_metrics_doc(gateway: str, repo: Path) -> None:

@@ -46,6 +46,7 @@ pub const DEFAULT_JOB_STREAM_MAXLEN: usize = 1000;
 pub const DEFAULT_USER_STREAM_MAXLEN: usize = 10_000;
 pub const DEFAULT_TOPIC_STREAM_MAXLEN: usize = 1000;
 pub const DEFAULT_MAX_TOPICS_PER_STREAM: usize = 16;
+pub const DEFAULT_MAX_BATCH_EVENTS: usize = 100;
 pub const DEFAULT_MAX_ANONYMOUS_CONNECTIONS_PER_IP: usize = 8;
 pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(600);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
@@ -198,6 +199,10 @@ pub struct ServeArgs {
     /// Most topics one stream may follow (`/v1/topics/events?topic=…`).
     #[arg(long, env = "GATEWAY_MAX_TOPICS_PER_STREAM", default_value_t = DEFAULT_MAX_TOPICS_PER_STREAM)]
     pub max_topics_per_stream: usize,
+    /// Most events in one `POST /v1/events:batch` (then 413); the body stays within
+    /// --max-body-bytes too.
+    #[arg(long, env = "GATEWAY_MAX_BATCH_EVENTS", default_value_t = DEFAULT_MAX_BATCH_EVENTS)]
+    pub max_batch_events: usize,
     /// Proxy (IP address or CIDR, e.g. 10.0.0.0/8) whose X-Forwarded-For names the client, for
     /// the per-address limit of anonymous streams; repeatable.
     #[arg(long, env = "GATEWAY_TRUSTED_PROXY", value_delimiter = ',')]
@@ -585,6 +590,9 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if args.max_batch_events == 0 {
+            return Err(invalid_option("--max-batch-events", "must be at least 1"));
+        }
         if args.max_anonymous_connections_per_ip == 0 {
             return Err(invalid_option(
                 "--max-anonymous-connections-per-ip",
@@ -638,6 +646,7 @@ impl Config {
                 max_body_bytes: args.max_body_bytes,
                 demo: args.demo,
                 max_topics_per_stream: args.max_topics_per_stream,
+                max_batch_events: args.max_batch_events,
                 trusted_proxies,
                 topic_stream_maxlen: args.topic_stream_maxlen,
                 body_timeout: args.body_timeout,
@@ -1237,6 +1246,10 @@ mod tests {
             (
                 vec!["--jwt-secret", SECRET, "--max-topics-per-stream", "0"],
                 "--max-topics-per-stream",
+            ),
+            (
+                vec!["--jwt-secret", SECRET, "--max-batch-events", "0"],
+                "--max-batch-events",
             ),
             (
                 vec![

@@ -28,6 +28,9 @@ pub struct Metrics {
     pub events_received: IntCounter,
     /// Events written to clients (once per event per client).
     pub events_delivered: IntCounter,
+    /// Of those, the events the fan-out wrote straight to a waiting stream's socket (the
+    /// hub's direct path), without waking the stream's task.
+    pub events_written_directly: IntCounter,
     /// Events written from history on resume.
     pub replayed_events: IntCounter,
     /// Publish `ts` (the event id's time) to the moment the event is handed to the socket.
@@ -103,6 +106,11 @@ impl Metrics {
         let events_delivered =
             IntCounter::new("events_delivered_total", "Events written to clients")
                 .expect("valid metric");
+        let events_written_directly = IntCounter::new(
+            "events_written_directly_total",
+            "Events the fan-out wrote straight to a waiting stream's socket",
+        )
+        .expect("valid metric");
         let replayed_events =
             IntCounter::new("replayed_events_total", "Events replayed from history")
                 .expect("valid metric");
@@ -188,6 +196,7 @@ impl Metrics {
             connections_rejected,
             events_received,
             events_delivered,
+            events_written_directly,
             replayed_events,
             delivery_latency,
             slow_consumer_disconnects,
@@ -206,7 +215,7 @@ impl Metrics {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 22] = [
             Box::new(self.open_connections.clone()),
             Box::new(self.tcp_connections.clone()),
             Box::new(self.max_connections.clone()),
@@ -215,6 +224,7 @@ impl Metrics {
             Box::new(self.connections_rejected.clone()),
             Box::new(self.events_received.clone()),
             Box::new(self.events_delivered.clone()),
+            Box::new(self.events_written_directly.clone()),
             Box::new(self.replayed_events.clone()),
             Box::new(self.delivery_latency.clone()),
             Box::new(self.slow_consumer_disconnects.clone()),

@@ -21,6 +21,7 @@ backend_tests!(
     trimmed_job_history_resyncs_with_status,
     trimmed_user_history_resyncs_with_jobs,
     concurrent_reconnects_get_the_full_sequence => 90,
+    a_replay_being_written_and_direct_writes_interleave_exactly => 90,
 );
 
 /// Publishes `count` progress events on `job` of `u1` and returns their ids.
@@ -550,4 +551,89 @@ async fn concurrent_reconnects_get_the_full_sequence(backend: Backend) {
         );
     }
     eprintln!("concurrency test: {total_reconnects} reconnects in all");
+}
+
+/// The fan-out writes live events straight to a waiting stream's socket (the hub's direct
+/// path) — but never into a stream whose replay is still being written: a resumer whose
+/// socket is full mid-replay gets the live events published meanwhile after its replay,
+/// each once, in order, while a live subscriber gets them from the fan-out at once.
+async fn a_replay_being_written_and_direct_writes_interleave_exactly(backend: Backend) {
+    const HISTORY: usize = 1500;
+    const LIVE: usize = 200;
+    let gw = Gateway::builder(backend)
+        .flag("--job-stream-maxlen", "5000")
+        .start()
+        .await;
+    let history = publish_many(&gw, "mix", HISTORY).await;
+    let mut live = gw.open_as("u1", "/v1/jobs/mix/events").await.stream();
+    expect_opening(&mut live, "status").await;
+    // The resumer replays everything after the first event, from a socket that takes
+    // 4 KiB until it reads: its replay stops part way, the rest waiting in the gateway.
+    let request = Request::get("/v1/jobs/mix/events")
+        .bearer(&gw.token("u1"))
+        .last_event_id(&history[0]);
+    let conn = support::http::Conn::with_tiny_receive_buffer(gw.addr).await;
+    let mut resumer = SseStream::open_on(conn, &request).await.stream();
+    let written_directly = "sse_gateway_events_written_directly_total";
+    let before = gw.metric(written_directly).await;
+    // Each live event is published while the resumer's replay is part way: between two,
+    // the resumer reads a few events, so its socket has room now and then — room the
+    // fan-out must leave to the stream, whose replay is not written yet.
+    let mut publisher = gw.publisher().await;
+    let mut published = Vec::new();
+    let mut got = Vec::new();
+    for n in 0..LIVE {
+        let body = json!({"owner": "u1", "type": "progress", "data": {"progress": 50, "live": n}});
+        published.push(publisher.publish("mix", &body).await);
+        for _ in 0..5 {
+            got.push(resumer.next_event().await.id);
+        }
+    }
+    assert!(
+        got.len() < HISTORY - 1,
+        "every live event came while the replay was being written"
+    );
+    for id in &published {
+        assert_eq!(
+            &live.next_event().await.id,
+            id,
+            "the live subscriber: in order"
+        );
+    }
+    wait_until(
+        "the live subscriber's events written by the fan-out",
+        Duration::from_secs(5),
+        || async { gw.metric(written_directly).await >= before + LIVE as f64 },
+    )
+    .await;
+    // Then the rest of the replay, then the live events, exactly.
+    let expected: Vec<&String> = history[1..].iter().chain(&published).collect();
+    while got.len() < expected.len() {
+        got.push(resumer.next_event().await.id);
+    }
+    for (n, (got, expected)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(
+            &got, expected,
+            "the resumer's event {n}: replay then live, no gap, no duplicate"
+        );
+    }
+    // Caught up and waiting, the resumer is written to by the fan-out too.
+    let before = gw.metric(written_directly).await;
+    let body = json!({"owner": "u1", "type": "progress", "data": {"progress": 99}});
+    let next = publisher.publish("mix", &body).await;
+    assert_eq!(resumer.next_event().await.id, next);
+    assert_eq!(live.next_event().await.id, next);
+    wait_until(
+        "both written by the fan-out",
+        Duration::from_secs(5),
+        || async { gw.metric(written_directly).await >= before + 2.0 },
+    )
+    .await;
+    // A job's terminal event is left to each stream's task, which ends the stream after it.
+    let body = json!({"owner": "u1", "type": "complete", "data": {}});
+    let last = publisher.publish("mix", &body).await;
+    assert_eq!(resumer.next_event().await.id, last);
+    assert_eq!(live.next_event().await.id, last);
+    resumer.expect_clean_end().await;
+    live.expect_clean_end().await;
 }

@@ -40,6 +40,7 @@ CLIENT_CPU = "1" if (os.cpu_count() or 1) > 1 else "0"
 BEFORE_BIN = None  # --before-bin: the binaries of the code before a change
 FLOOR_C = None  # the C floor (loadtest/bench/floor.c), compiled into the work dir when cc is there
 ROUNDS = None  # --rounds: overrides broadcast's and many_jobs' interleaved rounds
+BATCH_EVENTS = 10  # events per `POST /v1/events:batch` of the batch scenario
 STARTED = []  # every Popen this script started, for cleanup by PID
 COMMANDS = {}  # name → the sse-load command as run, for the report (paths made relative)
 
@@ -285,13 +286,13 @@ def start_target(work, kind, cpu=SERVER_CPU, prefix="sse:"):
     --before-bin build of it."""
     redis = None
     base = kind.split("@")[0]
-    if base in ("gw-redis", "gw-redis-sdk", "nchan"):
+    if base in ("gw-redis", "gw-redis-sdk", "gw-redis-batch", "nchan"):
         redis = Redis(work, cpu)
     if base == "gw-emb":
         server = Gateway(work, None, cpu, program=binary(kind, "sse-gateway"))
     elif base == "gw-tls":
         server = Gateway(work, None, cpu, program=binary(kind, "sse-gateway"), tls=test_certificate(work))
-    elif base in ("gw-redis", "gw-redis-sdk"):
+    elif base in ("gw-redis", "gw-redis-sdk", "gw-redis-batch"):
         server = Gateway(work, redis, cpu, prefix, program=binary(kind, "sse-gateway"))
     elif base == "nchan":
         server = Nchan(work, redis, cpu)
@@ -302,8 +303,8 @@ def start_target(work, kind, cpu=SERVER_CPU, prefix="sse:"):
     watch = ["--watch", f"server={server.pid}"]
     if redis:
         watch += ["--watch", f"redis={redis.pid}"]
-    target = {"gw-emb": "gateway", "gw-tls": "gateway", "gw-redis": "gateway", "gw-redis-sdk": "gateway", "nchan": "nchan",
-              "floor": "floor", "floor-c": "floor"}[base]
+    target = {"gw-emb": "gateway", "gw-tls": "gateway", "gw-redis": "gateway", "gw-redis-sdk": "gateway", "gw-redis-batch": "gateway",
+              "nchan": "nchan", "floor": "floor", "floor-c": "floor"}[base]
     args = ["--target", target, "--url", server.url, *watch]
     if base == "gw-tls":
         args += ["--ca-file", server.ca]
@@ -318,7 +319,8 @@ def cpu_of(report, phase, procs):
 
 
 LABELS = {"gw-emb": "gateway (embedded)", "gw-tls": "gateway (embedded), HTTPS (HTTP/1.1 over TLS)", "gw-redis": "gateway + Redis (HTTP publish)",
-          "gw-redis-sdk": "gateway + Redis (SDK publish)", "nchan": "Nchan + Redis", "floor": "floor (raw writes)",
+          "gw-redis-sdk": "gateway + Redis (SDK publish)",
+          "gw-redis-batch": f"gateway + Redis (HTTP batch publish, {BATCH_EVENTS} events per request)", "nchan": "Nchan + Redis", "floor": "floor (raw writes)",
           "floor-c": "floor in C (raw writes)"}
 
 
@@ -386,7 +388,9 @@ def broadcast(work, q):
     rounds = ROUNDS or (1 if q else 3)
     kinds = ["gw-emb", "gw-redis", "nchan", "floor"] + (["floor-c"] if FLOOR_C else [])
     if BEFORE_BIN:
-        kinds.append("floor@before")
+        # The code before a change: its floor, and its gateway (embedded and Redis), each
+        # round beside the current ones.
+        kinds += ["floor@before", "gw-emb@before", "gw-redis@before"]
     runs = {kind: [] for kind in kinds}
     for n in range(rounds):
         for kind in runs:
@@ -434,7 +438,7 @@ def redis_per_event(before, after, events):
             "commands": commands}
 
 
-def many_jobs(work, q):
+def many_jobs(work, q, kinds=None, tag="many-jobs"):
     """Interleaved rounds (three; one in quick mode), each figure the median round's.
 
     For the kinds with Redis, Redis's own cost per published event is measured around the
@@ -442,23 +446,25 @@ def many_jobs(work, q):
     commands from `INFO commandstats`, reads and writes from `INFO stats`."""
     jobs, rate, secs = (500, 1000, 3) if q else (2000, 2000, 10)
     rounds = ROUNDS or (1 if q else 3)
-    kinds = ["gw-emb", "gw-redis", "gw-redis-sdk", "nchan", "floor"]
-    if BEFORE_BIN:
+    kinds = kinds or ["gw-emb", "gw-redis", "gw-redis-sdk", "nchan", "floor"]
+    if BEFORE_BIN and tag == "many-jobs":
         kinds += ["gw-redis@before", "gw-redis-sdk@before"]
     runs = {kind: [] for kind in kinds}
     for n in range(rounds):
         for kind in kinds:
-            log(f"many-jobs: {kind} (round {n + 1} of {rounds})")
+            log(f"{tag}: {kind} (round {n + 1} of {rounds})")
             server, redis, base = start_target(work, kind, prefix="mj:")
             via = "sdk-redis" if kind.startswith("gw-redis-sdk") else "http"
-            name = f"manyjobs-{kind}-{n}".replace("@", "-")
+            batched = ["--publish-batch", BATCH_EVENTS] if kind.split("@")[0] == "gw-redis-batch" else []
+            name = f"{tag.replace('-', '')}-{kind}-{n}".replace("@", "-")
             ready, go = os.path.join(work, name + ".ready"), os.path.join(work, name + ".go")
             per_event = None
             try:
                 proc, path = load(work, name, base + ["--topics", jobs, "--connections", jobs, "--connect-rate", 5000,
                                                       "--publish", via, "--events", rate * secs, "--rate", rate,
                                                       "--topic-prefix", "mj", "--source-addrs", "127.0.0.2",
-                                                      "--ready-file", ready, "--go-file", go, "--max-duration", "90s"],
+                                                      "--ready-file", ready, "--go-file", go, "--max-duration", "90s",
+                                                      *batched],
                                   background=True, program=binary(kind, "sse-load"))
                 deadline = time.time() + 60
                 while not os.path.exists(ready) and proc.poll() is None and time.time() < deadline:
@@ -500,6 +506,13 @@ def many_jobs(work, q):
             # Commands of the median round by Redis CPU per event.
             res[kind]["redis"] = sorted(with_redis, key=lambda x: x["redis_cpu_us_per_event"])[len(with_redis) // 2]["redis"]
     return res
+
+
+def batch(work, q):
+    """Many jobs as in many_jobs, the events published in `POST /v1/events:batch` requests of
+    BATCH_EVENTS events, beside single-event HTTP publishes and Nchan in the same
+    interleaved rounds (its own scenario, so that it runs without the whole many_jobs)."""
+    return many_jobs(work, q, kinds=["gw-redis", "gw-redis-batch", "nchan"], tag="batch")
 
 
 def storm(work, q):
@@ -782,8 +795,126 @@ def topics(work, q):
     return res
 
 
-SCENARIOS = {"idle": idle, "broadcast": broadcast, "many_jobs": many_jobs, "storm": storm, "resume": resume,
-             "scale_out": scale_out, "topics": topics}
+SWEEP_RATES = (2000, 5000, 10000, 20000, 40000)
+SWEEP_SATURATED = 0.9  # a core this busy over a point's deliver phase is saturated
+
+
+def cpu_times():
+    """Per CPU (cpu0, cpu1, …), jiffies from /proc/stat: (busy, total, in processes,
+    in interrupts, stolen). Busy = all but idle and iowait; in processes = user + nice +
+    system (what processes' utime + stime add up to); interrupts = irq + softirq (on
+    loopback, much of TCP's receive work, charged to no process); stolen = the
+    hypervisor's."""
+    out = {}
+    with open("/proc/stat") as fh:
+        for line in fh:
+            name, *v = line.split()
+            if name.startswith("cpu") and name != "cpu":
+                v = [int(x) for x in v] + [0] * 8
+                out[name] = (sum(v) - v[3] - v[4], sum(v), v[0] + v[1] + v[2], v[5] + v[6], v[7])
+    return out
+
+
+def sweep(work, q):
+    """Saturation sweep: the many-jobs shape (one subscriber per job, HTTP publish) at
+    rising publish rates, for each system in turn at each rate (a fresh server and Redis
+    per point), so a user sees where each one's p99 and CPU per delivery turn up.
+
+    Latency here counts from when the pacer hands an event to its publishing worker
+    (`--latency-from-dispatch`): when publishes slow down, the events queued behind them
+    count their wait. The one-core client publishes and reads everything, so it can be
+    the first to saturate: each point records the busy share of the client's core
+    (`sse-load` alone, and the whole CPU including neighbours) and of the server's
+    (server + Redis), and the publish rate achieved, so a point limited by the client is
+    marked as such rather than read as the server's limit."""
+    jobs, rates, secs = (200, (500, 2000), 2) if q else (2000, SWEEP_RATES, 5)
+    kinds = ["gw-emb", "gw-redis", "nchan"]
+    res = {"jobs": jobs, "seconds": secs, "rates": list(rates), "kinds": kinds,
+           "saturated_share": SWEEP_SATURATED, "points": {k: [] for k in kinds}}
+    for rate in rates:
+        for kind in kinds:
+            if any(p.get("timed_out") for p in res["points"][kind]):
+                continue
+            log(f"sweep: {kind} at {rate} events/s")
+            server, redis, base = start_target(work, kind, prefix="sw:")
+            # A system slower than the offered rate stretches the publishing (every event
+            # is published): 150 s bounds a point down to ~1,300 events/s at the top rate.
+            try:
+                before, t0 = cpu_times(), time.time()
+                r = load(work, f"sweep-{kind}-{rate}", base + [
+                    "--topics", jobs, "--connections", jobs, "--connect-rate", 5000, "--publish", "http",
+                    "--events", rate * secs, "--rate", rate, "--latency-from-dispatch", "--topic-prefix", "sw",
+                    "--source-addrs", "127.0.0.2", "--drain-timeout", "10s", "--max-duration", "150s"],
+                    timeout=180)
+                after, wall = cpu_times(), time.time() - t0
+            except subprocess.TimeoutExpired:
+                log(f"  {kind} @ {rate}/s: sse-load did not finish in 180 s; no higher rate for it")
+                res["points"][kind].append({"rate": rate, "timed_out": True})
+                continue
+            finally:
+                server.stop()
+                redis and redis.stop()
+            d = r["phases"].get("deliver", {})
+            seconds = d.get("seconds") or 1e-9
+            procs = d.get("procs", {})
+            cpu = lambda k: procs.get(k, {}).get("cpu_s", 0.0)
+            pub = r.get("publish", {})
+            # `sent` counts the set-up publishes that create the gateway's jobs too.
+            published = (pub.get("sent") or 0) - (jobs if kind.startswith("gw") else 0)
+            delivered = r["events"]["unique"]
+            busy = lambda c, i=0: ((after[c][i] - before[c][i]) / max(1, after[c][1] - before[c][1])) if c in after else None
+            # What other processes ran on each CPU over the whole sse-load run: the CPU's
+            # share in processes less our own processes' (all phases) — the machine is
+            # shared; interrupt and stolen time apart.
+            ours = lambda *names: sum(ph.get("procs", {}).get(n, {}).get("cpu_s", 0.0)
+                                      for ph in r["phases"].values() for n in names) / max(1e-9, wall)
+            point = {"rate": rate, "events": rate * secs, "published": published, "publish_failed": pub.get("failed"),
+                     "publish_failures": pub.get("failures"), "publish_seconds": pub.get("seconds"),
+                     "achieved_rate": published / max(1e-9, pub.get("seconds") or 0),
+                     "delivered": delivered, "expected": r["events"]["expected"], "lost": r["events"]["lost"],
+                     "dups": r["events"]["duplicates"], "ooo": r["events"]["out_of_order"],
+                     "ended_by_server": r["events"]["ended_by_server"],
+                     "connections": r["connections"]["established"], "failed": r["connections"]["failed_by_reason"],
+                     "deliver_seconds": seconds, "lag_seconds": seconds - (pub.get("seconds") or 0),
+                     "delivered_rate": delivered / seconds,
+                     "latency_p50_us": r["latency_us"].get("p50"), "latency_p99_us": r["latency_us"].get("p99"),
+                     "latency_p999_us": r["latency_us"].get("p999"), "latency_max_us": r["latency_us"].get("max"),
+                     "server_cpu_us": 1e6 * cpu("server") / max(1, delivered),
+                     "redis_cpu_us": 1e6 * cpu("redis") / max(1, delivered),
+                     "cpu_us_per_delivery": 1e6 * (cpu("server") + cpu("redis")) / max(1, delivered),
+                     "load_cpu_us": 1e6 * cpu("sse-load") / max(1, delivered),
+                     "server_core_busy": (cpu("server") + cpu("redis")) / seconds,
+                     "client_busy": cpu("sse-load") / seconds,
+                     # Whole CPUs over the whole sse-load run (ramp included), neighbours too.
+                     "server_cpu_busy_all": busy(f"cpu{SERVER_CPU}"), "client_cpu_busy_all": busy(f"cpu{CLIENT_CPU}"),
+                     "run_seconds": wall}
+            if point["server_cpu_busy_all"] is not None:
+                sc, cc = f"cpu{SERVER_CPU}", f"cpu{CLIENT_CPU}"
+                point["server_cpu_others"] = max(0.0, busy(sc, 2) - ours("server", "redis"))
+                point["client_cpu_others"] = max(0.0, busy(cc, 2) - ours("sse-load"))
+                point["server_cpu_irq"], point["client_cpu_irq"] = busy(sc, 3), busy(cc, 3)
+                point["server_cpu_steal"], point["client_cpu_steal"] = busy(sc, 4), busy(cc, 4)
+            # A core is full when our processes alone, or everything on it, keep it busy.
+            full = lambda ours_share, all_share: ours_share >= SWEEP_SATURATED or (all_share or 0) >= 0.95
+            point["client_bound"] = full(point["client_busy"], point["client_cpu_busy_all"])
+            point["server_bound"] = full(point["server_core_busy"], point["server_cpu_busy_all"])
+            point["kept_up"] = (point["achieved_rate"] >= 0.95 * rate and point["lost"] == 0
+                                and not point["publish_failed"] and point["lag_seconds"] < 1.0)
+            res["points"][kind].append(point)
+            log(f"  {kind} @ {rate}/s: published {point['achieved_rate']:.0f}/s, delivered {delivered} "
+                f"(lost {point['lost']}), p99 {point['latency_p99_us']} µs, {point['cpu_us_per_delivery']:.1f} µs/delivery "
+                f"(server {point['server_cpu_us']:.1f} + Redis {point['redis_cpu_us']:.1f}); server core "
+                f"{100 * point['server_core_busy']:.0f} %, client {100 * point['client_busy']:.0f} %"
+                f"; others on CPU {SERVER_CPU} / {CLIENT_CPU}: {100 * point.get('server_cpu_others', 0):.0f} % / "
+                f"{100 * point.get('client_cpu_others', 0):.0f} %, interrupts {100 * point.get('server_cpu_irq', 0):.0f} % / "
+                f"{100 * point.get('client_cpu_irq', 0):.0f} %, stolen {100 * point.get('server_cpu_steal', 0):.0f} % / "
+                f"{100 * point.get('client_cpu_steal', 0):.0f} %; lag {point['lag_seconds']:.2f} s")
+    res["command"] = COMMANDS.get(f"sweep-gw-redis-{rates[-1]}")
+    return res
+
+
+SCENARIOS = {"idle": idle, "broadcast": broadcast, "many_jobs": many_jobs, "batch": batch, "storm": storm, "resume": resume,
+             "scale_out": scale_out, "topics": topics, "sweep": sweep}
 
 
 def machine():

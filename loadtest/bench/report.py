@@ -8,7 +8,7 @@ import sys
 KINDS = ["gw-emb", "gw-tls", "gw-redis", "gw-redis-sdk", "nchan", "floor"]
 NAMES = {"gw-emb": "gateway (embedded)", "gw-emb-ka": "gateway (embedded), stream after a page on a kept-alive connection",
          "gw-emb-h2c": "gateway (embedded), h2c stream", "gw-tls": "gateway (embedded), HTTPS", "gw-redis": "gateway + Redis", "gw-redis-sdk": "gateway + Redis (SDK publish)",
-         "nchan": "Nchan + Redis", "floor": "floor (Rust)", "floor-c": "floor (C)"}
+         "gw-redis-batch": "gateway + Redis (batch publish)", "nchan": "Nchan + Redis", "floor": "floor (Rust)", "floor-c": "floor (C)"}
 
 
 def name(k):
@@ -109,6 +109,51 @@ def plots(r, out):
     return made
 
 
+def batch_section(L, j):
+    """The batch scenario: many jobs, events published 10 per `POST /v1/events:batch`, beside
+    single-event HTTP publishes and Nchan in the same rounds."""
+    L.append("## 3b. Many jobs, batch publish\n")
+    L.append("As [Many jobs](#3-many-jobs) (2,000 jobs with one subscriber each, 2,000 events/s for 10 s), in its own "
+             "interleaved rounds: the gateway with Redis publishing one event per HTTP request, the same with "
+             "10 events per `POST /v1/events:batch` (`sse-load --publish-batch 10`: a request holds 10 jobs' "
+             "events, one script call), and Nchan + Redis.\n")
+    L.append("| | delivered | lost | dup | ooo | server CPU/delivery | Redis CPU/delivery | total | ÷ single publish | vs Nchan + Redis | Redis CPU/event | latency p50 | p99 |")
+    L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    single = j.get("gw-redis", {}).get("cpu_us_per_delivery")
+    nchan = j.get("nchan", {}).get("cpu_us_per_delivery")
+    for k in kinds_of(j):
+        v = j[k]
+        per_event = v.get("redis_cpu_us_per_event")
+        L.append(f"| {name(k)} | {v['delivered']} | {v['lost']} | {v['dups']} | {v['ooo']} | {v['server_cpu_us']:.1f} µs | "
+                 f"{v['redis_cpu_us']:.1f} µs | {v['cpu_us_per_delivery']:.1f} µs | "
+                 f"{ratio(v['cpu_us_per_delivery'], single) if k.startswith('gw-redis') else '–'} | "
+                 f"{ratio(v['cpu_us_per_delivery'], nchan)} | {f(per_event, ' µs')} | "
+                 f"{ms(v['latency_p50_us'])} | {ms(v['latency_p99_us'])} |")
+    L.append("")
+    rounds = j.get("gw-redis", {}).get("rounds")
+    if rounds and len(rounds) > 1 and "gw-redis-batch" in j:
+        L.append(f"Medians of {len(rounds)} interleaved rounds. Batch ÷ single publish, round by round — total CPU per "
+                 "delivery; Redis CPU per published event:\n")
+        L.append("| | " + " | ".join(f"round {i + 1}" for i in range(len(rounds))) + " |")
+        L.append("| --- |" + " --- |" * len(rounds))
+        pairs = list(zip(j["gw-redis-batch"]["rounds"], rounds))
+        L.append("| CPU per delivery | " + " | ".join(ratio(b["cpu_us_per_delivery"], s_["cpu_us_per_delivery"]) for b, s_ in pairs) + " |")
+        L.append("| Redis CPU per event | " + " | ".join(ratio(b.get("redis_cpu_us_per_event"), s_.get("redis_cpu_us_per_event")) for b, s_ in pairs) + " |")
+        L.append("")
+    with_redis = [k for k in kinds_of(j) if j[k].get("redis")]
+    if with_redis:
+        L.append("Redis per published event (deliver phase; calls × µs per call, as in section 3):\n")
+        L.append("| | Redis CPU per event | reads per event | writes per event | commands per event (calls × µs) |")
+        L.append("| --- | --- | --- | --- | --- |")
+        for k in with_redis:
+            v = j[k]
+            cmds = ", ".join(f"`{c}` {x['calls_per_event']:.2f} × {x['usec_per_call']:.1f}"
+                             for c, x in sorted(v["redis"]["commands"].items(), key=lambda cx: -cx[1]["usec_per_event"]))
+            L.append(f"| {name(k)} | {v['redis_cpu_us_per_event']:.1f} µs | {v['redis_reads_per_event']:.2f} | "
+                     f"{v['redis_writes_per_event']:.2f} | {cmds} |")
+        L.append("")
+
+
 def topics_section(L, t):
     rounds = t["rounds"]
     per = ", ".join(f"{n:,}" for n in t["per_node"])
@@ -175,6 +220,207 @@ def topics_section(L, t):
         L.append("```\n")
 
 
+SWEEP_P99_LIMIT_US = 10_000  # the p99 the sweep's findings name the crossing of
+SWEEP_STYLE = {"gw-emb": ("tab:green", "o"), "gw-redis": ("tab:blue", "s"), "nchan": ("tab:red", "^")}
+
+
+def lat(us):
+    """A latency for the sweep, whose figures run from µs to seconds."""
+    return ms(us) if us is None or us < 1_000_000 else f"{us / 1e6:.1f} s"
+
+
+def sweep_plot(r, out):
+    """docs/bench/sweep.png: p99 latency, CPU per delivery (server + Redis) and the
+    delivered rate against the offered publish rate; hollow markers = the client's core
+    was saturated at that point."""
+    s = r.get("sweep")
+    if not s:
+        return []
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"report: no matplotlib for {sys.executable}: docs/bench/sweep.png not drawn", file=sys.stderr)
+        return []
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
+    panels = (("p99 delivery latency (ms)", lambda p: (p["latency_p99_us"] or 0) / 1000, True),
+              ("CPU per delivery, server + Redis (µs)", lambda p: p["cpu_us_per_delivery"], False),
+              ("events delivered per second", lambda p: p["delivered_rate"], False))
+    for ax, (label, get, logy) in zip(axes, panels):
+        for k, pts in s["points"].items():
+            pts = [p for p in pts if not p.get("timed_out")]
+            color, marker = SWEEP_STYLE.get(k, (None, "o"))
+            xs, ys = [p["rate"] for p in pts], [get(p) for p in pts]
+            ax.plot(xs, ys, color=color, label=NAMES.get(k, k))
+            for p, x, y in zip(pts, xs, ys):
+                ax.plot([x], [y], marker=marker, color=color, markersize=7,
+                        markerfacecolor="none" if client_full(p) else color)
+        ax.set_xscale("log")
+        ax.set_xticks(s["rates"])
+        ax.set_xticklabels([f"{x // 1000}k" if x >= 1000 else str(x) for x in s["rates"]])
+        ax.minorticks_off()
+        ax.set_xlabel("offered publish rate (events/s, HTTP)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=.3)
+        if logy:
+            ax.set_yscale("log")
+            ax.axhline(SWEEP_P99_LIMIT_US / 1000, color="grey", linestyle="--", linewidth=1)
+    axes[2].plot(s["rates"], s["rates"], color="grey", linestyle=":", linewidth=1, label="offered")
+    axes[0].legend(fontsize=8)
+    axes[2].legend(fontsize=8)
+    fig.suptitle(f"Saturation sweep: {s['jobs']:,} jobs × 1 subscriber, HTTP publish; hollow marker = the "
+                 "client's core was full (the point measures the load generator too)", fontsize=9)
+    plt.tight_layout()
+    plt.savefig(os.path.join(out, "bench", "sweep.png"), dpi=110)
+    plt.close()
+    return ["sweep.png"]
+
+
+def sweep_findings(s):
+    """Per system, in words computed from the points: where p99 passes the limit, where
+    events are lost or delivery lags, where the publish rate is not reached, which points
+    the client's core limits."""
+    out = []
+    rate = lambda x: f"{x:,}/s"
+    for k, pts in s["points"].items():
+        said = []
+        timed_out = [p["rate"] for p in pts if p.get("timed_out")]
+        pts = [p for p in pts if not p.get("timed_out")]
+        if not pts:
+            out.append(f"- **{NAMES.get(k, k)}**: no point finished in time.")
+            continue
+        ok = [p["rate"] for p in pts if (p["latency_p99_us"] or 1e12) <= SWEEP_P99_LIMIT_US]
+        over = [p for p in pts if (p["latency_p99_us"] or 1e12) > SWEEP_P99_LIMIT_US]
+        if over:
+            first = over[0]
+            said.append(f"p99 passes {SWEEP_P99_LIMIT_US // 1000} ms at {rate(first['rate'])} ({lat(first['latency_p99_us'])})"
+                        + (f", within it up to {rate(max(ok))}" if ok and max(ok) < first["rate"] else ""))
+        else:
+            said.append(f"p99 stays within {SWEEP_P99_LIMIT_US // 1000} ms at every rate (highest {lat(pts[-1]['latency_p99_us'])} "
+                        f"at {rate(pts[-1]['rate'])})")
+        short = [p for p in pts if p["achieved_rate"] < 0.95 * p["rate"]]
+        if short:
+            p = short[0]
+            top = max(pts, key=lambda x: x["achieved_rate"])
+            said.append(f"publishing falls short from {rate(p['rate'])} ({p['achieved_rate']:,.0f}/s achieved; "
+                        f"at most {top['achieved_rate']:,.0f}/s, at {rate(top['rate'])})")
+            if all(x["lag_seconds"] < 1.0 for x in short):
+                said.append("beyond that the backlog waits on the publishing side (an HTTP publish is answered once "
+                            "the event is stored, so nothing piles up in the server and delivery never lags the "
+                            "publisher) and latency grows with the length of the run: unbounded at those rates")
+        lost = [p for p in pts if p["lost"] or p["publish_failed"]]
+        if lost:
+            p = lost[0]
+            said.append(f"first lost events or failed publishes at {rate(p['rate'])} (lost {p['lost']:,}, "
+                        f"failed publishes {p['publish_failed'] or 0:,})")
+        else:
+            said.append("no event lost and no publish failed at any rate")
+        lag = [p for p in pts if p["lag_seconds"] >= 1.0]
+        if lag:
+            p = lag[0]
+            said.append(f"delivery lags the publisher by {p['lag_seconds']:.1f} s at {rate(p['rate'])}")
+        server = [p for p in pts if server_full(p)]
+        if server:
+            said.append(f"the server's core (CPU 0) is full from {rate(server[0]['rate'])}")
+        client = [p for p in pts if client_full(p)]
+        if client:
+            said.append(f"the client's core (CPU 1) is full from {rate(client[0]['rate'])}: from there on the "
+                        "figures are the load generator's limit as much as the server's")
+        cpu = [p["cpu_us_per_delivery"] for p in pts]
+        said.append(f"CPU per delivery {min(cpu):.1f}–{max(cpu):.1f} µs")
+        if timed_out:
+            said.append(f"the run at {rate(timed_out[0])} did not finish within its time bound (no higher rate run)")
+        out.append(f"- **{NAMES.get(k, k)}**: " + "; ".join(said) + ".")
+    pts_of = {k: {p["rate"]: p for p in pts if not p.get("timed_out")} for k, pts in s["points"].items()}
+    nchan = pts_of.get("nchan", {})
+    for k in ("gw-redis", "gw-emb"):
+        both = [x for x in s["rates"] if x in pts_of.get(k, {}) and x in nchan]
+        if both:
+            out.append(f"- **{NAMES[k]} ÷ Nchan + Redis**, CPU per delivery (server + Redis) at the same offered rate: "
+                       + ", ".join(f"{ratio(pts_of[k][x]['cpu_us_per_delivery'], nchan[x]['cpu_us_per_delivery'])} at "
+                                   f"{x:,}/s" for x in both) + " (where a system fell short, each ran at its own achieved rate).")
+    done = [p for pts in s["points"].values() for p in pts if p.get("server_cpu_others") is not None]
+    busy = [p for p in done if max(p["server_cpu_others"], p["client_cpu_others"]) >= 0.2]
+    if busy:
+        worst = max(busy, key=lambda p: max(p["server_cpu_others"], p["client_cpu_others"]))
+        out.append(f"- **Neighbours**: other programs took ≥ 20 % of CPU 0 or CPU 1 during {len(busy)} of {len(done)} "
+                   f"points (at most {others(worst)}, at {rate(worst['rate'])}): those points measure a shared core, "
+                   "and their latency most of all.")
+    elif done:
+        out.append("- **Neighbours**: other programs took under 20 % of either CPU at every point.")
+    return out
+
+
+def client_full(p):
+    """The client's core was full at a sweep point: `sse-load` alone ≥ the saturated
+    share, or CPU 1 as a whole (neighbours included) ≥ 95 % busy."""
+    return p["client_bound"] or (p.get("client_cpu_busy_all") or 0) >= 0.95
+
+
+def server_full(p):
+    """The server's core (server + Redis, or CPU 0 as a whole) was full at a sweep point."""
+    return p["server_bound"] or (p.get("server_cpu_busy_all") or 0) >= 0.95
+
+
+def others(p):
+    """What other programs took of the server's and the client's CPU over a sweep point."""
+    if p.get("server_cpu_others") is None:
+        return "–"
+    out = f"{100 * p['server_cpu_others']:.0f} % / {100 * p['client_cpu_others']:.0f} %"
+    if p.get("server_cpu_irq") is not None:
+        out += f" (interrupts {100 * p['server_cpu_irq']:.0f} % / {100 * p['client_cpu_irq']:.0f} %)"
+    return out
+
+
+def sweep_section(L, s):
+    L.append("## 8. Saturation sweep\n")
+    L.append(f"The many-jobs shape — {s['jobs']:,} jobs, one subscriber each, events published over HTTP "
+             "(`POST /v1/jobs/{job}/events`, Nchan's `/pub/{channel}`) — at "
+             + ", ".join(f"{x:,}" for x in s["rates"]) + f" events/s for {s['seconds']} s each, each system at each "
+             "rate in turn, with a fresh server (and Redis) per point; servers and Redis pinned to CPU 0, `sse-load` "
+             "(which publishes with 64 workers and reads every stream) to CPU 1. Latency counts from when the pacer "
+             "hands an event to its publishing worker (`sse-load --latency-from-dispatch`), so an event queued behind "
+             "a slow publish counts its wait. CPU per delivery = server + Redis CPU over the deliver phase ÷ events "
+             "delivered; \"server core\" = that CPU ÷ the phase's wall time (server and Redis share CPU 0, so 100 % is "
+             "the core full); \"client\" = `sse-load`'s own CPU ÷ wall time; \"others\" = what other programs took of "
+             "CPU 0 and of CPU 1 over the point's whole run (the CPU's share spent in processes, from `/proc/stat`, less our "
+             "processes'; in brackets, interrupt time — on loopback, much of TCP's receive work, charged to no process — "
+             "where the run recorded it apart): the machine is shared, and a point where others took much of a core "
+             "measures less than the system's best. Lag = deliver phase − publish time: "
+             "how long after the last publish the last event arrived. Lost = events not delivered within 10 s of the "
+             f"last publish. A core is marked **full** when our processes on it are ≥ {100 * s['saturated_share']:.0f} % busy "
+             "or the CPU as a whole (neighbours included) is ≥ 95 % busy; a point whose client core is full (hollow "
+             "marker in the plot) shows the one-core load generator's limit as much as the server's.\n")
+    L.append("![sweep](bench/sweep.png)\n")
+    L.extend(sweep_findings(s))
+    L.append("")
+    L.append("| system | offered | published/s | delivered/s | lost | publish failed | p50 | p99 | p99.9 | server CPU/delivery | "
+             "Redis | total | server core | client | others on CPU 0 / 1 | lag | |")
+    L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for rate in s["rates"]:
+        for k, pts in s["points"].items():
+            p = next((p for p in pts if p["rate"] == rate), None)
+            if p is None:
+                continue
+            if p.get("timed_out"):
+                L.append(f"| {NAMES.get(k, k)} | {rate:,} | " + " | ".join(["–"] * 14) + " | timed out |")
+                continue
+            flags = [x for x, on in (("kept up", p["kept_up"]), ("server core full", server_full(p)),
+                                     ("client core full", client_full(p))) if on]
+            L.append(f"| {NAMES.get(k, k)} | {rate:,} | {p['achieved_rate']:,.0f} | {p['delivered_rate']:,.0f} | {p['lost']:,} | "
+                     f"{p['publish_failed'] or 0:,} | {lat(p['latency_p50_us'])} | {lat(p['latency_p99_us'])} | "
+                     f"{lat(p['latency_p999_us'])} | {p['server_cpu_us']:.1f} µs | {p['redis_cpu_us']:.1f} µs | "
+                     f"{p['cpu_us_per_delivery']:.1f} µs | {100 * p['server_core_busy']:.0f} % | {100 * p['client_busy']:.0f} % | "
+                     f"{others(p)} | "
+                     f"{p['lag_seconds']:.2f} s | {', '.join(flags)} |")
+    L.append("")
+    if s.get("command"):
+        L.append("The command of the highest rate for gateway + Redis, as `bench.py` ran it (`$WORK` is its temporary "
+                 "directory; the port and PIDs are that run's):\n")
+        L.append(f"```sh\n{s['command']}\n```\n")
+
+
 def side_by_side(L, r):
     """Before and after a change, measured in one run (`bench.py --before-bin`)."""
     b, j = r.get("broadcast", {}), r.get("many_jobs", {})
@@ -194,11 +440,23 @@ def side_by_side(L, r):
                 new = b[k]["cpu_us_per_delivery"]
                 L.append(f"| broadcast | raw-write floor CPU per delivery, {name(k)} | {old:.2f} µs (old `sse-floor`) | "
                          f"{new:.2f} µs | {ratio(new, old)} |")
+        fl = floor_of(b)["cpu_us_per_delivery"]
         for k in ("gw-emb", "gw-redis"):
-            if k in b:
+            was = b.get(f"{k}@before")
+            if k in b and was:
+                # The gateway before and after, both against this run's floor of record,
+                # and each round's after ÷ before (the same round, side by side).
+                g, w = b[k]["cpu_us_per_delivery"], was["cpu_us_per_delivery"]
+                L.append(f"| broadcast | {name(k)} CPU per delivery | {w:.2f} µs | {g:.2f} µs | {ratio(g, w)} |")
+                L.append(f"| broadcast | {name(k)} CPU per delivery ÷ the floor | {ratio(w, fl)} | {ratio(g, fl)} | – |")
+                per = [ratio(x["cpu_us_per_delivery"], y["cpu_us_per_delivery"]) for x, y in zip(b[k]["rounds"], was["rounds"])]
+                L.append(f"| broadcast | {name(k)} after ÷ before, round by round | | | {', '.join(per)} |")
+                L.append(f"| broadcast | {name(k)} last subscriber p99 | {ms(was['last_sub_p99_us'])} | "
+                         f"{ms(b[k]['last_sub_p99_us'])} | {ratio(b[k]['last_sub_p99_us'], was['last_sub_p99_us'])} |")
+            elif k in b:
                 g = b[k]["cpu_us_per_delivery"]
                 L.append(f"| broadcast | {name(k)} CPU per delivery ÷ the floor | {ratio(g, old)} | "
-                         f"{ratio(g, floor_of(b)['cpu_us_per_delivery'])} | – |")
+                         f"{ratio(g, fl)} | – |")
     for k in ("gw-redis", "gw-redis-sdk"):
         was, now = j.get(f"{k}@before"), j.get(k)
         if not (was and now):
@@ -233,7 +491,7 @@ def partial_note(p, m):
 def write(stored, label, out):
     r = stored[label]
     m = r["machine"]
-    made = plots(r, out)
+    made = plots(r, out) + sweep_plot(r, out)
     L = []
     L.append("# Benchmarks\n")
     L.append("Generated by `make bench` (`loadtest/bench/bench.py`); every figure below comes from one run "
@@ -411,6 +669,8 @@ def write(stored, label, out):
                 L.append(f"| {name(k)} | {v['redis_cpu_us_per_event']:.1f} µs | {v['redis_reads_per_event']:.2f} | "
                          f"{v['redis_writes_per_event']:.2f} | {cmds} |")
             L.append("")
+    if "batch" in r:
+        batch_section(L, r["batch"])
     if "storm" in r:
         L.append("## 4. Connect storm\n")
         L.append("Authenticated user streams (1,000 users), each connection closed (RST) right after its first SSE line. "
@@ -453,6 +713,8 @@ def write(stored, label, out):
         L.append("Nchan is not run here: one nginx is one node; Nchan's multi-server mode also shares one Redis.\n")
     if "topics" in r:
         topics_section(L, r["topics"])
+    if "sweep" in r:
+        sweep_section(L, r["sweep"])
     base = stored.get("baseline")
     if base and label != "baseline":
         L.append("## Before and after\n")

@@ -5,9 +5,13 @@ times over them from one client, DEPTH calls per write (1 = one round trip each)
 prints per event: Redis CPU (/proc), each command's calls and µs (`INFO commandstats`;
 `evalsha` includes the commands its script calls), and the script's reply.
 
-    python3 loadtest/bench/script_cost.py [--script FILE] [--events N] [--depth D]
+    python3 loadtest/bench/script_cost.py [--script FILE] [--events N] [--depth D] [--batch B]
 
-What loadtest/bench/profile-notes.md section 8 measured the script and round trips with."""
+--batch B: B events per call of the batch script (`publish_batch.lua` after the three
+publish scripts wrapped as functions, as docs/protocol.md assembles it), B jobs of B users
+per call; DEPTH such calls per write.
+
+What loadtest/bench/profile-notes.md sections 8 and 10 measured the scripts and round trips with."""
 
 import argparse
 import os
@@ -16,7 +20,16 @@ import subprocess
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_SCRIPT = os.path.join(HERE, "..", "..", "publisher-sdk", "wire", "lua", "publish_job.lua")
+LUA = os.path.join(HERE, "..", "..", "publisher-sdk", "wire", "lua")
+DEFAULT_SCRIPT = os.path.join(LUA, "publish_job.lua")
+
+
+def batch_script():
+    """The batch script as `sse_wire::scripts::PUBLISH_BATCH` assembles it."""
+    read = lambda name: open(os.path.join(LUA, name + ".lua")).read()
+    return (f"local function publish_job(KEYS, ARGV)\n{read('publish_job')}\nend\n"
+            f"local function publish_user(KEYS, ARGV)\n{read('publish_user')}\nend\n"
+            f"local function publish_topic(KEYS, ARGV)\n{read('publish_topic')}\nend\n" + read("publish_batch"))
 
 
 def encode(*args):
@@ -49,14 +62,30 @@ class Client:
         return self.read()
 
 
-def publish(sha, i, seq):
+def job_call(i, seq):
+    """Keys and arguments of one `publish_job.lua` call."""
     user, job, p = f"u{i}", f"j{i}", "b:"
     data = ('{"jobId":"%s","type":"progress","ts":1732245600123,"progress":%d,"seq":%d,'
             '"t_us":1732245600123000,"stage":"%s"}' % (job, seq % 101, seq, "x" * 40))
-    return encode("EVALSHA", sha, 4, f"{p}{{u:{user}}}:job:{job}", f"{p}{{u:{user}}}:joblog:{job}",
-                  f"{p}{{u:{user}}}:log", f"{p}{{u:{user}}}:jobs", job, user, "progress", data,
-                  int(time.time() * 1000), 1000, 10000, 0, 86400000, 604800000, f"{p}{{u:{user}}}:job:{job}",
-                  f"{p}{{u:{user}}}", "PUBLISH", 0, 600000, "status", '"active"', "progress", seq % 101)
+    keys = [f"{p}{{u:{user}}}:job:{job}", f"{p}{{u:{user}}}:joblog:{job}", f"{p}{{u:{user}}}:log", f"{p}{{u:{user}}}:jobs"]
+    args = [job, user, "progress", data, int(time.time() * 1000), 1000, 10000, 0, 86400000, 604800000,
+            f"{p}{{u:{user}}}:job:{job}", f"{p}{{u:{user}}}", "PUBLISH", 0, 600000, "status", '"active"', "progress", seq % 101]
+    return keys, args
+
+
+def publish(sha, i, seq):
+    keys, args = job_call(i, seq)
+    return encode("EVALSHA", sha, len(keys), *keys, *args)
+
+
+def publish_batch(sha, calls):
+    """One batch-script call of several `(i, seq)` job events."""
+    keys, args = [], [len(calls)]
+    for i, seq in calls:
+        k, a = job_call(i, seq)
+        keys += k
+        args += ["job", len(k), len(a), *a]
+    return encode("EVALSHA", sha, len(keys), *keys, *args)
 
 
 def main():
@@ -64,6 +93,7 @@ def main():
     ap.add_argument("--script", default=DEFAULT_SCRIPT)
     ap.add_argument("--events", type=int, default=30000)
     ap.add_argument("--depth", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=0, help="events per call of the batch script (0: publish_job.lua)")
     a = ap.parse_args()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -84,22 +114,29 @@ def main():
         for i in range(2000):
             client.sock.sendall(publish(sha, i, 0))
             client.read()
+        per_call = max(a.batch, 1)
+        if a.batch:
+            batch_sha = client.call("SCRIPT", "LOAD", batch_script()).decode()
+            one = lambda n: publish_batch(batch_sha, [((n + b) % 2000, (n + b) // 2000 + 1) for b in range(a.batch)])
+        else:
+            one = lambda n: publish(sha, n % 2000, n // 2000 + 1)
         client.call("CONFIG", "RESETSTAT")
         stat = lambda: sum(int(x) for x in open(f"/proc/{redis.pid}/stat").read().rsplit(")", 1)[1].split()[11:13])
         before = stat()
         sent, reply = 0, None
         while sent < a.events:
-            client.sock.sendall(b"".join(publish(sha, (sent + d) % 2000, (sent + d) // 2000 + 1) for d in range(a.depth)))
+            client.sock.sendall(b"".join(one(sent + d * per_call) for d in range(a.depth)))
             for _ in range(a.depth):
                 reply = client.read()
-            sent += a.depth
+            sent += a.depth * per_call
         cpu = (stat() - before) / os.sysconf("SC_CLK_TCK")
         for line in client.call("INFO", "commandstats").decode().split("\r\n"):
             if line.startswith("cmdstat_") and "config" not in line:
                 name, rest = line[8:].split(":", 1)
                 kv = dict(x.split("=") for x in rest.split(","))
                 print(f"{name:10} {int(kv['calls']) / sent:5.2f} calls/event  {float(kv['usec_per_call']):6.2f} µs/call")
-        print(f"Redis CPU per event: {1e6 * cpu / sent:.1f} µs ({sent} events, depth {a.depth}); last reply {reply}")
+        print(f"Redis CPU per event: {1e6 * cpu / sent:.1f} µs ({sent} events, depth {a.depth}, batch {a.batch}); "
+              f"last reply {reply if not a.batch else reply[-1]}")
     finally:
         redis.terminate()
         redis.wait(5)

@@ -6,6 +6,10 @@
 //!
 //! Events of one topic go through one worker, in order; topics are spread over
 //! `concurrency` workers, so the rate holds while per-topic order is kept.
+//!
+//! With `batch` > 1 (gateway, HTTP), consecutive events go in groups of up to `batch` to
+//! `POST /v1/events:batch`: a group holds topics of one block (`t / batch`), and a block
+//! always goes through the same worker, so per-topic order is kept there too.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +50,8 @@ pub struct PublishConfig {
     pub via: Via,
     /// Length of the padding string in each event.
     pub pad: usize,
+    /// Events per request (`POST /v1/events:batch` when more than 1).
+    pub batch: usize,
 }
 
 enum Transport {
@@ -108,7 +114,19 @@ impl Sender {
     /// Publishes one event to topic `t`; `seq` `None` is a set-up event (it creates
     /// the job) that subscribers do not count. Returns the target's id for it.
     pub async fn publish(&self, topics: &Topics, t: usize, seq: Option<u64>) -> Option<String> {
-        match self.try_publish(topics, t, seq).await {
+        self.publish_stamped(topics, t, seq, None).await
+    }
+
+    /// As [`Sender::publish`], with the event's `t_us` given (`None`: now, just before
+    /// the request).
+    pub async fn publish_stamped(
+        &self,
+        topics: &Topics,
+        t: usize,
+        seq: Option<u64>,
+        t_us: Option<u64>,
+    ) -> Option<String> {
+        match self.try_publish(topics, t, seq, t_us).await {
             Ok(id) => {
                 self.sent.fetch_add(1, Ordering::Relaxed);
                 Some(id)
@@ -120,15 +138,79 @@ impl Sender {
         }
     }
 
-    async fn try_publish(
+    /// Publishes events `(topic, seq, t_us)` in one `POST /v1/events:batch`, counting
+    /// each (`t_us` `None`: now, just before the request).
+    pub async fn publish_batch(&self, topics: &Topics, events: &[(usize, u64, Option<u64>)]) {
+        let now = now_us();
+        let elements: Vec<serde_json::Value> = events
+            .iter()
+            .map(|&(t, seq, stamp)| {
+                let name = topics.name(t);
+                let (event_type, data) = self.event_body(Some(seq), stamp.unwrap_or(now));
+                match self.cfg.stream {
+                    StreamKind::Job => {
+                        json!({"job": name, "owner": topics.owner(t), "type": event_type, "data": data})
+                    }
+                    StreamKind::User => json!({"user": name, "type": event_type, "data": data}),
+                    StreamKind::Topic => json!({"topic": name, "type": event_type, "data": data}),
+                }
+            })
+            .collect();
+        match self.post_json("/v1/events:batch", &json!(elements)).await {
+            Ok(answer) => {
+                let results = answer["results"].as_array().cloned().unwrap_or_default();
+                for result in &results {
+                    if result["id"].is_string() {
+                        self.sent.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.fail(
+                            format!("batch element: {result}")
+                                .chars()
+                                .take(120)
+                                .collect(),
+                        );
+                    }
+                }
+                for _ in results.len()..events.len() {
+                    self.fail("batch element without a result".into());
+                }
+            }
+            Err(e) => {
+                for _ in events {
+                    self.fail(format!("{e:#}").chars().take(120).collect());
+                }
+            }
+        }
+    }
+
+    /// POSTs a JSON body to the target; its JSON answer.
+    async fn post_json(
         &self,
-        topics: &Topics,
-        t: usize,
-        seq: Option<u64>,
-    ) -> anyhow::Result<String> {
-        let name = topics.name(t);
-        let t_us = now_us();
-        let (event_type, data) = match seq {
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let Transport::Http(client) = &self.transport else {
+            return Err(anyhow!("batches go over HTTP"));
+        };
+        let mut request = http::Request::post(format!("{}{path}", self.cfg.base_url))
+            .header("content-type", "application/json")
+            .header("accept", "application/json");
+        if let Some(token) = &self.cfg.token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request.body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
+        let response = client.request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            return Err(anyhow!("http {status}: {}", String::from_utf8_lossy(&body)));
+        }
+        Ok(serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    /// An event's type and data.
+    fn event_body(&self, seq: Option<u64>, t_us: u64) -> (&'static str, serde_json::Value) {
+        match seq {
             // A topic event has no job semantics (no `progress`): a custom type.
             Some(seq) if self.cfg.stream == StreamKind::Topic => (
                 "update",
@@ -143,7 +225,19 @@ impl Sender {
                 json!({"progress": seq % 101, "seq": seq, "t_us": t_us, "stage": self.pad}),
             ),
             None => ("stage", json!({"stage": "queued"})),
-        };
+        }
+    }
+
+    async fn try_publish(
+        &self,
+        topics: &Topics,
+        t: usize,
+        seq: Option<u64>,
+        t_us: Option<u64>,
+    ) -> anyhow::Result<String> {
+        let name = topics.name(t);
+        let t_us = t_us.unwrap_or_else(now_us);
+        let (event_type, data) = self.event_body(seq, t_us);
         match &self.transport {
             Transport::Sdk(publisher) => {
                 let id = match self.cfg.stream {
@@ -218,49 +312,104 @@ impl Sender {
     }
 }
 
+/// How [`paced`] publishes.
+pub struct Pacing {
+    /// Events in all.
+    pub events: u64,
+    /// Events per second (0: as fast as the workers go).
+    pub rate: f64,
+    /// The first event's `seq`.
+    pub seq_base: u64,
+    /// Publishing tasks.
+    pub workers: usize,
+    /// Events per request (more than 1: `POST /v1/events:batch`).
+    pub batch: usize,
+    /// Stamp each event when it falls due, not when its request is sent.
+    pub from_dispatch: bool,
+}
+
 /// Publishes `events` events at `rate`/s: event `i` goes to topic `i % topics` with
-/// `seq = seq_base + i / topics`. Returns the wall time it took.
-pub async fn paced(
-    sender: Arc<Sender>,
-    topics: Arc<Topics>,
-    events: u64,
-    rate: f64,
-    seq_base: u64,
-    workers: usize,
-) -> Duration {
+/// `seq = seq_base + i / topics`; with `batch` > 1, in groups of up to `batch` events of
+/// one block of topics (see the module doc). With `from_dispatch`, each event's `t_us` is
+/// the time the pacer hands it to its worker (when it falls due, to within the pacer's
+/// tick) instead of the time its request is sent, so the time an event waits behind a slow
+/// publish on its worker counts in its latency (no coordinated omission). Returns the
+/// wall time it took.
+pub async fn paced(sender: Arc<Sender>, topics: Arc<Topics>, pacing: Pacing) -> Duration {
+    let Pacing {
+        events,
+        rate,
+        seq_base,
+        workers,
+        batch,
+        from_dispatch,
+    } = pacing;
+    let batch = batch.max(1);
     let workers = workers.max(1).min(topics.count.max(1));
     let mut queues = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, u64)>(4096);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(usize, u64, Option<u64>)>>(4096);
         queues.push(tx);
         let sender = sender.clone();
         let topics = topics.clone();
         handles.push(tokio::spawn(async move {
-            while let Some((t, seq)) = rx.recv().await {
-                sender.publish(&topics, t, Some(seq)).await;
+            while let Some(group) = rx.recv().await {
+                if batch == 1 {
+                    for (t, seq, stamp) in group {
+                        sender.publish_stamped(&topics, t, Some(seq), stamp).await;
+                    }
+                } else {
+                    sender.publish_batch(&topics, &group).await;
+                }
             }
         }));
     }
     let start = Instant::now();
     let mut next = 0u64;
-    while next < events {
+    let mut group: Vec<(usize, u64, Option<u64>)> = Vec::with_capacity(batch);
+    'pace: while next < events {
         let due = if rate > 0.0 {
             ((start.elapsed().as_secs_f64() * rate) as u64 + 1).min(events)
         } else {
             events
         };
+        let dispatched_us = from_dispatch.then(now_us);
         while next < due {
             let t = (next % topics.count as u64) as usize;
             let seq = seq_base + next / topics.count as u64;
-            if queues[t % workers].send((t, seq)).await.is_err() {
-                break;
+            if group
+                .first()
+                .is_some_and(|&(first, _, _)| first / batch != t / batch)
+            {
+                let block = group[0].0 / batch;
+                if queues[block % workers]
+                    .send(std::mem::take(&mut group))
+                    .await
+                    .is_err()
+                {
+                    break 'pace;
+                }
             }
+            group.push((t, seq, dispatched_us));
             next += 1;
+            if group.len() == batch {
+                let block = t / batch;
+                if queues[block % workers]
+                    .send(std::mem::take(&mut group))
+                    .await
+                    .is_err()
+                {
+                    break 'pace;
+                }
+            }
         }
         if next < events {
             tokio::time::sleep(Duration::from_micros(500)).await;
         }
+    }
+    if let Some(&(first, _, _)) = group.first() {
+        let _ = queues[(first / batch) % workers].send(group).await;
     }
     drop(queues);
     for handle in handles {

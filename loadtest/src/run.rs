@@ -92,6 +92,16 @@ pub struct RunArgs {
     /// Publishing workers (per-topic order is kept).
     #[arg(long, default_value_t = 64)]
     pub publish_workers: usize,
+    /// Events per publish request: more than 1 sends them in groups to the gateway's
+    /// `POST /v1/events:batch` (with `--publish http`).
+    #[arg(long, default_value_t = 1)]
+    pub publish_batch: usize,
+    /// Latency from when the pacer hands each event to its publishing worker (when it
+    /// falls due at `--rate`), not from when its request is sent: an event that waited
+    /// behind a slow publish counts that wait, so a publish path that cannot keep up
+    /// shows in the latency (saturation sweeps).
+    #[arg(long)]
+    pub latency_from_dispatch: bool,
     /// Redis for the SDK's Redis transport.
     #[arg(long)]
     pub redis_url: Option<String>,
@@ -245,6 +255,9 @@ impl PhaseClock {
 pub async fn run(args: RunArgs) -> anyhow::Result<Value> {
     let started = Instant::now();
     let deadline = started + args.max_duration;
+    if args.publish_batch > 1 && (args.publish != Via::Http || args.target != Target::Gateway) {
+        bail!("--publish-batch needs --publish http to a gateway");
+    }
     let (server, host, https) = server_addr(&args.url)?;
     let tls = if https {
         if !matches!(args.publish, Via::None | Via::SdkRedis) {
@@ -284,6 +297,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Value> {
                 redis_prefix: args.redis_prefix.clone(),
                 via: args.publish,
                 pad: args.pad,
+                batch: args.publish_batch,
             })
             .await?,
         ))
@@ -477,15 +491,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Value> {
     let established = shared.established.load(Ordering::Relaxed);
     if let Some(sender) = &sender {
         if args.events > 0 {
-            let took = publish::paced(
-                sender.clone(),
-                topics.clone(),
-                args.events,
-                args.rate,
-                args.resume_history,
-                args.publish_workers,
-            )
-            .await;
+            let pacing = publish::Pacing {
+                events: args.events,
+                rate: args.rate,
+                seq_base: args.resume_history,
+                workers: args.publish_workers,
+                batch: args.publish_batch,
+                from_dispatch: args.latency_from_dispatch,
+            };
+            let took = publish::paced(sender.clone(), topics.clone(), pacing).await;
             publish_report = Some((sender.clone(), took));
         }
     }

@@ -25,7 +25,7 @@ use super::{
     Broker, BrokerError, JobEvent, Published, Replay, Subscription, TopicEvent, UserEvent,
     UserSnapshot,
 };
-use crate::hub::{Hub, Mailbox};
+use crate::hub::{Fanout, Hub, Mailbox};
 use crate::metrics::Metrics;
 use crate::vocab::event::{Event, Topic};
 
@@ -144,8 +144,11 @@ impl MemoryBroker {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn dispatch(&self, topic: &Topic, event: &Event) {
-        super::fan_out(&self.hub, &self.metrics, topic, event);
+    /// Queues the event for the topic's streams; called under the state lock, which
+    /// orders one topic's events alike in every mailbox. The caller flushes the returned
+    /// fan-out once it has let go of the lock.
+    fn dispatch(&self, topic: &Topic, event: &Event) -> Fanout {
+        super::fan_out(&self.hub, &self.metrics, topic, event)
     }
 
     /// Forgets finished jobs past `--retention` and users idle past `--user-retention`.
@@ -285,9 +288,11 @@ impl Broker for MemoryBroker {
             owner: owner.clone(),
             job: Arc::from(event.job.as_str()),
         };
-        self.dispatch(&job_topic, &rendered);
-        self.dispatch(&Topic::User(owner), &rendered);
+        let to_job = self.dispatch(&job_topic, &rendered);
+        let to_user = self.dispatch(&Topic::User(owner), &rendered);
         drop(state);
+        to_job.flush(&self.metrics);
+        to_user.flush(&self.metrics);
         Ok(Published {
             id,
             duplicate: false,
@@ -329,8 +334,9 @@ impl Broker for MemoryBroker {
         });
         data.last_active = ts;
         data.log.push(rendered.clone());
-        self.dispatch(&Topic::User(user), &rendered);
+        let fanout = self.dispatch(&Topic::User(user), &rendered);
         drop(state);
+        fanout.flush(&self.metrics);
         Ok(Published {
             id,
             duplicate: false,
@@ -410,8 +416,9 @@ impl Broker for MemoryBroker {
         });
         feed.last_active = ts;
         feed.log.push(rendered.clone());
-        self.dispatch(&Topic::Feed(name), &rendered);
+        let fanout = self.dispatch(&Topic::Feed(name), &rendered);
         drop(state);
+        fanout.flush(&self.metrics);
         Ok(Published {
             id,
             duplicate: false,

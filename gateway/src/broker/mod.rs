@@ -22,7 +22,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use sse_wire::{EventId, JobState, Retention};
 
-use crate::hub::{Hub, Mailbox};
+use crate::hub::{Fanout, Hub, Mailbox};
 use crate::metrics::Metrics;
 use crate::vocab::event::{Event, Topic};
 
@@ -170,6 +170,14 @@ pub struct TopicEvent {
     pub meta: PublishMeta,
 }
 
+/// One event of a batch publish.
+#[derive(Clone, Debug)]
+pub enum BatchEvent {
+    Job(JobEvent),
+    User(UserEvent),
+    Topic(TopicEvent),
+}
+
 /// What a publish did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Published {
@@ -198,7 +206,7 @@ pub struct UserSnapshot {
 }
 
 /// Broker failures, as the HTTP layer must tell them apart.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum BrokerError {
     /// The job is registered to another owner (`409`).
     #[error("job {job} belongs to another owner")]
@@ -272,6 +280,27 @@ pub trait Broker: Send + Sync + 'static {
         &self,
         event: TopicEvent,
     ) -> impl Future<Output = Result<Published, BrokerError>> + Send;
+
+    /// Publishes several events, each exactly as its own publish would, the events of one
+    /// job (one user, one topic) in the given order; one answer per event, in order. The
+    /// embedded broker publishes them one after the other; the Redis broker in one script
+    /// call per hash tag.
+    fn publish_batch(
+        &self,
+        events: Vec<BatchEvent>,
+    ) -> impl Future<Output = Vec<Result<Published, BrokerError>>> + Send {
+        async move {
+            let mut answers = Vec::with_capacity(events.len());
+            for event in events {
+                answers.push(match event {
+                    BatchEvent::Job(event) => self.publish_job_event(event).await,
+                    BatchEvent::User(event) => self.publish_user_event(event).await,
+                    BatchEvent::Topic(event) => self.publish_topic_event(event).await,
+                });
+            }
+            answers
+        }
+    }
 
     /// The id of a topic's latest retained event (`0-0` for none): where a fresh topic
     /// stream starts.
@@ -420,6 +449,17 @@ impl Broker for NodeBroker {
         delegate!(self, broker => broker.publish_topic_event(event).await)
     }
 
+    async fn publish_batch(&self, events: Vec<BatchEvent>) -> Vec<Result<Published, BrokerError>> {
+        let answers = match &self.kind {
+            Kind::Memory(broker) => broker.publish_batch(events).await,
+            Kind::Redis(broker) => broker.publish_batch(events).await,
+        };
+        answers
+            .into_iter()
+            .map(|answer| self.counted(answer))
+            .collect()
+    }
+
     async fn feed_position(&self, name: &str) -> Result<EventId, BrokerError> {
         delegate!(self, broker => broker.feed_position(name).await)
     }
@@ -476,16 +516,19 @@ impl Broker for NodeBroker {
 }
 
 /// Hands one event from the broker to this node's subscribers, counting it (received
-/// once per node) and the slow consumers it cut. Both brokers deliver through this.
-pub(crate) fn fan_out(hub: &Hub, metrics: &Metrics, topic: &Topic, event: &Event) {
+/// once per node) and the slow consumers it cut. Both brokers deliver through this; the
+/// returned [`Fanout`] writes the event to the parked streams' sockets when flushed,
+/// which a caller holding a lock that orders its events does once it has let go of it.
+pub(crate) fn fan_out(hub: &Hub, metrics: &Metrics, topic: &Topic, event: &Event) -> Fanout {
     metrics.events_received.inc();
     let span = deliver_span(topic, event);
     let _entered = span.enter();
-    let result = hub.dispatch(topic, event);
+    let (result, fanout) = hub.dispatch(topic, event);
     span.record("sse.subscribers", result.delivered);
     metrics
         .slow_consumer_disconnects
         .inc_by(result.slow_consumers as u64);
+    fanout
 }
 
 /// The span of one event's delivery to this node's subscribers (none while traces are

@@ -11,20 +11,28 @@
 //! where nothing was written since the last heartbeat, and closes streams whose token has
 //! expired.
 //!
+//! A dispatch has two halves. [`Hub::dispatch`] queues the event in every subscriber's
+//! mailbox, under the topic's lock (and, for the embedded broker, under its state lock:
+//! that is what orders one topic's events the same way in every mailbox); it wakes the
+//! streams that are busy. The [`Fanout`] it returns then writes the event to the sockets
+//! of the streams that were parked (see [`mailbox`]'s direct path), outside those locks:
+//! one non-blocking `send` each, no task woken — what a raw-write loop costs.
+//!
 //! Locks: `std::sync::Mutex`, never held across an `.await`; the topic map lock is held
 //! only to find or change a topic, a topic's lock only to walk its subscribers, a
-//! mailbox's lock only to push or pop one item. Lock order is topic map → topic →
-//! mailbox, never the reverse.
+//! mailbox's lock only to push or pop one item or write one chunk without blocking. Lock
+//! order is topic map → topic → mailbox, never the reverse.
 
 pub mod mailbox;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use sse_wire::EventId;
+use sse_wire::{now_ms, EventId};
 
+use crate::metrics::Metrics;
 use crate::vocab::event::{Event, Topic};
-pub use mailbox::{CloseReason, Mailbox, Next, QueueLimits};
+pub use mailbox::{CloseReason, Delivered, Mailbox, Next, QueueLimits};
 
 /// Subscribers of one topic.
 #[derive(Default)]
@@ -99,10 +107,12 @@ impl Hub {
         now_empty
     }
 
-    /// Delivers an event to every local subscriber of a topic.
-    pub fn dispatch(&self, topic: &Topic, event: &Event) -> Dispatched {
+    /// Delivers an event to every local subscriber of a topic: queued, and the busy
+    /// streams woken; the returned [`Fanout`] writes it to the parked ones.
+    pub fn dispatch(&self, topic: &Topic, event: &Event) -> (Dispatched, Fanout) {
+        let mut fanout = Fanout::default();
         let Some(subscribers) = self.topics().get(topic).cloned() else {
-            return Dispatched::default();
+            return (Dispatched::default(), fanout);
         };
         let mailboxes = subscribers.lock();
         let mut result = Dispatched {
@@ -110,8 +120,10 @@ impl Hub {
             slow_consumers: 0,
         };
         for mailbox in mailboxes.iter() {
-            if !mailbox.deliver(event) {
-                result.slow_consumers += 1;
+            match mailbox.deliver(event) {
+                Delivered::Queued => {}
+                Delivered::ToFlush => fanout.parked.push(mailbox.clone()),
+                Delivered::SlowConsumer => result.slow_consumers += 1,
             }
         }
         drop(mailboxes);
@@ -126,7 +138,7 @@ impl Hub {
                 "event fanned out"
             );
         }
-        result
+        (result, fanout)
     }
 
     /// Where a backfill of this topic must start: the lowest position among its
@@ -172,6 +184,65 @@ impl Hub {
     }
 }
 
+/// The second half of a dispatch: the parked streams whose sockets the fan-out writes
+/// to itself ([`Mailbox::flush`]). Flushed outside the locks that ordered the dispatch;
+/// dropping it flushes too, so no queued event is left without a writer.
+#[derive(Default)]
+#[must_use = "a fan-out writes its parked streams' events when flushed"]
+pub struct Fanout {
+    parked: Vec<Arc<Mailbox>>,
+}
+
+/// Writes between two readings of the clock in [`Fanout::flush`]: the latency histogram
+/// counts milliseconds, and this many writes take far less than one.
+const WRITES_PER_CLOCK: u32 = 64;
+
+impl Fanout {
+    /// Writes the event (and anything queued before it) to each parked stream's socket,
+    /// counting what it wrote as delivered; a stream whose socket would block is woken
+    /// to write the rest. Returns how many events it wrote.
+    pub fn flush(mut self, metrics: &Metrics) -> u64 {
+        self.write(Some(metrics))
+    }
+
+    fn write(&mut self, metrics: Option<&Metrics>) -> u64 {
+        if self.parked.is_empty() {
+            return 0;
+        }
+        let latency = metrics.map(|metrics| metrics.delivery_latency.local());
+        let mut written = 0u64;
+        let mut now = now_ms();
+        let mut until_clock = WRITES_PER_CLOCK;
+        for mailbox in self.parked.drain(..) {
+            mailbox.flush(|event| {
+                written += 1;
+                if until_clock == 0 {
+                    now = now_ms();
+                    until_clock = WRITES_PER_CLOCK;
+                }
+                until_clock -= 1;
+                if let Some(latency) = &latency {
+                    latency.observe(now.saturating_sub(event.id.ms) as f64 / 1000.0);
+                }
+            });
+        }
+        if let (Some(metrics), Some(latency)) = (metrics, latency) {
+            metrics.events_delivered.inc_by(written);
+            metrics.events_written_directly.inc_by(written);
+            latency.flush();
+        }
+        written
+    }
+}
+
+impl Drop for Fanout {
+    /// A fan-out dropped unflushed (an early return) still writes: its streams were not
+    /// woken. Uncounted in the metrics — which the brokers' `flush` calls are for.
+    fn drop(&mut self) {
+        self.write(None);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::mailbox::tests::{event, mailbox, poll};
@@ -186,11 +257,11 @@ mod tests {
         let (b, _) = mailbox(10, 1 << 20);
         assert!(hub.subscribe(&topic, a.clone()));
         assert!(!hub.subscribe(&topic, b.clone()));
-        assert_eq!(hub.dispatch(&topic, &event(1, 5)).delivered, 2);
+        assert_eq!(hub.dispatch(&topic, &event(1, 5)).0.delivered, 2);
         assert!(!hub.unsubscribe(&topic, &a));
         assert!(hub.unsubscribe(&topic, &b));
         assert!(!hub.has_subscribers(&topic));
-        assert_eq!(hub.dispatch(&topic, &event(2, 5)), Dispatched::default());
+        assert_eq!(hub.dispatch(&topic, &event(2, 5)).0, Dispatched::default());
     }
 
     #[test]
@@ -211,7 +282,7 @@ mod tests {
         a.set_position(EventId::new(5, 0));
         b.set_position(EventId::new(3, 0));
         assert_eq!(hub.backfill_position(&topic), Some(EventId::new(3, 0)));
-        assert!(b.deliver(&event(9, 1)));
+        assert_eq!(b.deliver(&event(9, 1)), Delivered::Queued);
         assert!(matches!(poll(&b).0, Poll::Ready(Next::Event(_))));
         assert_eq!(
             hub.backfill_position(&topic),

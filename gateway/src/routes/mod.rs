@@ -40,6 +40,8 @@ pub struct RouteSettings {
     pub demo: bool,
     /// Most topics one stream may follow.
     pub max_topics_per_stream: usize,
+    /// Most events in one batch publish (then `413`).
+    pub max_batch_events: usize,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<IpNet>,
     /// `--topic-stream-maxlen`, told by `GET /v1/topics/{topic}`.
@@ -56,6 +58,7 @@ impl Default for RouteSettings {
             max_body_bytes: 64 * 1024,
             demo: false,
             max_topics_per_stream: 16,
+            max_batch_events: 100,
             trusted_proxies: Vec::new(),
             topic_stream_maxlen: 1000,
             body_timeout: Duration::from_secs(10),
@@ -129,6 +132,7 @@ enum Route<'a> {
     Topic(&'a str),
     TopicEvents(&'a str),
     TopicsEvents,
+    BatchEvents,
 }
 
 impl Route<'_> {
@@ -147,6 +151,7 @@ impl Route<'_> {
             ["v1", "users", "me", "events"] => Route::MyEvents,
             ["v1", "users", user, "events"] => Route::UserEvents(user),
             ["v1", "topics", "events"] => Route::TopicsEvents,
+            ["v1", "events:batch"] => Route::BatchEvents,
             ["v1", "topics", topic] => Route::Topic(topic),
             ["v1", "topics", topic, "events"] => Route::TopicEvents(topic),
             _ => return None,
@@ -161,7 +166,9 @@ impl Route<'_> {
             | Route::Readyz
             | Route::Job(_)
             | Route::Topic(_) => &[Method::GET, Method::HEAD],
-            Route::DemoLogin | Route::DemoLogout | Route::UserEvents(_) => &[Method::POST],
+            Route::DemoLogin | Route::DemoLogout | Route::UserEvents(_) | Route::BatchEvents => {
+                &[Method::POST]
+            }
             Route::JobEvents(_) | Route::MyEvents | Route::TopicEvents(_) => {
                 &[Method::GET, Method::POST]
             }
@@ -280,6 +287,7 @@ async fn route(
         }
         (Route::TopicEvents(topic), true) => publish::publish_topic(app, request, topic).await,
         (Route::TopicsEvents, _) => topics::topics_stream(app, conn, &request).await,
+        (Route::BatchEvents, _) => publish::publish_batch(app, request).await,
     }
 }
 
@@ -369,5 +377,10 @@ mod tests {
             Route::parse("/v1/topics/news", false),
             Some(Route::Topic("news"))
         );
+        assert_eq!(
+            Route::parse("/v1/events:batch", false),
+            Some(Route::BatchEvents)
+        );
+        assert!(!is_stream_path("/v1/events:batch"));
     }
 }

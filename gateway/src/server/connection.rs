@@ -27,7 +27,7 @@ use tokio::sync::watch;
 
 use super::guard::{self, Guard};
 use super::h1::{self, After, Head};
-use super::rewind::{Answered, InFlight, Io, Rewind};
+use super::rewind::{Answered, InFlight, Io, Rewind, SharedTcp};
 use super::tls::Handshake;
 use crate::routes::{self, App};
 use crate::vocab::control::ConnControl;
@@ -44,7 +44,7 @@ pub(super) async fn connection_task(
     // Events are small and must leave at once: no Nagle delay.
     let _ = socket.set_nodelay(true);
     app.metrics.tcp_connections.inc();
-    serve_connection(socket, &app, &hyper, closing).await;
+    serve_connection(SharedTcp::new(socket), &app, &hyper, closing).await;
     app.metrics.tcp_connections.dec();
     drop(permit);
 }
@@ -132,7 +132,8 @@ async fn serve_connection<S: Io>(
             // reconnect must reach another node, not this one's `503` on a kept-alive
             // connection.
             let keep_alive = keep_alive && !app.is_draining();
-            match h1::respond(&mut socket, &control, response, keep_alive, rest).await {
+            let direct = socket.direct();
+            match h1::respond(&mut socket, &control, response, keep_alive, rest, direct).await {
                 After::KeepAlive(rest) if !app.is_draining() && !control.is_aborted() => {
                     input = rest;
                     kept_alive = true;

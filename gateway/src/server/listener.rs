@@ -63,7 +63,7 @@ pub(super) fn protocols() -> Protocols {
         // Header fields are not indexed for later requests: a connection carries a few
         // stream requests, and an indexed field keeps the read buffer it was decoded
         // from alive for the connection's life. (Measured: no difference within the noise
-        // for one stream per connection; loadtest/bench/profile-notes.md §9.)
+        // for one stream per connection; loadtest/bench/profile-notes.md §11.)
         .header_table_size(0);
     Protocols { http1, http2, auto }
 }

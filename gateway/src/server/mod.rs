@@ -230,7 +230,8 @@ mod tests {
     use std::task::{Context, Poll, Waker};
 
     fn closed(mailbox: &Mailbox) -> Option<CloseReason> {
-        match mailbox.poll_next(&mut Context::from_waker(Waker::noop())) {
+        let mut last = sse_wire::EventId::ZERO;
+        match mailbox.poll_next(&mut Context::from_waker(Waker::noop()), &mut last) {
             Poll::Ready(Next::Closed(reason)) => Some(reason),
             _ => None,
         }

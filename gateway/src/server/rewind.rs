@@ -9,12 +9,14 @@
 //! once it has finished every answer before it ([`InFlight`]) and written it all — and
 //! [`Rewind::into_parts`] gives the socket and the held bytes back.
 //!
-//! [`Io`] is what a served connection is: plain TCP, or TLS over TCP.
+//! [`Io`] is what a served connection is: plain TCP ([`SharedTcp`]), or TLS over TCP.
 
+use std::io::{self, IoSlice};
+use std::net::Shutdown;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
@@ -36,22 +38,108 @@ pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// The client's address (asked of the kernel when needed rather than kept: a
     /// connection's task stays small).
     fn peer(&self) -> Option<PeerAddr>;
+
+    /// The socket the fan-out may write a stream's events to itself (the hub's direct
+    /// path): a plain TCP one; `None` for TLS, whose records only the task can make.
+    fn direct(&self) -> Option<Arc<TcpStream>> {
+        None
+    }
 }
 
-impl Io for TcpStream {
+/// A plain TCP connection, shared with the fan-out: while the connection's stream waits
+/// on its mailbox with nothing to write, the fan-out writes the stream's events to the
+/// socket itself ([`crate::hub::Mailbox::flush`]). The task reads and writes it through
+/// tokio's readiness as it would an owned `TcpStream`; the two never write at once (the
+/// mailbox's lock and its "parked" state see to that).
+pub(super) struct SharedTcp(Arc<TcpStream>);
+
+impl SharedTcp {
+    pub(super) fn new(socket: TcpStream) -> SharedTcp {
+        SharedTcp(Arc::new(socket))
+    }
+}
+
+impl Io for SharedTcp {
     fn peer(&self) -> Option<PeerAddr> {
-        self.peer_addr().ok().map(PeerAddr)
+        self.0.peer_addr().ok().map(PeerAddr)
     }
 
     fn write_now(&mut self, bytes: &[u8]) {
-        let _ = self.try_write(bytes);
+        let _ = self.0.try_write(bytes);
+    }
+
+    fn direct(&self) -> Option<Arc<TcpStream>> {
+        Some(self.0.clone())
+    }
+}
+
+impl AsyncRead for SharedTcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            // A `WouldBlock` clears the readiness: the next poll waits for the socket.
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(read) => {
+                    buf.advance(read);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(bytes) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                written => return Poll::Ready(written),
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write_vectored(bufs) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                written => return Poll::Ready(written),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(Shutdown::Write))
     }
 }
 
 /// Boxed: rustls' connection state is large, and a connection's task must stay small.
 impl Io for Box<TlsStream<TcpStream>> {
     fn peer(&self) -> Option<PeerAddr> {
-        self.get_ref().0.peer()
+        self.get_ref().0.peer_addr().ok().map(PeerAddr)
     }
 
     fn write_now(&mut self, bytes: &[u8]) {

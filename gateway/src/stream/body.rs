@@ -1,8 +1,9 @@
 //! [`EventStream`]: the body of a `text/event-stream` response. It drains the
 //! connection's mailbox, writing each live event whose id is above the last one written
-//! (the replay/live overlap of the open sequence is resolved by that one comparison), and
-//! ends after a terminal event on a job stream, when the node drains, when the token
-//! expires, or — cut, without a clean end — when the client cannot keep up.
+//! (the replay/live overlap of the open sequence is resolved by that one comparison, made
+//! in the mailbox, which the fan-out's direct writes share), and ends after a terminal
+//! event on a job stream, when the node drains, when the token expires, or — cut, without
+//! a clean end — when the client cannot keep up.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -58,6 +59,8 @@ enum Item {
     Heartbeat,
     /// Anything else: the first frame, a closing `retry:`.
     Bytes(Bytes),
+    /// Already an HTTP/1.1 chunk, or its end: the rest of one the fan-out wrote in part.
+    Rest(Bytes),
 }
 
 impl EventStream {
@@ -93,32 +96,29 @@ impl EventStream {
                 Poll::Ready(Step::Lost(retry_ms)) => return self.lost(retry_ms),
             }
         }
-        loop {
-            let next = match self.subscription.mailbox().poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(next) => next,
-            };
-            match next {
-                Next::Event(event) => {
-                    if event.id <= self.last_id {
-                        continue;
-                    }
-                    self.last_id = event.id;
-                    self.delivered += 1;
-                    self.metrics.events_delivered.inc();
-                    let latency_ms = now_ms().saturating_sub(event.id.ms);
-                    self.metrics
-                        .delivery_latency
-                        .observe(latency_ms as f64 / 1000.0);
-                    if event.terminal && self.ends_on_terminal {
-                        self.done = true;
-                        self.end = "job_finished";
-                    }
-                    return Poll::Ready(Some(Ok(Item::Event(event))));
+        // Events at or below `last_id` are dropped by the mailbox, which also moves
+        // `last_id` past what the fan-out wrote meanwhile.
+        let next = match self.subscription.mailbox().poll_next(cx, &mut self.last_id) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(next) => next,
+        };
+        match next {
+            Next::Event(event) => {
+                self.delivered += 1;
+                self.metrics.events_delivered.inc();
+                let latency_ms = now_ms().saturating_sub(event.id.ms);
+                self.metrics
+                    .delivery_latency
+                    .observe(latency_ms as f64 / 1000.0);
+                if event.terminal && self.ends_on_terminal {
+                    self.done = true;
+                    self.end = "job_finished";
                 }
-                Next::Heartbeat => return Poll::Ready(Some(Ok(Item::Heartbeat))),
-                Next::Closed(reason) => return self.closed(reason),
+                Poll::Ready(Some(Ok(Item::Event(event))))
             }
+            Next::Rest(rest) => Poll::Ready(Some(Ok(Item::Rest(rest)))),
+            Next::Heartbeat => Poll::Ready(Some(Ok(Item::Heartbeat))),
+            Next::Closed(reason) => self.closed(reason),
         }
     }
 
@@ -170,16 +170,13 @@ impl EventStream {
                     0 => self.subscription.mailbox(),
                     _ => feeds.others[i - 1].mailbox(),
                 };
-                let next = match mailbox.poll_next(cx) {
+                let mut at = feeds.positions[i].unwrap_or(EventId::ZERO);
+                let next = match mailbox.poll_next(cx, &mut at) {
                     Poll::Pending => continue,
                     Poll::Ready(next) => next,
                 };
                 match next {
                     Next::Event(event) => {
-                        if feeds.positions[i].is_some_and(|at| event.id <= at) {
-                            skipped = true;
-                            continue;
-                        }
                         feeds.positions[i] = Some(event.id);
                         feeds.next = (i + 1) % count;
                         let out = feeds.render(&event);
@@ -193,13 +190,26 @@ impl EventStream {
                     }
                     // One heartbeat per stream: the first topic's.
                     Next::Heartbeat if i == 0 => return Poll::Ready(Some(Ok(Item::Heartbeat))),
-                    Next::Heartbeat => skipped = true,
+                    // No socket is attached to a stream of several topics: it has no rest.
+                    Next::Heartbeat | Next::Rest(_) => skipped = true,
                     Next::Closed(reason) => return self.closed(reason),
                 }
             }
             if !skipped {
                 return Poll::Pending;
             }
+        }
+    }
+
+    /// Lets the fan-out write this stream's live events straight to `socket` while the
+    /// stream waits (the mailbox's direct path): for the HTTP/1.1 stream path, whose
+    /// chunks are the events' own. A stream of several topics rewrites each event's id,
+    /// so it is always written by its task.
+    pub fn attach(&mut self, socket: Arc<tokio::net::TcpStream>) {
+        if self.feeds.is_none() {
+            self.subscription
+                .mailbox()
+                .attach(socket, self.ends_on_terminal);
         }
     }
 
@@ -223,6 +233,7 @@ impl Item {
             Item::Event(event) => event.chunk,
             Item::Heartbeat => Bytes::from_static(HEARTBEAT_CHUNK),
             Item::Bytes(bytes) => chunk(&bytes),
+            Item::Rest(rest) => rest,
         }
     }
 
@@ -232,6 +243,9 @@ impl Item {
             Item::Event(event) => event.frame,
             Item::Heartbeat => Bytes::from_static(sse::HEARTBEAT),
             Item::Bytes(bytes) => bytes,
+            // Only the HTTP/1.1 stream path attaches a socket to the fan-out, and writes
+            // this itself: a body hyper writes never has a rest.
+            Item::Rest(rest) => rest,
         })
     }
 }
@@ -309,6 +323,10 @@ pub(super) fn rerender(out: &mut BytesMut, id: &str, frame: &[u8]) {
 
 impl Drop for EventStream {
     fn drop(&mut self) {
+        // Before the connection writes anything else or closes its socket.
+        let mailbox = self.subscription.mailbox();
+        mailbox.detach();
+        self.delivered += mailbox.written_directly();
         self.metrics.open_connections.dec();
         let duration_ms = self.opened.elapsed().as_millis() as u64;
         if let Some(feeds) = &self.feeds {

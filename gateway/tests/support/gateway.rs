@@ -506,6 +506,25 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.signal(libc::SIGKILL);
         if std::thread::panicking() {
+            // Warnings and errors first: in a busy test the last lines are routine ones.
+            let lines = self.log_lines();
+            let notable: Vec<&String> = lines
+                .iter()
+                .filter(|line| {
+                    line.contains(r#""level":"WARN""#) || line.contains(r#""level":"ERROR""#)
+                })
+                .collect();
+            eprintln!(
+                "--- gateway warnings and errors (pid {}, {} kept; the first 40) ---\n{}",
+                self.pid,
+                notable.len(),
+                notable
+                    .iter()
+                    .take(40)
+                    .map(|line| line.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
             eprintln!(
                 "--- last gateway log lines (pid {}) ---\n{}",
                 self.pid,

@@ -3,7 +3,7 @@
 // fixture's bytes and puts the fixture's frame on its channel; every refused case sends
 // nothing; every scenario has its outcomes. Then the owner cache, and failures: Redis
 // down, Redis back, a reply lost after the script ran, a command that timed out, an
-// error reply.
+// error reply. And TLS: a rediss:// Redis with a private CA and mutual TLS.
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,7 +15,7 @@ import path from 'node:path';
 import { Redis } from 'ioredis';
 
 import { AmbiguousError, InternalError, InvalidArgumentError, JobFinishedError, OwnerConflictError, Publisher, UnavailableError } from '../dist/index.js';
-import { PACKAGE, RedisServer, fixtures, monitor, proxy, publishInput, waitFor } from './support.mjs';
+import { PACKAGE, RedisServer, TlsFiles, fixtures, monitor, proxy, publishInput, waitFor } from './support.mjs';
 
 const doc = fixtures();
 let redis;
@@ -215,6 +215,34 @@ test('an error reply from a script is an internal error, not retried', async () 
   } finally {
     seen.close();
     await publisher.close();
+  }
+});
+
+test('rediss:// with a private CA and a client certificate (mutual TLS)', async () => {
+  const files = new TlsFiles();
+  const server = await RedisServer.startTls(files, { clients: true });
+  const fast = { connectTimeoutMs: 2000 };
+  try {
+    assert.match(server.url, /^rediss:\/\//);
+    // The test CA is not among the system's roots: the server is not trusted.
+    await assert.rejects(Publisher.connect(server.url, fast), (e) => e instanceof UnavailableError && /redis:/.test(e.message));
+    // Trusted, but the server asks for a client certificate and gets none.
+    await assert.rejects(
+      Publisher.connect(server.url, { ...fast, redis: { tls: { ca: files.clientOptions().ca } } }),
+      (e) => e instanceof UnavailableError,
+    );
+    const publisher = await Publisher.connect(server.url, { ...fast, redis: { tls: files.clientOptions() } });
+    try {
+      const id = await publisher.job('tls-1', 'alice').progress(10, 'over TLS');
+      const entries = await server.redis().xrange('sse:{u:alice}:joblog:tls-1', '-', '+');
+      assert.deepEqual(entries.map(([entry]) => entry), [id]);
+      assert.equal(JSON.parse(entries[0][1][entries[0][1].indexOf('data') + 1]).progress, 10);
+    } finally {
+      await publisher.close();
+    }
+  } finally {
+    await server.stop();
+    files.remove();
   }
 });
 

@@ -4,7 +4,7 @@
 // Every wait polls a condition against a deadline; nothing sleeps to synchronise.
 
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -104,28 +104,48 @@ export class RedisServer {
     return server;
   }
 
-  constructor(port, extra) {
+  /**
+   * A redis-server that speaks TLS only (`--port 0 --tls-port`), with the certificates of
+   * `files` (a {@link TlsFiles}); `clients: true` makes it ask for a client certificate.
+   */
+  static async startTls(files, { clients = false } = {}) {
+    const server = new RedisServer(await freePort(), [], { files, clients });
+    await server.spawn();
+    return server;
+  }
+
+  constructor(port, extra, tls = null) {
     this.port = port;
     this.extra = extra;
+    this.tls = tls;
     this.dir = mkdtempSync(path.join(os.tmpdir(), 'sse-ts-redis-'));
     this.child = null;
     this.client = null;
   }
 
   get url() {
-    return `redis://127.0.0.1:${this.port}`;
+    return `${this.tls ? 'rediss' : 'redis'}://127.0.0.1:${this.port}`;
   }
 
   async spawn() {
-    const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', this.dir, ...this.extra];
-    this.child = track(spawn('redis-server', args, { stdio: 'ignore' }));
-    await waitFor(`redis-server on port ${this.port}`, () => ping(this.port));
+    const base = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', this.dir];
+    const listen = this.tls
+      ? [
+          '--port', '0', '--tls-port', String(this.port),
+          '--tls-cert-file', this.tls.files.serverCert, '--tls-key-file', this.tls.files.serverKey,
+          '--tls-ca-cert-file', this.tls.files.caCert, '--tls-auth-clients', this.tls.clients ? 'yes' : 'no',
+        ]
+      : ['--port', String(this.port)];
+    this.child = track(spawn('redis-server', [...listen, ...base, ...this.extra], { stdio: 'ignore' }));
+    const answers = this.tls ? () => tlsPing(this.port, this.tls.files) : () => ping(this.port);
+    await waitFor(`redis-server on port ${this.port}`, answers);
   }
 
   /** A client for assertions (created on first use). */
   redis() {
     if (!this.client) {
-      this.client = new Redis(this.port, '127.0.0.1', { lazyConnect: false, maxRetriesPerRequest: 1 });
+      const tls = this.tls ? { tls: this.tls.files.clientOptions() } : {};
+      this.client = new Redis(this.port, '127.0.0.1', { lazyConnect: false, maxRetriesPerRequest: 1, ...tls });
       this.client.on('error', () => {});
     }
     return this.client;
@@ -145,6 +165,49 @@ export class RedisServer {
     this.client?.disconnect();
     this.client = null;
     await this.kill();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Whether a TLS-only Redis answers PING on the port (redis-cli with the test CA). */
+function tlsPing(port, files) {
+  try {
+    const args = ['--tls', '--cacert', files.caCert, '--cert', files.clientCert, '--key', files.clientKey, '-h', '127.0.0.1', '-p', String(port), 'PING'];
+    return execFileSync('redis-cli', args, { encoding: 'utf8', timeout: 2000, stdio: ['ignore', 'pipe', 'ignore'] }).trim() === 'PONG';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A test CA, and a server certificate (for 127.0.0.1) and a client certificate signed by
+ * it, made with openssl in a temporary directory; `remove()` deletes them.
+ */
+export class TlsFiles {
+  constructor() {
+    this.dir = mkdtempSync(path.join(os.tmpdir(), 'sse-ts-tls-'));
+    const file = (name) => path.join(this.dir, name);
+    const openssl = (...args) => execFileSync('openssl', args, { stdio: 'ignore' });
+    [this.caCert, this.caKey] = [file('ca.crt'), file('ca.key')];
+    [this.serverCert, this.serverKey] = [file('server.crt'), file('server.key')];
+    [this.clientCert, this.clientKey] = [file('client.crt'), file('client.key')];
+    openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2',
+      '-subj', '/CN=sse ts test CA', '-keyout', this.caKey, '-out', this.caCert);
+    writeFileSync(file('san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
+    for (const [cert, key, name] of [[this.serverCert, this.serverKey, '127.0.0.1'], [this.clientCert, this.clientKey, 'worker']]) {
+      const request = file(`${name}.csr`);
+      openssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', `/CN=${name}`, '-keyout', key, '-out', request);
+      openssl('x509', '-req', '-in', request, '-CA', this.caCert, '-CAkey', this.caKey, '-CAcreateserial', '-days', '2',
+        '-extfile', file('san.ext'), '-out', cert);
+    }
+  }
+
+  /** ioredis `tls` options that trust the test CA and present the client certificate. */
+  clientOptions() {
+    return { ca: readFileSync(this.caCert), cert: readFileSync(this.clientCert), key: readFileSync(this.clientKey) };
+  }
+
+  remove() {
     rmSync(this.dir, { recursive: true, force: true });
   }
 }

@@ -1,10 +1,13 @@
 //! The HTTP publish API's bodies (DESIGN §3): what a publisher sends to
-//! `POST /v1/jobs/{job}/events` and `POST /v1/users/{user}/events`, and the `201` reply.
+//! `POST /v1/jobs/{job}/events` and `POST /v1/users/{user}/events`, and the `201` reply;
+//! and the elements and answer of a batch, `POST /v1/events:batch`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::id::{is_publishable_type, is_valid_correlation_id, is_valid_id, EventId};
+use crate::id::{
+    is_publishable_type, is_valid_correlation_id, is_valid_id, is_valid_idempotency_key, EventId,
+};
 
 /// The body of both publish endpoints. Unknown fields are refused, so a typo
 /// (`correlationID`) is an error rather than silently dropped.
@@ -69,10 +72,168 @@ pub struct Created {
     pub id: EventId,
 }
 
+/// One element of a batch: a single publish's body plus where it goes (exactly one of
+/// `job`, `user`, `topic`) and the idempotency key a single publish sends as a header.
+/// Unknown fields are refused, as in [`PublishBody`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BatchElement {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// A user id, or `me` for the caller (as in `POST /v1/users/me/events`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reopen: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// Where an element of a batch goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchTarget {
+    Job(String),
+    User(String),
+    Topic(String),
+}
+
+/// Why a batch element breaks the contract (beyond its body: [`InvalidBody`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidElement {
+    #[error("an element names exactly one of job, user and topic")]
+    Target,
+    #[error("job, user and topic must be 1-128 characters of [A-Za-z0-9._:-]")]
+    Id,
+    #[error("idempotencyKey must be 1-128 visible ASCII characters")]
+    IdempotencyKey,
+}
+
+impl BatchElement {
+    /// The element's target, its body as the single endpoint reads it (not yet
+    /// [`PublishBody::validate`]d) and its idempotency key. `user: "me"` stays `me`: the
+    /// caller resolves it.
+    pub fn split(self) -> Result<(BatchTarget, PublishBody, Option<String>), InvalidElement> {
+        let target = match (self.job, self.user, self.topic) {
+            (Some(job), None, None) => BatchTarget::Job(job),
+            (None, Some(user), None) => BatchTarget::User(user),
+            (None, None, Some(topic)) => BatchTarget::Topic(topic),
+            _ => return Err(InvalidElement::Target),
+        };
+        let (BatchTarget::Job(id) | BatchTarget::User(id) | BatchTarget::Topic(id)) = &target;
+        if !is_valid_id(id) {
+            return Err(InvalidElement::Id);
+        }
+        if self
+            .idempotency_key
+            .as_deref()
+            .is_some_and(|key| !is_valid_idempotency_key(key))
+        {
+            return Err(InvalidElement::IdempotencyKey);
+        }
+        let body = PublishBody {
+            owner: self.owner,
+            event_type: self.event_type,
+            data: self.data,
+            correlation_id: self.correlation_id,
+            reopen: self.reopen,
+        };
+        Ok((target, body, self.idempotency_key))
+    }
+}
+
+/// The `200` answer to a batch: one result per element, in the order of the request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResults {
+    pub results: Vec<BatchResult>,
+}
+
+/// One element's result: the status and body its single publish would have answered —
+/// `201` with `id`, `200` with the first `id` for a repeated idempotency key, or an
+/// error status with `error` (the code) and `message`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResult {
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<EventId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn batch_elements_split_into_target_body_and_key() {
+        let element: BatchElement = serde_json::from_value(json!({
+            "job": "j1", "owner": "u1", "type": "progress", "data": {"progress": 5},
+            "idempotencyKey": "k-1", "correlationId": "c"
+        }))
+        .unwrap();
+        let (target, body, key) = element.split().unwrap();
+        assert_eq!(target, BatchTarget::Job("j1".into()));
+        assert_eq!(body.owner.as_deref(), Some("u1"));
+        assert_eq!(body.correlation_id.as_deref(), Some("c"));
+        assert_eq!(key.as_deref(), Some("k-1"));
+        let split = |value| {
+            serde_json::from_value::<BatchElement>(value)
+                .unwrap()
+                .split()
+        };
+        assert_eq!(
+            split(json!({"type": "x"})).unwrap_err(),
+            InvalidElement::Target
+        );
+        assert_eq!(
+            split(json!({"type": "x", "job": "a", "user": "b"})).unwrap_err(),
+            InvalidElement::Target
+        );
+        assert_eq!(
+            split(json!({"type": "x", "topic": "a/b"})).unwrap_err(),
+            InvalidElement::Id
+        );
+        assert_eq!(
+            split(json!({"type": "x", "user": "me", "idempotencyKey": "a b"})).unwrap_err(),
+            InvalidElement::IdempotencyKey
+        );
+        assert!(serde_json::from_value::<BatchElement>(
+            json!({"type": "x", "job": "j", "extra": 1})
+        )
+        .is_err());
+        let results = BatchResults {
+            results: vec![
+                BatchResult {
+                    status: 201,
+                    id: Some(EventId::new(5, 1)),
+                    error: None,
+                    message: None,
+                },
+                BatchResult {
+                    status: 409,
+                    id: None,
+                    error: Some("job_finished".into()),
+                    message: Some("m".into()),
+                },
+            ],
+        };
+        assert_eq!(
+            serde_json::to_string(&results).unwrap(),
+            r#"{"results":[{"status":201,"id":"5-1"},{"status":409,"error":"job_finished","message":"m"}]}"#
+        );
+    }
 
     #[test]
     fn bodies_read_and_write_the_contract_names() {

@@ -20,6 +20,21 @@ pub const PUBLISH_TOPIC: &str = include_str!("../lua/publish_topic.lua");
 pub const REGISTER_OWNER: &str = include_str!("../lua/register_owner.lua");
 /// A user's latest stream id and recent job states, read at one instant.
 pub const USER_SNAPSHOT: &str = include_str!("../lua/user_snapshot.lua");
+/// The driver of [`PUBLISH_BATCH`] (`lua/publish_batch.lua`), not a script by itself.
+pub const PUBLISH_BATCH_DRIVER: &str = include_str!("../lua/publish_batch.lua");
+/// Several events in one call: the three publish scripts as functions, then the driver
+/// that runs them in order (as `lua/publish_batch.lua` describes). Assembled here from
+/// the same files, so a batch publishes exactly what the single scripts do.
+pub const PUBLISH_BATCH: &str = concat!(
+    "local function publish_job(KEYS, ARGV)\n",
+    include_str!("../lua/publish_job.lua"),
+    "\nend\nlocal function publish_user(KEYS, ARGV)\n",
+    include_str!("../lua/publish_user.lua"),
+    "\nend\nlocal function publish_topic(KEYS, ARGV)\n",
+    include_str!("../lua/publish_topic.lua"),
+    "\nend\n",
+    include_str!("../lua/publish_batch.lua"),
+);
 
 /// Retention limits a publisher applies when it writes (DESIGN §7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,6 +218,56 @@ pub fn publish_topic_call(
     }
 }
 
+/// Which publish script an event of a batch runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchKind {
+    Job,
+    User,
+    Topic,
+}
+
+impl BatchKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchKind::Job => "job",
+            BatchKind::User => "user",
+            BatchKind::Topic => "topic",
+        }
+    }
+}
+
+/// Arguments of [`PUBLISH_BATCH`]: each event's own call (from [`publish_job_call`],
+/// [`publish_user_call`] or [`publish_topic_call`]), in order. On Redis Cluster the
+/// events must share a hash tag.
+pub fn publish_batch_call<'a>(
+    events: impl IntoIterator<Item = (BatchKind, &'a ScriptCall)>,
+) -> ScriptCall {
+    let mut keys = Vec::new();
+    let mut args = vec![String::new()];
+    let mut count = 0usize;
+    for (kind, call) in events {
+        count += 1;
+        keys.extend(call.keys.iter().cloned());
+        args.push(kind.as_str().to_owned());
+        args.push(call.keys.len().to_string());
+        args.push(call.args.len().to_string());
+        args.extend(call.args.iter().cloned());
+    }
+    args[0] = count.to_string();
+    ScriptCall { keys, args }
+}
+
+/// The hash tag of a key (`{u:alice}` of `sse:{u:alice}:log`), or the whole key when it
+/// has none: keys with the same tag share a Redis Cluster slot.
+pub fn hash_tag(key: &str) -> &str {
+    key.find('{')
+        .and_then(|open| {
+            let close = key[open + 1..].find('}')? + open + 1;
+            (close > open + 1).then(|| &key[open..=close])
+        })
+        .unwrap_or(key)
+}
+
 /// Arguments of [`REGISTER_OWNER`].
 pub fn register_owner_call(
     keys: &Keys,
@@ -263,6 +328,49 @@ mod tests {
     use crate::id::EventId;
     use crate::state::job_state_from_hash;
     use serde_json::json;
+
+    #[test]
+    fn batch_calls_concatenate_the_single_calls() {
+        let keys = Keys::default();
+        let retention = Retention::default();
+        let user = publish_user_call(
+            &keys,
+            "u1",
+            "notice",
+            "{}",
+            PublishOptions {
+                idempotency_key: Some("k"),
+                reopen: false,
+            },
+            &retention,
+            PublishCommand::Publish,
+        );
+        let topic = publish_topic_call(
+            &keys,
+            "news",
+            "x",
+            "{}",
+            PublishOptions::default(),
+            &retention,
+            PublishCommand::Publish,
+        );
+        let batch = publish_batch_call([(BatchKind::User, &user), (BatchKind::Topic, &topic)]);
+        assert_eq!(
+            batch.keys,
+            ["sse:{u:u1}:log", "sse:{u:u1}:idem:k", "sse:{t:news}:log"]
+        );
+        let mut want = vec!["2".to_owned(), "user".into(), "2".into(), "7".into()];
+        want.extend(user.args.iter().cloned());
+        want.extend(["topic".into(), "1".into(), "7".into()]);
+        want.extend(topic.args.iter().cloned());
+        assert_eq!(batch.args, want);
+        assert_eq!(hash_tag("sse:{u:u1}:job:a{b}"), "{u:u1}");
+        assert_eq!(hash_tag("sse:owner:j"), "sse:owner:j");
+        assert_eq!(hash_tag("a{}b"), "a{}b");
+        assert!(PUBLISH_BATCH
+            .starts_with("local function publish_job(KEYS, ARGV)\n-- Publishes one job event"));
+        assert!(PUBLISH_BATCH.ends_with(PUBLISH_BATCH_DRIVER));
+    }
 
     #[test]
     fn script_calls_name_the_contract_keys() {

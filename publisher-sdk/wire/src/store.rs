@@ -35,7 +35,7 @@ use serde_json::{Map, Value as Json};
 use crate::envelope::{render_event_data, Meta, Subject};
 use crate::id::now_ms;
 use crate::keys::Keys;
-use crate::scripts::{self, Outcome, PublishCommand, PublishOptions, Retention};
+use crate::scripts::{self, BatchKind, Outcome, PublishCommand, PublishOptions, Retention};
 use crate::state::{InvalidEvent, StatePatch};
 
 /// Job owners remembered per store before the memory is reset.
@@ -47,7 +47,7 @@ const OWNER_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(300)
 const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The job is registered to another owner.
     #[error("job {job} belongs to {owner}")]
@@ -865,8 +865,45 @@ impl OwnerCache {
     }
 }
 
+/// Most events in one call of the batch script: a script blocks Redis while it runs, so
+/// a larger group of one hash tag goes as several calls, one after the other.
+pub const BATCH_SCRIPT_EVENTS: usize = 100;
+
+/// One event of [`Store::publish_batch`].
+#[derive(Clone, Debug)]
+pub enum BatchEvent<'a> {
+    /// A job event; its owner is registered (or confirmed) first, as by
+    /// [`Store::publish_job`].
+    Job {
+        job: &'a str,
+        owner: &'a str,
+        event_type: &'a str,
+        fields: &'a Map<String, Json>,
+        meta: Meta<'a>,
+        options: PublishOptions<'a>,
+    },
+    User {
+        user: &'a str,
+        event_type: &'a str,
+        fields: &'a Map<String, Json>,
+        meta: Meta<'a>,
+        options: PublishOptions<'a>,
+    },
+    Topic {
+        topic: &'a str,
+        event_type: &'a str,
+        fields: &'a Map<String, Json>,
+        meta: Meta<'a>,
+        options: PublishOptions<'a>,
+    },
+}
+
+/// An event of a batch ready to run: its place in the batch, its script and its call.
+type Pending = (usize, BatchKind, scripts::ScriptCall);
+
 /// The scripts, hashed once.
 struct Scripts {
+    publish_batch: Script,
     publish_job: Script,
     publish_user: Script,
     publish_topic: Script,
@@ -898,6 +935,7 @@ impl Store {
             retention,
             command,
             scripts: Scripts {
+                publish_batch: Script::new(scripts::PUBLISH_BATCH),
                 publish_job: Script::new(scripts::PUBLISH_JOB),
                 publish_user: Script::new(scripts::PUBLISH_USER),
                 publish_topic: Script::new(scripts::PUBLISH_TOPIC),
@@ -1040,12 +1078,215 @@ impl Store {
         self.run_publish(&self.scripts.publish_topic, &call).await
     }
 
+    /// Publishes several events, each as its own publish would (same keys, frames,
+    /// answers), with one script call per hash tag ([`scripts::PUBLISH_BATCH`]; on one
+    /// Redis, one call for the whole batch) instead of one per event. Events of one hash
+    /// tag run in the given order, so one job's events keep theirs; calls of different
+    /// tags run at once (on a cluster, on their own shards). The answers are in the order
+    /// of `events`; an event refused before Redis (its fields, its owner) does not stop
+    /// the others.
+    pub async fn publish_batch(
+        &self,
+        events: &[BatchEvent<'_>],
+    ) -> Vec<Result<Outcome, StoreError>> {
+        let mut answers: Vec<Option<Result<Outcome, StoreError>>> = vec![None; events.len()];
+        // Owners first: each job's named owners in the order of the batch (so the first
+        // wins a race between two, as it would one publish after the other), jobs at once.
+        let mut owners_by_job: Vec<(&str, Vec<&str>)> = Vec::new();
+        for event in events {
+            if let BatchEvent::Job { job, owner, .. } = event {
+                match owners_by_job.iter_mut().find(|(j, _)| j == job) {
+                    Some((_, owners)) if owners.contains(owner) => {}
+                    Some((_, owners)) => owners.push(owner),
+                    None => owners_by_job.push((job, vec![owner])),
+                }
+            }
+        }
+        let registered =
+            futures_util::future::join_all(owners_by_job.iter().map(|(job, owners)| async move {
+                let mut results = Vec::with_capacity(owners.len());
+                for owner in owners {
+                    results.push((*owner, self.register_owner(job, owner).await));
+                }
+                (*job, results)
+            }))
+            .await;
+        let registration = |job: &str, owner: &str| {
+            registered
+                .iter()
+                .filter(|(j, _)| *j == job)
+                .flat_map(|(_, results)| results)
+                .find(|(o, _)| *o == owner)
+                .map(|(_, result)| result.clone())
+        };
+        // Each event's own call, grouped by hash tag in the order of the batch.
+        let ts = now_ms();
+        let mut groups: Vec<(String, Vec<Pending>)> = Vec::new();
+        for (index, event) in events.iter().enumerate() {
+            let call = match event {
+                BatchEvent::Job {
+                    job,
+                    owner,
+                    event_type,
+                    fields,
+                    meta,
+                    options,
+                } => {
+                    let patch = match StatePatch::from_event(event_type, fields) {
+                        Ok(patch) => patch,
+                        Err(invalid) => {
+                            answers[index] = Some(Err(StoreError::InvalidEvent(invalid)));
+                            continue;
+                        }
+                    };
+                    if let Some(Err(error)) = registration(job, owner) {
+                        answers[index] = Some(Err(error));
+                        continue;
+                    }
+                    let data_json =
+                        render_event_data(Subject::Job(job), event_type, ts, *meta, fields);
+                    let publish = scripts::JobPublish {
+                        job,
+                        owner,
+                        event_type,
+                        data_json: &data_json,
+                        ts,
+                        patch: &patch,
+                    };
+                    let call = scripts::publish_job_call(
+                        &self.keys,
+                        &publish,
+                        *options,
+                        &self.retention,
+                        self.command,
+                    );
+                    (BatchKind::Job, call)
+                }
+                BatchEvent::User {
+                    user,
+                    event_type,
+                    fields,
+                    meta,
+                    options,
+                } => {
+                    let data_json =
+                        render_event_data(Subject::User(user), event_type, ts, *meta, fields);
+                    let call = scripts::publish_user_call(
+                        &self.keys,
+                        user,
+                        event_type,
+                        &data_json,
+                        *options,
+                        &self.retention,
+                        self.command,
+                    );
+                    (BatchKind::User, call)
+                }
+                BatchEvent::Topic {
+                    topic,
+                    event_type,
+                    fields,
+                    meta,
+                    options,
+                } => {
+                    let data_json =
+                        render_event_data(Subject::Topic(topic), event_type, ts, *meta, fields);
+                    let call = scripts::publish_topic_call(
+                        &self.keys,
+                        topic,
+                        event_type,
+                        &data_json,
+                        *options,
+                        &self.retention,
+                        self.command,
+                    );
+                    (BatchKind::Topic, call)
+                }
+            };
+            // One Redis takes keys of any slot in one script; a cluster, one slot's.
+            let tag = match &self.connections {
+                Connections::Pool { .. } => String::new(),
+                Connections::Cluster(_) => call
+                    .1
+                    .keys
+                    .first()
+                    .map(|key| scripts::hash_tag(key).to_owned())
+                    .unwrap_or_default(),
+            };
+            let (kind, call) = call;
+            match groups.iter_mut().find(|(t, _)| *t == tag) {
+                Some((_, group)) => group.push((index, kind, call)),
+                None => groups.push((tag, vec![(index, kind, call)])),
+            }
+        }
+        let ran = futures_util::future::join_all(groups.iter().map(|(_, group)| async move {
+            let mut outcomes = Vec::with_capacity(group.len());
+            for chunk in group.chunks(BATCH_SCRIPT_EVENTS) {
+                // One event alone runs its own script: the batch script's wrapping costs
+                // Redis ~10 µs more per call (loadtest/bench/profile-notes.md, section 9).
+                if let [(index, kind, call)] = chunk {
+                    let script = match kind {
+                        BatchKind::Job => &self.scripts.publish_job,
+                        BatchKind::User => &self.scripts.publish_user,
+                        BatchKind::Topic => &self.scripts.publish_topic,
+                    };
+                    outcomes.push((*index, self.run_publish(script, call).await));
+                    continue;
+                }
+                let call =
+                    scripts::publish_batch_call(chunk.iter().map(|(_, kind, call)| (*kind, call)));
+                let replies: Result<Vec<Vec<String>>, StoreError> =
+                    self.run_script(&self.scripts.publish_batch, &call).await;
+                match replies {
+                    Ok(replies) if replies.len() == chunk.len() => {
+                        for ((index, _, _), reply) in chunk.iter().zip(replies) {
+                            outcomes.push((*index, outcome(&reply)));
+                        }
+                    }
+                    Ok(replies) => {
+                        let error = StoreError::Rejected(format!(
+                            "{} batch replies for {} events",
+                            replies.len(),
+                            chunk.len()
+                        ));
+                        outcomes.extend(chunk.iter().map(|(i, _, _)| (*i, Err(error.clone()))));
+                    }
+                    Err(error) => {
+                        outcomes.extend(chunk.iter().map(|(i, _, _)| (*i, Err(error.clone()))));
+                    }
+                }
+            }
+            outcomes
+        }))
+        .await;
+        for (index, result) in ran.into_iter().flatten() {
+            answers[index] = Some(result);
+        }
+        answers
+            .into_iter()
+            .map(|answer| {
+                answer.unwrap_or_else(|| Err(StoreError::Rejected("event not published".into())))
+            })
+            .collect()
+    }
+
     async fn run_publish(
         &self,
         script: &Script,
         call: &scripts::ScriptCall,
     ) -> Result<Outcome, StoreError> {
-        let reply: Vec<String> = match &self.connections {
+        let reply: Vec<String> = self.run_script(script, call).await?;
+        outcome(&reply)
+    }
+
+    /// Runs a script: on one Redis batched with the other publishes of the moment on the
+    /// shared connection, with a `NOSCRIPT` answer loading it and running it again.
+    async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        call: &scripts::ScriptCall,
+    ) -> Result<T, StoreError> {
+        match &self.connections {
             Connections::Pool { publishing, .. } => {
                 let mut cmd = redis::cmd("EVALSHA");
                 cmd.arg(script.get_hash())
@@ -1072,7 +1313,7 @@ impl Store {
                     }
                     Failure::Redis(error) => self.failed(error),
                 })?;
-                redis::from_redis_value(value).map_err(|e| self.failed(e.into()))?
+                redis::from_redis_value(value).map_err(|e| self.failed(e.into()))
             }
             Connections::Cluster(_) => {
                 let mut connection = self.connections.publishing().await?;
@@ -1081,11 +1322,14 @@ impl Store {
                 invocation
                     .invoke_async(&mut connection)
                     .await
-                    .map_err(|e| self.failed(e))?
+                    .map_err(|e| self.failed(e))
             }
-        };
-        Outcome::from_reply(&reply).ok_or_else(|| {
-            StoreError::Rejected(format!("unexpected publish script reply {reply:?}"))
-        })
+        }
     }
+}
+
+/// A publish script's reply as an [`Outcome`].
+fn outcome(reply: &[String]) -> Result<Outcome, StoreError> {
+    Outcome::from_reply(reply)
+        .ok_or_else(|| StoreError::Rejected(format!("unexpected publish script reply {reply:?}")))
 }

@@ -26,8 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use super::{
-    Backend, Broker, BrokerError, BrokerSettings, JobEvent, Published, ReleaseUpstream, Replay,
-    StartError, Subscription, TopicEvent, UserEvent, UserSnapshot,
+    Backend, BatchEvent, Broker, BrokerError, BrokerSettings, JobEvent, Published, ReleaseUpstream,
+    Replay, StartError, Subscription, TopicEvent, UserEvent, UserSnapshot,
 };
 use crate::hub::{Hub, Mailbox};
 use crate::metrics::Metrics;
@@ -227,6 +227,13 @@ where
 }
 
 /// What a publish script's outcome means to the publisher.
+fn batch_options(meta: &super::PublishMeta, reopen: bool) -> PublishOptions<'_> {
+    PublishOptions {
+        idempotency_key: meta.idempotency_key.as_deref(),
+        reopen,
+    }
+}
+
 fn published(
     outcome: Outcome,
     finished: impl FnOnce() -> BrokerError,
@@ -315,6 +322,117 @@ impl Broker for RedisBroker {
         published(outcome, || {
             BrokerError::Internal("a topic event cannot meet a finished job".into())
         })
+    }
+
+    async fn publish_batch(&self, events: Vec<BatchEvent>) -> Vec<Result<Published, BrokerError>> {
+        // A job event without an owner takes the registered one, as a single publish
+        // does; a job not registered yet takes the owner an earlier event of the batch
+        // names (which registers it first), else it needs one.
+        let unnamed: Vec<&str> = events
+            .iter()
+            .filter_map(|event| match event {
+                BatchEvent::Job(job) if job.owner.is_none() => Some(job.job.as_str()),
+                _ => None,
+            })
+            .fold(Vec::new(), |mut jobs, job| {
+                if !jobs.contains(&job) {
+                    jobs.push(job);
+                }
+                jobs
+            });
+        let looked_up =
+            futures_util::future::join_all(unnamed.iter().map(|job| self.job_owner(job))).await;
+        let registered = |job: &str| {
+            unnamed
+                .iter()
+                .position(|j| *j == job)
+                .map(|at| looked_up[at].clone())
+        };
+        let mut owners: Vec<Result<Arc<str>, BrokerError>> = Vec::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            let BatchEvent::Job(job) = event else {
+                owners.push(Ok(Arc::from("")));
+                continue;
+            };
+            let owner = match (&job.owner, registered(&job.job)) {
+                (Some(owner), _) => Ok(Arc::from(owner.as_str())),
+                (None, Some(Err(error))) => Err(error),
+                (None, Some(Ok(Some(owner)))) => Ok(owner),
+                (None, _) => events[..index]
+                    .iter()
+                    .find_map(|earlier| match earlier {
+                        BatchEvent::Job(earlier) if earlier.job == job.job => {
+                            earlier.owner.as_deref().map(Arc::from)
+                        }
+                        _ => None,
+                    })
+                    .ok_or_else(|| BrokerError::OwnerRequired {
+                        job: job.job.clone(),
+                    }),
+            };
+            owners.push(owner);
+        }
+        let mut answers: Vec<Option<Result<Published, BrokerError>>> = vec![None; events.len()];
+        let mut sent = Vec::with_capacity(events.len());
+        let mut batch = Vec::with_capacity(events.len());
+        for (index, (event, owner)) in events.iter().zip(&owners).enumerate() {
+            batch.push(match (event, owner) {
+                (BatchEvent::Job(_), Err(error)) => {
+                    answers[index] = Some(Err(error.clone()));
+                    continue;
+                }
+                (BatchEvent::Job(event), Ok(owner)) => store::BatchEvent::Job {
+                    job: &event.job,
+                    owner,
+                    event_type: &event.event_type,
+                    fields: &event.fields,
+                    meta: event.meta.envelope(),
+                    options: batch_options(&event.meta, event.reopen),
+                },
+                (BatchEvent::User(event), _) => store::BatchEvent::User {
+                    user: &event.user,
+                    event_type: &event.event_type,
+                    fields: &event.fields,
+                    meta: event.meta.envelope(),
+                    options: batch_options(&event.meta, false),
+                },
+                (BatchEvent::Topic(event), _) => store::BatchEvent::Topic {
+                    topic: &event.topic,
+                    event_type: &event.event_type,
+                    fields: &event.fields,
+                    meta: event.meta.envelope(),
+                    options: batch_options(&event.meta, false),
+                },
+            });
+            sent.push(index);
+        }
+        let outcomes = self
+            .shared
+            .store
+            .publish_batch(&batch)
+            .instrument(script_span("publish_batch"))
+            .await;
+        for (index, outcome) in sent.into_iter().zip(outcomes) {
+            let job = match &events[index] {
+                BatchEvent::Job(event) => event.job.clone(),
+                BatchEvent::User(_) | BatchEvent::Topic(_) => String::new(),
+            };
+            answers[index] = Some(match outcome {
+                Ok(outcome) => published(outcome, || match &events[index] {
+                    BatchEvent::Job(_) => BrokerError::JobFinished { job },
+                    BatchEvent::User(_) | BatchEvent::Topic(_) => BrokerError::Internal(
+                        "a notification or topic event cannot meet a finished job".into(),
+                    ),
+                }),
+                Err(error) => Err(error.into()),
+            });
+        }
+        answers
+            .into_iter()
+            .map(|answer| {
+                answer.unwrap_or_else(|| Err(BrokerError::Internal("event not published".into())))
+            })
+            .collect()
     }
 
     async fn feed_position(&self, name: &str) -> Result<EventId, BrokerError> {

@@ -131,7 +131,7 @@ impl Shared {
     }
 
     pub(super) fn dispatch(&self, topic: &Topic, event: &Event) {
-        fan_out(&self.hub, &self.metrics, topic, event);
+        fan_out(&self.hub, &self.metrics, topic, event).flush(&self.metrics);
     }
 
     pub(super) fn set_ready(&self, ready: bool) {

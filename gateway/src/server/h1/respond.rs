@@ -4,12 +4,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 use super::MAX_HEAD_BYTES;
 use crate::stream::{EventStream, ResponseBody};
@@ -47,13 +49,15 @@ pub struct Respond<'a, S> {
 }
 
 /// Starts writing what `routes::handle_stream_get` answered; `input` is what was read
-/// past the request's head.
+/// past the request's head; `direct`, the same socket as a plain TCP one that the fan-out
+/// may write the stream's events to while the stream waits (`None` over TLS).
 pub fn respond<'a, S: AsyncRead + AsyncWrite + Unpin>(
     socket: &'a mut S,
     control: &'a ConnControl,
     response: Response<ResponseBody>,
     keep_alive: bool,
     input: BytesMut,
+    direct: Option<Arc<TcpStream>>,
 ) -> Respond<'a, S> {
     let (parts, body) = response.into_parts();
     let mut out = BytesMut::with_capacity(512);
@@ -73,6 +77,13 @@ pub fn respond<'a, S: AsyncRead + AsyncWrite + Unpin>(
             // The first chunk (retry, then snapshot or replay) goes out with the head.
             if let Some(first) = stream.take_first_chunk() {
                 out.put_slice(&first);
+            }
+            // From here the stream's events are chunks written as they are: the fan-out
+            // may write them itself once the stream waits (after the head, first chunk
+            // and any replay, which this future writes first). Detached when the stream
+            // is dropped, before the last chunk and before the socket closes.
+            if let Some(socket) = direct {
+                stream.attach(socket);
             }
             Some(stream)
         }
