@@ -82,13 +82,15 @@ fuzz:
 
 # Side-by-side benchmarks (gateway embedded, gateway + Redis, Nginx + Nchan + Redis, and
 # the raw-write floor; a topic to 50,000 subscribers over 3 gateway nodes); writes
-# docs/benchmarks.md and docs/bench/*.png. About 14 minutes.
+# docs/benchmarks.md and docs/bench/*.png. About 23 minutes (the sum of its scenarios' last runs).
+# Run by Debian's python3, the one python3-matplotlib is installed for (another python3
+# may come first on PATH and draw no plots).
 BENCH_DEBS = nginx libnginx-mod-nchan redis-server redis-tools python3 python3-matplotlib openssl
 bench:
 	@missing=""; for p in $(BENCH_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 	$(CARGO) build --release --locked -p sse-gateway -p sse-loadtest
-	python3 loadtest/bench/bench.py
+	/usr/bin/python3 loadtest/bench/bench.py
 
 # Deployment artifacts: kustomize render, schemas, checkov, hadolint, compose, nginx,
 # haproxy, and drift between manifests and the gateway's real flags (part of `make test`).
