@@ -16,7 +16,15 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 /// Reads raw bytes until `needle` has arrived; returns everything read.
 async fn read_until(socket: &mut tokio::net::TcpStream, needle: &[u8]) -> Vec<u8> {
-    let mut seen = Vec::new();
+    read_more_until(socket, Vec::new(), needle).await
+}
+
+/// Like [`read_until`], starting from bytes already read.
+async fn read_more_until(
+    socket: &mut tokio::net::TcpStream,
+    mut seen: Vec<u8>,
+    needle: &[u8],
+) -> Vec<u8> {
     let mut buf = [0u8; 4096];
     while !seen.windows(needle.len()).any(|w| w == needle) {
         let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buf))
@@ -294,7 +302,20 @@ async fn a_draining_node_closes_each_connection_after_its_stream_ends() {
 /// Reads one whole answer framed by `content-length` (and nothing after it): its head,
 /// without the blank line, and its body.
 async fn read_answer(socket: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
-    let mut seen = read_until(socket, b"\r\n\r\n").await;
+    let mut rest = Vec::new();
+    let answer = read_pipelined_answer(socket, &mut rest).await;
+    assert_eq!(rest.len(), 0, "nothing after the answer: {rest:?}");
+    answer
+}
+
+/// Reads the next answer framed by `content-length` from `rest` (bytes read before) and
+/// the socket: its head, without the blank line, and its body. Whatever arrived after it
+/// (pipelined answers may share a segment) is left in `rest`.
+async fn read_pipelined_answer(
+    socket: &mut tokio::net::TcpStream,
+    rest: &mut Vec<u8>,
+) -> (String, Vec<u8>) {
+    let mut seen = read_more_until(socket, std::mem::take(rest), b"\r\n\r\n").await;
     let end = seen.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     let head = String::from_utf8(seen[..end].to_vec()).unwrap();
     let length: usize = head
@@ -312,7 +333,7 @@ async fn read_answer(socket: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
         assert!(n > 0, "closed mid-body");
         seen.extend_from_slice(&buf[..n]);
     }
-    assert_eq!(seen.len(), end + 4 + length, "nothing after the answer");
+    *rest = seen.split_off(end + 4 + length);
     (head, seen[end + 4..].to_vec())
 }
 
@@ -437,17 +458,19 @@ async fn a_stream_request_pipelined_behind_others_waits_for_their_answers() {
         );
         let mut socket = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
         socket.write_all(pipelined.as_bytes()).await.unwrap();
-        let (head, published) = read_answer(&mut socket).await;
+        // The answers may share segments: each is read up to its length, in order.
+        let mut rest = Vec::new();
+        let (head, published) = read_pipelined_answer(&mut socket, &mut rest).await;
         assert!(head.starts_with("HTTP/1.1 20"), "{head:?}");
         assert!(!head.contains("connection: close"), "{head:?}");
         let id = serde_json::from_slice::<serde_json::Value>(&published).unwrap()["id"]
             .as_str()
             .unwrap()
             .to_owned();
-        let (head, _) = read_answer(&mut socket).await;
+        let (head, _) = read_pipelined_answer(&mut socket, &mut rest).await;
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head:?}");
         assert!(!head.contains("connection: close"), "{head:?}");
-        let seen = read_until(&mut socket, b"\n\n\r\n").await;
+        let seen = read_more_until(&mut socket, rest, b"\n\n\r\n").await;
         let chunk = assert_stream_path_head(&seen);
         assert!(
             chunk.contains(&format!("id: {id}\nevent: status\n")),
