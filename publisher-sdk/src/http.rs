@@ -65,7 +65,8 @@ impl HttpTransport {
         let mut answers = Vec::with_capacity(drafts.len());
         // Ranges still to send, in order; a range the gateway found too large is replaced
         // by its halves.
-        let mut ranges = std::collections::VecDeque::from([0..drafts.len()]);
+        let mut ranges = std::collections::VecDeque::new();
+        ranges.push_back(0..drafts.len());
         while let Some(range) = ranges.pop_front() {
             if range.is_empty() {
                 continue;
