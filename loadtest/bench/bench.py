@@ -341,19 +341,21 @@ def median_of(rs):
 # Idle rows that differ only in how the client opens its stream: (server kind, extra
 # sse-load arguments). "-ka": the stream is the second request on its connection, after a
 # page (a browser that loaded one first; a proxy reusing an upstream keep-alive
-# connection); "-h2c": the stream over h2c with prior knowledge, one per connection.
-IDLE_WAYS = {"gw-emb-ka": ("gw-emb", ["--keep-alive-first", "/healthz"]), "gw-emb-h2c": ("gw-emb", ["--h2c"])}
+# connection); "-h2c": the stream over h2c with prior knowledge, one per connection;
+# "-h2c8": eight streams share each h2c connection (a browser's streams to one host).
+IDLE_WAYS = {"gw-emb-ka": ("gw-emb", ["--keep-alive-first", "/healthz"]), "gw-emb-h2c": ("gw-emb", ["--h2c"]),
+             "gw-emb-h2c8": ("gw-emb", ["--h2c", "--h2c-streams", "8"])}
 
 
 def idle(work, q):
     n = 3000 if q else 19000
     steps = [0, n // 10, n // 4, n // 2, 3 * n // 4, n]
     res = {}
-    kinds = ["gw-emb", "gw-emb-ka", "gw-emb-h2c", "gw-tls", "gw-redis", "nchan", "floor"]
+    kinds = ["gw-emb", "gw-emb-ka", "gw-emb-h2c", "gw-emb-h2c8", "gw-tls", "gw-redis", "nchan", "floor"]
     if BEFORE_BIN:
         # The code before a change, beside it in the same run (its plain, kept-alive and
         # h2c streams).
-        kinds[3:3] = ["gw-emb@before", "gw-emb-ka@before", "gw-emb-h2c@before"]
+        kinds[4:4] = ["gw-emb@before", "gw-emb-ka@before", "gw-emb-h2c@before"]
     for kind in kinds:
         log(f"idle: {kind}")
         base, _, tag = kind.partition("@")

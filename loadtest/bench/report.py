@@ -7,7 +7,7 @@ import sys
 
 KINDS = ["gw-emb", "gw-tls", "gw-redis", "gw-redis-sdk", "nchan", "floor"]
 NAMES = {"gw-emb": "gateway (embedded)", "gw-emb-ka": "gateway (embedded), stream after a page on a kept-alive connection",
-         "gw-emb-h2c": "gateway (embedded), h2c stream", "gw-tls": "gateway (embedded), HTTPS", "gw-redis": "gateway + Redis", "gw-redis-sdk": "gateway + Redis (SDK publish)",
+         "gw-emb-h2c": "gateway (embedded), h2c stream", "gw-emb-h2c8": "gateway (embedded), h2c, 8 streams per connection", "gw-tls": "gateway (embedded), HTTPS", "gw-redis": "gateway + Redis", "gw-redis-sdk": "gateway + Redis (SDK publish)",
          "gw-redis-batch": "gateway + Redis (batch publish)", "nchan": "Nchan + Redis", "floor": "floor (Rust)", "floor-c": "floor (C)"}
 
 
@@ -532,7 +532,8 @@ def write(stored, label, out):
         if "gw-tls" in r["idle"]:
             t = r["idle"]["gw-tls"]["kib_per_conn"]
             rows.append(("1", "(for information) gateway RSS per idle HTTP/1.1-over-TLS stream", f"{t:.2f} KiB, beside {v:.2f} KiB plain: TLS adds {t - v:.2f} KiB"))
-        for k, what in (("gw-emb-ka", "a stream after a page on a kept-alive connection"), ("gw-emb-h2c", "an h2c stream")):
+        for k, what in (("gw-emb-ka", "a stream after a page on a kept-alive connection"), ("gw-emb-h2c", "an h2c stream"),
+                        ("gw-emb-h2c8", "an h2c stream sharing its connection with 7 others")):
             if k in r["idle"]:
                 x = r["idle"][k]["kib_per_conn"]
                 before = r["idle"].get(k + "@before")
@@ -595,7 +596,8 @@ def write(stored, label, out):
                  "client one HTTP/1.1 stream over TLS (ALPN `http/1.1`, TLS 1.3, P-256 certificate): what a stream costs when "
                  "the gateway terminates TLS itself instead of a load balancer. \"Kept-alive\": each stream is the second request on its "
                  "connection, after a `GET /healthz` (a browser that loaded a page; a proxy reusing an upstream connection). "
-                 "\"h2c\": one stream per connection over HTTP/2 with prior knowledge. \"— before\": the build given by --before-bin.\n")
+                 "\"h2c\": one stream per connection over HTTP/2 with prior knowledge; \"8 streams per connection\": eight "
+                 "share each (a browser's streams to one host share one HTTP/2 connection), figures per stream. \"— before\": the build given by --before-bin.\n")
         L.append("| | established | failed | RSS at 0 | RSS at end | per connection | Redis per connection | vs Nchan |")
         L.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
         nn = r["idle"]["nchan"]["kib_per_conn"]

@@ -76,7 +76,17 @@ pub struct Spec {
     pub first_request: Option<Vec<u8>>,
     /// The stream over h2c (HTTP/2 with prior knowledge) instead of HTTP/1.1.
     pub h2c: bool,
+    /// With `h2c`: the h2c connection this stream shares with others (the first of them
+    /// to start opens it); `None`: a connection of its own.
+    pub h2c_share: Option<Arc<H2cShare>>,
 }
+
+/// One h2c connection several streams share, as a browser's streams share one HTTP/2
+/// connection: opened by the first stream that needs it.
+#[derive(Default)]
+pub struct H2cShare(tokio::sync::OnceCell<H2cSender>);
+
+type H2cSender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
 
 /// A connection's socket: plain TCP, TLS over it (boxed: rustls' state is large), or one
 /// h2c stream.
@@ -93,7 +103,7 @@ struct H2cStream {
     pending: bytes::Bytes,
     body: hyper::body::Incoming,
     /// Kept so that the connection lives as long as the stream.
-    _send: hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    _send: H2cSender,
 }
 
 impl Socket {
@@ -142,9 +152,48 @@ impl Socket {
     }
 }
 
-/// Sends `request` (an HTTP/1.1 `GET` head, as [`crate::http::sse_request`] makes) over h2c
-/// on `socket` and waits for the response head.
-async fn h2c_stream(socket: TcpStream, request: &[u8]) -> Result<H2cStream, &'static str> {
+/// Connects to the server (from `spec.source` if set), with nodelay; the reason on failure.
+async fn connect_tcp(spec: &Spec) -> Result<TcpStream, &'static str> {
+    let socket = TcpSocket::new_v4().map_err(|e| classify(&e))?;
+    if let Some(source) = spec.source {
+        // The port is then chosen at connect(), as for an unbound socket: one free for
+        // this destination, in a bind bucket that other programs' connect() may share.
+        // A bind() to port 0 takes a port for any destination, and while tens of
+        // thousands of such sockets (or their TIME_WAITs) exist, a connect() without
+        // bind() anywhere on the machine can find no port left (EADDRNOTAVAIL).
+        bind_address_no_port(&socket);
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .map_err(|e| classify(&e))?;
+    }
+    if spec.storm {
+        let _ = socket.set_zero_linger();
+    }
+    let stream = match tokio::time::timeout(spec.connect_timeout, socket.connect(spec.server)).await
+    {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(classify(&e)),
+        Err(_) => return Err("connect_timeout"),
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Opens an h2c connection on `socket`.
+async fn h2c_handshake(socket: TcpStream) -> Result<H2cSender, &'static str> {
+    let (send, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(socket),
+    )
+    .await
+    .map_err(|_| "h2_handshake")?;
+    tokio::spawn(connection);
+    Ok(send)
+}
+
+/// Sends `request` (an HTTP/1.1 `GET` head, as [`crate::http::sse_request`] makes) as a
+/// new stream of an h2c connection and waits for the response head.
+async fn h2c_stream(mut send: H2cSender, request: &[u8]) -> Result<H2cStream, &'static str> {
     let text = std::str::from_utf8(request).map_err(|_| "bad_request")?;
     let mut lines = text.split("\r\n");
     let mut first = lines.next().unwrap_or("").split(' ');
@@ -165,13 +214,7 @@ async fn h2c_stream(socket: TcpStream, request: &[u8]) -> Result<H2cStream, &'st
         .uri(format!("http://{host}{path}"))
         .body(http_body_util::Empty::new())
         .map_err(|_| "bad_request")?;
-    let (mut send, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(socket),
-    )
-    .await
-    .map_err(|_| "h2_handshake")?;
-    tokio::spawn(connection);
+    send.ready().await.map_err(|_| "h2_request")?;
     let response = send.send_request(request).await.map_err(|_| "h2_request")?;
     let content_type = response
         .headers()
@@ -384,71 +427,73 @@ pub async fn run(
             shared.failed.fetch_add(1, Ordering::Relaxed);
         }
     };
-    let socket = match TcpSocket::new_v4() {
-        Ok(s) => s,
-        Err(e) => {
-            fail(&mut stats, &shared, classify(&e));
-            return stats;
-        }
-    };
-    if let Some(source) = spec.source {
-        // The port is then chosen at connect(), as for an unbound socket: one free for
-        // this destination, in a bind bucket that other programs' connect() may share.
-        // A bind() to port 0 takes a port for any destination, and while tens of
-        // thousands of such sockets (or their TIME_WAITs) exist, a connect() without
-        // bind() anywhere on the machine can find no port left (EADDRNOTAVAIL).
-        bind_address_no_port(&socket);
-        if let Err(e) = socket.bind(SocketAddr::new(source, 0)) {
-            fail(&mut stats, &shared, classify(&e));
-            return stats;
-        }
-    }
-    if spec.storm {
-        let _ = socket.set_zero_linger();
-    }
-    let stream = match tokio::time::timeout(spec.connect_timeout, socket.connect(spec.server)).await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            fail(&mut stats, &shared, classify(&e));
-            return stats;
-        }
-        Err(_) => {
-            fail(&mut stats, &shared, "connect_timeout");
-            return stats;
-        }
-    };
-    let _ = stream.set_nodelay(true);
-    let mut stream = match &spec.tls {
-        None if spec.h2c => {
-            // Closed with RST whenever it is dropped (see the end of the run below).
-            let _ = stream.set_zero_linger();
-            match tokio::time::timeout(spec.connect_timeout, h2c_stream(stream, &spec.request))
-                .await
-            {
-                Ok(Ok(h2)) => Socket::H2c(Box::new(h2)),
-                Ok(Err(reason)) => {
-                    fail(&mut stats, &shared, reason);
-                    return stats;
-                }
-                Err(_) => {
-                    fail(&mut stats, &shared, "h2_timeout");
-                    return stats;
-                }
+    let shared_h2c = spec.h2c_share.as_ref().filter(|_| spec.h2c);
+    let mut stream = if let Some(share) = shared_h2c {
+        let opened = tokio::time::timeout(spec.connect_timeout, async {
+            let send = share
+                .0
+                .get_or_try_init(|| async {
+                    let stream = connect_tcp(&spec).await?;
+                    // Closed with RST whenever it is dropped (see the end of the run below).
+                    let _ = stream.set_zero_linger();
+                    h2c_handshake(stream).await
+                })
+                .await?;
+            h2c_stream(send.clone(), &spec.request).await
+        })
+        .await;
+        match opened {
+            Ok(Ok(h2)) => Socket::H2c(Box::new(h2)),
+            Ok(Err(reason)) => {
+                fail(&mut stats, &shared, reason);
+                return stats;
+            }
+            Err(_) => {
+                fail(&mut stats, &shared, "h2_timeout");
+                return stats;
             }
         }
-        None => Socket::Plain(stream),
-        Some((connector, name)) => {
-            let handshake = connector.connect(name.clone(), stream);
-            match tokio::time::timeout(spec.connect_timeout, handshake).await {
-                Ok(Ok(tls)) => Socket::Tls(Box::new(tls)),
-                Ok(Err(_)) => {
-                    fail(&mut stats, &shared, "tls_handshake");
-                    return stats;
+    } else {
+        let stream = match connect_tcp(&spec).await {
+            Ok(stream) => stream,
+            Err(reason) => {
+                fail(&mut stats, &shared, reason);
+                return stats;
+            }
+        };
+        match &spec.tls {
+            None if spec.h2c => {
+                // Closed with RST whenever it is dropped (see the end of the run below).
+                let _ = stream.set_zero_linger();
+                let opened = tokio::time::timeout(spec.connect_timeout, async {
+                    h2c_stream(h2c_handshake(stream).await?, &spec.request).await
+                })
+                .await;
+                match opened {
+                    Ok(Ok(h2)) => Socket::H2c(Box::new(h2)),
+                    Ok(Err(reason)) => {
+                        fail(&mut stats, &shared, reason);
+                        return stats;
+                    }
+                    Err(_) => {
+                        fail(&mut stats, &shared, "h2_timeout");
+                        return stats;
+                    }
                 }
-                Err(_) => {
-                    fail(&mut stats, &shared, "tls_handshake_timeout");
-                    return stats;
+            }
+            None => Socket::Plain(stream),
+            Some((connector, name)) => {
+                let handshake = connector.connect(name.clone(), stream);
+                match tokio::time::timeout(spec.connect_timeout, handshake).await {
+                    Ok(Ok(tls)) => Socket::Tls(Box::new(tls)),
+                    Ok(Err(_)) => {
+                        fail(&mut stats, &shared, "tls_handshake");
+                        return stats;
+                    }
+                    Err(_) => {
+                        fail(&mut stats, &shared, "tls_handshake_timeout");
+                        return stats;
+                    }
                 }
             }
         }

@@ -148,9 +148,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub keep_alive_first: Option<String>,
     /// Open each stream over h2c (HTTP/2 with prior knowledge), one stream per
-    /// connection.
+    /// connection unless `--h2c-streams` says otherwise.
     #[arg(long)]
     pub h2c: bool,
+    /// With `--h2c`: this many streams share each h2c connection, as a browser's streams
+    /// to one host share one HTTP/2 connection (the last connection may have fewer).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub h2c_streams: u32,
     /// The server's CA (PEM), for an `https://` URL.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
@@ -365,6 +369,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Value> {
     if steps.first() == Some(&0) {
         rss_steps.push(json!({"connections": 0, "procs": rss_of(&args.watch)}));
     }
+    let mut h2c_share: Arc<conn::H2cShare> = Arc::default();
     for c in 0..args.connections {
         if Instant::now() >= deadline {
             break;
@@ -443,6 +448,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Value> {
                 .as_deref()
                 .map(|path| crate::http::get_request(&host, path)),
             h2c: args.h2c,
+            h2c_share: (args.h2c && args.h2c_streams > 1).then(|| {
+                if c % args.h2c_streams as usize == 0 {
+                    h2c_share = Arc::default();
+                }
+                h2c_share.clone()
+            }),
         });
         let permit = in_flight.clone().acquire_owned().await?;
         handles.push(tokio::spawn(conn::run(
