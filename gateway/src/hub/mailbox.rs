@@ -103,8 +103,11 @@ struct Inbox {
     /// Ticks since `closed` was set without the body taking it (it is stuck writing).
     closed_ticks: u32,
     /// Highest event id this stream has written or taken from the queue: where a broker
-    /// backfill must start for it. `None` until the stream's first frame is built.
-    position: Option<EventId>,
+    /// backfill must start for it; meaningful once `positioned` (set when the stream's
+    /// first frame is built). Two fields rather than an `Option`, which would take 8 more
+    /// bytes of every mailbox.
+    position: EventId,
+    positioned: bool,
     /// The id of the last event written to the client, by the stream or by the fan-out:
     /// a queued event at or below it is not written again (the replay/live overlap).
     written: EventId,
@@ -114,11 +117,22 @@ struct Inbox {
     /// The stream's task waits on this mailbox with nothing of its own to write: the
     /// fan-out may write to the attached socket.
     parked: bool,
-    /// The rest of a chunk the fan-out wrote in part: the stream writes it first.
-    rest: Option<Bytes>,
+    /// The rest of a chunk the fan-out wrote in part: the stream writes it first. Boxed:
+    /// rare, and every idle mailbox would carry its 32 bytes.
+    rest: Option<Box<Bytes>>,
     /// Events the fan-out wrote (for the stream's close log line).
     written_directly: u64,
     waker: Option<Waker>,
+}
+
+impl Inbox {
+    /// Moves the position up to `id` (a first position is taken as it is).
+    fn advance_position(&mut self, id: EventId) {
+        if !self.positioned || id > self.position {
+            self.position = id;
+            self.positioned = true;
+        }
+    }
 }
 
 /// A socket the fan-out writes to directly (see the module doc).
@@ -249,12 +263,12 @@ impl Mailbox {
             };
             inbox.queued_bytes -= event.frame.len();
             inbox.written = event.id;
-            inbox.position = inbox.position.max(Some(event.id));
+            inbox.advance_position(event.id);
             inbox.written_directly += 1;
             wrote = true;
             on_write(&event);
             if written < chunk_len {
-                inbox.rest = Some(event.chunk.slice(written..));
+                inbox.rest = Some(Box::new(event.chunk.slice(written..)));
                 wake = true;
                 break;
             }
@@ -317,11 +331,12 @@ impl Mailbox {
     /// Records that the stream has everything up to `id` (its snapshot or replay).
     pub fn set_position(&self, id: EventId) {
         let mut inbox = self.lock();
-        inbox.position = inbox.position.max(Some(id));
+        inbox.advance_position(id);
     }
 
     pub(super) fn position(&self) -> Option<EventId> {
-        self.lock().position
+        let inbox = self.lock();
+        inbox.positioned.then_some(inbox.position)
     }
 
     /// What the body writes next; registers the waker when there is nothing. `last` is
@@ -337,11 +352,11 @@ impl Mailbox {
         inbox.written = inbox.written.max(*last);
         if let Some(rest) = inbox.rest.take() {
             *last = inbox.written;
-            return Poll::Ready(Next::Rest(rest));
+            return Poll::Ready(Next::Rest(*rest));
         }
         while let Some(event) = inbox.queue.pop_front() {
             inbox.queued_bytes -= event.frame.len();
-            inbox.position = inbox.position.max(Some(event.id));
+            inbox.advance_position(event.id);
             if event.id <= inbox.written {
                 continue;
             }

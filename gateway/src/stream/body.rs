@@ -31,8 +31,9 @@ pub struct StreamCut(&'static str);
 
 /// The body of a `text/event-stream` response.
 pub struct EventStream {
-    /// retry + snapshot or replay, written first.
-    pub(super) prelude: Option<Bytes>,
+    /// retry + snapshot or replay, written first. Boxed: written at once, and a stream
+    /// lives for hours (an idle stream's memory is what this struct holds).
+    pub(super) prelude: Option<Box<Bytes>>,
     /// Job streams end after a terminal event; user streams never do.
     pub(super) ends_on_terminal: bool,
     /// Nothing more to write: the next poll ends the body.
@@ -47,9 +48,54 @@ pub struct EventStream {
     pub(super) delivered: u64,
     pub(super) opened: Instant,
     /// Why the stream ended, for its close log line.
-    pub(super) end: &'static str,
+    pub(super) end: End,
     pub(super) metrics: Arc<Metrics>,
     pub(super) _slot: StreamSlot,
+}
+
+/// Why a stream ended, for its close log line (one byte: an idle stream holds it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum End {
+    ClientClosed,
+    JobFinished,
+    ReplayLost,
+    /// The gateway closed it ([`CloseReason`], without its `retry:` hint).
+    Closed(Closed),
+}
+
+/// [`CloseReason`]'s kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Closed {
+    SlowConsumer,
+    Draining,
+    TokenExpired,
+    Resync,
+}
+
+impl From<CloseReason> for Closed {
+    fn from(reason: CloseReason) -> Closed {
+        match reason {
+            CloseReason::SlowConsumer => Closed::SlowConsumer,
+            CloseReason::Draining { .. } => Closed::Draining,
+            CloseReason::TokenExpired => Closed::TokenExpired,
+            CloseReason::Resync { .. } => Closed::Resync,
+        }
+    }
+}
+
+impl End {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            End::ClientClosed => "client_closed",
+            End::JobFinished => "job_finished",
+            End::ReplayLost => "replay_lost",
+            // The same words as `CloseReason::as_str`.
+            End::Closed(Closed::SlowConsumer) => "slow_consumer",
+            End::Closed(Closed::Draining) => "draining",
+            End::Closed(Closed::TokenExpired) => "token_expired",
+            End::Closed(Closed::Resync) => "resync",
+        }
+    }
 }
 
 /// What a stream writes next, before HTTP framing.
@@ -66,7 +112,7 @@ enum Item {
 impl EventStream {
     fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Item, StreamCut>>> {
         if let Some(prelude) = self.prelude.take() {
-            return Poll::Ready(Some(Ok(Item::Bytes(prelude))));
+            return Poll::Ready(Some(Ok(Item::Bytes(*prelude))));
         }
         if self.done {
             return Poll::Ready(None);
@@ -89,7 +135,7 @@ impl EventStream {
                     self.backlog = None;
                     if ends {
                         self.done = true;
-                        self.end = "job_finished";
+                        self.end = End::JobFinished;
                         return Poll::Ready(None);
                     }
                 }
@@ -112,7 +158,7 @@ impl EventStream {
                     .observe(latency_ms as f64 / 1000.0);
                 if event.terminal && self.ends_on_terminal {
                     self.done = true;
-                    self.end = "job_finished";
+                    self.end = End::JobFinished;
                 }
                 Poll::Ready(Some(Ok(Item::Event(event))))
             }
@@ -127,14 +173,14 @@ impl EventStream {
     fn lost(&mut self, retry_ms: u64) -> Poll<Option<Result<Item, StreamCut>>> {
         self.backlog = None;
         self.done = true;
-        self.end = "replay_lost";
+        self.end = End::ReplayLost;
         Poll::Ready(Some(Ok(Item::Bytes(sse::retry(retry_ms)))))
     }
 
     /// The stream ends as the gateway closed it.
     fn closed(&mut self, reason: CloseReason) -> Poll<Option<Result<Item, StreamCut>>> {
         self.done = true;
-        self.end = reason.as_str();
+        self.end = End::Closed(reason.into());
         match reason {
             CloseReason::SlowConsumer => Poll::Ready(Some(Err(StreamCut("slow consumer")))),
             CloseReason::Draining { retry_ms } | CloseReason::Resync { retry_ms } => {
@@ -337,7 +383,7 @@ impl Drop for EventStream {
                 duration_ms,
                 delivered = self.delivered,
                 last_id = %sse_wire::feeds::encode(&names, &feeds.positions),
-                end = self.end,
+                end = self.end.as_str(),
                 "stream closed"
             );
             return;
@@ -351,7 +397,7 @@ impl Drop for EventStream {
             duration_ms,
             delivered = self.delivered,
             last_id = %self.last_id,
-            end = self.end,
+            end = self.end.as_str(),
             "stream closed"
         );
     }

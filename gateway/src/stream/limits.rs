@@ -64,7 +64,7 @@ impl StreamLimits {
         }
         // A user id has no `/`, so an address's key never equals a user's.
         let (user, max, whose): (Arc<str>, usize, &str) = match owner {
-            SlotOwner::User(user) => (Arc::from(user.as_str()), self.max_per_user, "user"),
+            SlotOwner::User(user) => (user.clone(), self.max_per_user, "user"),
             SlotOwner::Anonymous(address) => (
                 Arc::from(format!("anonymous/{address}").as_str()),
                 self.max_anonymous,
@@ -107,8 +107,9 @@ impl StreamLimits {
 /// Whose slots a stream takes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SlotOwner {
-    /// An authenticated user (`sub`).
-    User(String),
+    /// An authenticated user (`sub`): shared with the stream's topic when it is the
+    /// user's own (one copy of the id per stream, not two).
+    User(Arc<str>),
     /// A stream without a token, by its client's address.
     Anonymous(std::net::IpAddr),
 }

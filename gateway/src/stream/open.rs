@@ -22,7 +22,8 @@ use sse_wire::frame as sse;
 use sse_wire::{EventId, JobState};
 
 use super::backlog::Backlog;
-use super::{body, EventStream, SlotOwner, Streams};
+use super::body::{self, End};
+use super::{EventStream, SlotOwner, Streams};
 use crate::broker::{Broker, Replay};
 use crate::error::{ApiError, ErrorKind};
 use crate::hub::Mailbox;
@@ -288,7 +289,7 @@ impl Streams {
             "stream opened"
         );
         Ok(Opened::Stream(Box::new(EventStream {
-            prelude: Some(prelude.freeze()),
+            prelude: Some(Box::new(prelude.freeze())),
             ends_on_terminal: topic.ends_on_terminal(),
             done: ends,
             last_id: last_written,
@@ -298,9 +299,9 @@ impl Streams {
             delivered: 0,
             opened: Instant::now(),
             end: if ends {
-                "job_finished"
+                End::JobFinished
             } else {
-                "client_closed"
+                End::ClientClosed
             },
             metrics: self.metrics.clone(),
             _slot: slot,
@@ -415,7 +416,7 @@ impl Streams {
             return Err(ApiError::with(ErrorKind::InvalidBody, "no topic"));
         };
         Ok(Opened::Stream(Box::new(EventStream {
-            prelude: Some(prelude.freeze()),
+            prelude: Some(Box::new(prelude.freeze())),
             ends_on_terminal: false,
             done: false,
             last_id: positions[0].unwrap_or(EventId::ZERO),
@@ -428,7 +429,7 @@ impl Streams {
             ))),
             delivered: 0,
             opened: Instant::now(),
-            end: "client_closed",
+            end: End::ClientClosed,
             metrics: self.metrics.clone(),
             _slot: slot,
         })))
