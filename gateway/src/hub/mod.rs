@@ -103,9 +103,16 @@ impl Mailboxes {
     }
 }
 
-/// An entry of the hub's set: hashed and compared by its topic.
+/// An entry of the hub's set: hashed and compared by its topic. A stream's subscription
+/// holds its topic through it (a pointer, rather than a copy of the topic).
 #[derive(Clone)]
-struct Entry(Arc<Subscribers>);
+pub struct Entry(Arc<Subscribers>);
+
+impl Entry {
+    pub fn topic(&self) -> &Topic {
+        &self.0.topic
+    }
+}
 
 impl PartialEq for Entry {
     fn eq(&self, other: &Entry) -> bool {
@@ -155,16 +162,22 @@ impl Hub {
     /// Adds a subscriber. Returns `true` when it is the topic's first on this node (the
     /// broker then subscribes upstream).
     pub fn subscribe(&self, topic: &Topic, mailbox: Arc<Mailbox>) -> bool {
+        self.join(topic, mailbox).0
+    }
+
+    /// [`Hub::subscribe`], with the topic's entry (what a subscription holds).
+    pub fn join(&self, topic: &Topic, mailbox: Arc<Mailbox>) -> (bool, Entry) {
         let mut topics = self.topics();
         if let Some(entry) = topics.get(topic) {
             entry.0.lock().push(mailbox);
-            return false;
+            return (false, entry.clone());
         }
-        topics.insert(Entry(Arc::new(Subscribers {
+        let entry = Entry(Arc::new(Subscribers {
             topic: topic.clone(),
             mailboxes: Mutex::new(Mailboxes::One(mailbox)),
-        })));
-        true
+        }));
+        topics.insert(entry.clone());
+        (true, entry)
     }
 
     /// Removes a subscriber. Returns `true` when it was the topic's last on this node

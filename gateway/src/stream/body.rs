@@ -8,6 +8,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -20,9 +21,15 @@ use super::backlog::{Backlog, Step};
 use super::StreamSlot;
 use crate::broker::Subscription;
 use crate::hub::{CloseReason, Next};
-use crate::metrics::Metrics;
 use crate::vocab::chunk::{chunk, HEARTBEAT_CHUNK};
 use crate::vocab::event::Event;
+
+/// Milliseconds on a monotonic clock (since the first call): when a stream opened, in 8
+/// bytes where an `Instant` takes 16.
+pub(super) fn since_start_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
 
 /// A stream's error when the gateway cuts it (hyper then closes the connection).
 #[derive(Debug, thiserror::Error)]
@@ -46,11 +53,12 @@ pub struct EventStream {
     /// The other topics of a stream that follows several (`None` for one).
     pub(super) feeds: Option<Box<Feeds>>,
     pub(super) delivered: u64,
-    pub(super) opened: Instant,
+    /// When it opened ([`since_start_ms`]).
+    pub(super) opened_ms: u64,
     /// Why the stream ended, for its close log line.
     pub(super) end: End,
-    pub(super) metrics: Arc<Metrics>,
-    pub(super) _slot: StreamSlot,
+    /// Its slot under the node's and the user's limits (and the node's metrics).
+    pub(super) slot: StreamSlot,
 }
 
 /// Why a stream ended, for its close log line (one byte: an idle stream holds it).
@@ -151,9 +159,10 @@ impl EventStream {
         match next {
             Next::Event(event) => {
                 self.delivered += 1;
-                self.metrics.events_delivered.inc();
+                self.slot.metrics().events_delivered.inc();
                 let latency_ms = now_ms().saturating_sub(event.id.ms);
-                self.metrics
+                self.slot
+                    .metrics()
                     .delivery_latency
                     .observe(latency_ms as f64 / 1000.0);
                 if event.terminal && self.ends_on_terminal {
@@ -227,9 +236,10 @@ impl EventStream {
                         feeds.next = (i + 1) % count;
                         let out = feeds.render(&event);
                         self.delivered += 1;
-                        self.metrics.events_delivered.inc();
+                        self.slot.metrics().events_delivered.inc();
                         let latency_ms = now_ms().saturating_sub(event.id.ms);
-                        self.metrics
+                        self.slot
+                            .metrics()
                             .delivery_latency
                             .observe(latency_ms as f64 / 1000.0);
                         return Poll::Ready(Some(Ok(Item::Bytes(out))));
@@ -373,8 +383,8 @@ impl Drop for EventStream {
         let mailbox = self.subscription.mailbox();
         mailbox.detach();
         self.delivered += mailbox.written_directly();
-        self.metrics.open_connections.dec();
-        let duration_ms = self.opened.elapsed().as_millis() as u64;
+        self.slot.metrics().open_connections.dec();
+        let duration_ms = since_start_ms().saturating_sub(self.opened_ms);
         if let Some(feeds) = &self.feeds {
             let names: Vec<&str> = feeds.names.iter().map(|name| &**name).collect();
             tracing::info!(

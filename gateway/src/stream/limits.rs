@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::broker::Broker;
 use crate::error::{ApiError, ErrorKind};
+use crate::metrics::Metrics;
 
 /// Open-stream counters for `--max-connections` (node) and `--max-connections-per-user`.
 pub struct StreamLimits {
@@ -20,10 +21,17 @@ pub struct StreamLimits {
     closed: tokio::sync::Notify,
     /// Set on SIGTERM: readiness fails, new streams are refused.
     draining: AtomicBool,
+    /// The node's metrics, for the streams holding a slot (one pointer fewer in each).
+    metrics: Arc<Metrics>,
 }
 
 impl StreamLimits {
-    pub fn new(max_node: usize, max_per_user: usize, max_anonymous: usize) -> Arc<StreamLimits> {
+    pub fn new(
+        max_node: usize,
+        max_per_user: usize,
+        max_anonymous: usize,
+        metrics: Arc<Metrics>,
+    ) -> Arc<StreamLimits> {
         Arc::new(StreamLimits {
             max_node,
             max_per_user,
@@ -32,6 +40,7 @@ impl StreamLimits {
             per_user: Mutex::new(HashMap::new()),
             closed: tokio::sync::Notify::new(),
             draining: AtomicBool::new(false),
+            metrics,
         })
     }
 
@@ -120,6 +129,13 @@ pub struct StreamSlot {
     user: Arc<str>,
 }
 
+impl StreamSlot {
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.limits.metrics
+    }
+}
+
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         {
@@ -147,7 +163,7 @@ mod tests {
     #[test]
     fn slots_are_counted_per_node_and_per_user_and_given_back() {
         let user = |name: &str| SlotOwner::User(name.into());
-        let limits = StreamLimits::new(5, 2, 1);
+        let limits = StreamLimits::new(5, 2, 1, Arc::new(Metrics::new()));
         let a1 = limits.acquire(&user("a")).unwrap();
         let _a2 = limits.acquire(&user("a")).unwrap();
         let refused = limits.acquire(&user("a")).map(|_| ()).unwrap_err();

@@ -14,7 +14,6 @@
 //!    one written — an event both in the first frame and in the mailbox is written once.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::BytesMut;
 use serde::Serialize;
@@ -297,14 +296,13 @@ impl Streams {
             backlog,
             feeds: None,
             delivered: 0,
-            opened: Instant::now(),
+            opened_ms: body::since_start_ms(),
             end: if ends {
                 End::JobFinished
             } else {
                 End::ClientClosed
             },
-            metrics: self.metrics.clone(),
-            _slot: slot,
+            slot,
         })))
     }
 }
@@ -428,10 +426,9 @@ impl Streams {
                 subscriptions.collect(),
             ))),
             delivered: 0,
-            opened: Instant::now(),
+            opened_ms: body::since_start_ms(),
             end: End::ClientClosed,
-            metrics: self.metrics.clone(),
-            _slot: slot,
+            slot,
         })))
     }
 }
