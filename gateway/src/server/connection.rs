@@ -124,6 +124,7 @@ const TASK_BYTES_BOUND: usize = 160;
 /// closes. A function returning an `async move` block rather than an `async fn`: an `async
 /// fn` binds its arguments again as locals, and both copies stay in the future, which is
 /// the task an idle stream sits in.
+#[allow(clippy::manual_async_fn)] // on purpose: an `async fn` keeps its arguments twice
 fn serve_connection<S: Io>(
     mut socket: S,
     open: OpenConnection,
