@@ -479,3 +479,75 @@ async fn a_stream_request_pipelined_behind_others_waits_for_their_answers() {
     })
     .await
 }
+
+/// Sends `head` then `body_bytes` bytes as fast as the socket takes them, then closes
+/// its sending side, and only then reads the answer, as most HTTP clients do (a client
+/// whose sending fails reports that and never reads the answer). Returns how sending
+/// ended, what was read, and how reading ended.
+async fn answer_after_sending(
+    addr: std::net::SocketAddr,
+    head: String,
+    body_bytes: usize,
+) -> (std::io::Result<()>, Vec<u8>, std::io::Result<()>) {
+    let socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = socket.into_split();
+    let sent = async {
+        let chunk = vec![b'x'; 16 * 1024];
+        writer.write_all(head.as_bytes()).await?;
+        let mut sent = 0;
+        while sent < body_bytes {
+            writer.write_all(&chunk).await?;
+            sent += chunk.len();
+        }
+        writer.shutdown().await
+    }
+    .await;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), reader.read(&mut buf))
+            .await
+            .expect("the connection ends in time")
+        {
+            Ok(0) => break Ok(()),
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(error) => break Err(error),
+        }
+    };
+    (sent, seen, ended)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_reaches_a_client_still_sending() {
+    bounded(LIMIT, async {
+        let gw = Gateway::builder(Backend::Embedded)
+            .flag("--max-body-bytes", "1024")
+            .start()
+            .await;
+        let token = gw.publisher_token();
+        // Refused before their bodies or heads are read. Closed at once with the client's
+        // bytes unread, the connection is reset: the client's sending fails, and the
+        // answer may be destroyed before it reads it. The node reads and drops what the
+        // client still sends (for a while) after answering, as nginx does.
+        let body_too_large = format!(
+            "POST /v1/jobs/j1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: 4194304\r\n\r\n"
+        );
+        let head_too_large = format!(
+            "GET /v1/jobs/j1/events HTTP/1.1\r\nHost: x\r\nX-Pad: {}",
+            "p".repeat(64 * 1024)
+        );
+        for (head, status) in [(body_too_large, "413"), (head_too_large, "431")] {
+            let (sent, seen, ended) = answer_after_sending(gw.addr, head, 4 << 20).await;
+            let text = String::from_utf8_lossy(&seen);
+            assert!(sent.is_ok(), "{status}: the client sent all it meant to: {sent:?}");
+            assert!(
+                text.starts_with(&format!("HTTP/1.1 {status} ")) && text.contains("\"error\""),
+                "{status}: {text:?}"
+            );
+            assert!(ended.is_ok(), "{status}: closed, not reset: {ended:?}");
+        }
+        // The node still serves.
+        assert_eq!(gw.send(Request::get("/healthz")).await.status, 200);
+    })
+    .await
+}

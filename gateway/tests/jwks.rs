@@ -357,9 +357,10 @@ mod inner {
         gw.wait_ready(Duration::from_secs(10)).await;
 
         let publisher = json!({"role": "publisher"});
+        let k1_publisher = k1.token("worker", publisher.clone());
         publish(
             &gw,
-            &k1.token("worker", publisher.clone()),
+            &k1_publisher,
             "j1",
             json!({"owner": "u1", "type": "progress", "data": {"progress": 1}}),
         )
@@ -406,6 +407,16 @@ mod inner {
         )
         .await;
         open_job(&gw, "j1", &k2_token).await.stream();
+        // Nor is a publisher's token of that key, though the gateway keeps publisher tokens
+        // it has verified: a new key set ends what was verified with the old one.
+        let response = gw
+            .send(
+                Request::post("/v1/jobs/j1/events")
+                    .bearer(&k1_publisher)
+                    .json(&json!({"type": "log"})),
+            )
+            .await;
+        assert_error(&response, 401, "invalid_token");
         // A stream opened with the withdrawn key lives on until its token expires, as any
         // stream does: the key checks tokens when they are presented.
         let id = publish(

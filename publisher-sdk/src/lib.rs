@@ -19,6 +19,10 @@
 //! which is what a gateway on the embedded broker offers. Both sit behind the same API.
 //! The wire contract both sides share is the `sse-wire` crate, re-exported as [`wire`].
 //!
+//! Batches: [`Publisher::batch`] publishes several events (of several jobs, users and
+//! topics) in one go — one `POST /v1/events:batch` over HTTP, one script call per Redis
+//! hash tag over Redis — with one result per event, in order.
+//!
 //! Retries: an attempt is retried, with exponential backoff, only when it certainly did
 //! not publish (the connection was refused, or the gateway answered `503`). An attempt
 //! whose outcome is unknown (the connection broke after the request was sent) is
@@ -27,6 +31,7 @@
 
 #![forbid(unsafe_code)]
 
+mod batch;
 mod http;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -46,11 +51,12 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+pub use batch::{Batch, MAX_BYTES_PER_REQUEST, MAX_EVENTS_PER_REQUEST};
 pub use wire::store::RedisTls;
 pub use wire::EventId;
 
 /// Why a publish failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// An argument breaks the wire contract (bad id, type, field); nothing was sent.
@@ -454,19 +460,8 @@ impl Publisher {
         data: Value,
         options: EventOptions,
     ) -> Result<EventId, Error> {
-        check_id("user", user)?;
-        if options.reopen {
-            return Err(Error::InvalidArgument(
-                "reopen applies to job events only".into(),
-            ));
-        }
-        let draft = Draft {
-            target: Target::User { user: user.into() },
-            event_type: check_type(event_type)?,
-            fields: fields(data)?,
-            options: options.check()?,
-        };
-        self.publish(draft).await
+        self.publish(notification(user, event_type, data, options)?)
+            .await
     }
 
     /// A handle on one topic (a broadcast feed).
@@ -475,6 +470,11 @@ impl Publisher {
             publisher: self.clone(),
             topic: topic.into(),
         }
+    }
+
+    /// An empty batch: add events, then [`Batch::send`] publishes them in one go.
+    pub fn batch(&self) -> Batch {
+        Batch::new(self.clone())
     }
 
     async fn publish(&self, draft: Draft) -> Result<EventId, Error> {
@@ -531,6 +531,14 @@ async fn publish_to_store(store: &store::Store, draft: &Draft) -> Result<EventId
                 .await
         }
     };
+    store_answer(draft, result)
+}
+
+/// What a store's answer to one event means for it.
+fn store_answer(
+    draft: &Draft,
+    result: Result<wire::Outcome, store::StoreError>,
+) -> Result<EventId, Attempt> {
     match result {
         Ok(wire::Outcome::Published(id) | wire::Outcome::Duplicate(id)) => Ok(id),
         Ok(wire::Outcome::Finished) => Err(Attempt::Failed(Error::JobFinished {
@@ -555,6 +563,7 @@ async fn publish_to_store(store: &store::Store, draft: &Draft) -> Result<EventId
 }
 
 /// The outcome of one transport attempt that did not publish.
+#[derive(Clone, Debug)]
 pub(crate) enum Attempt {
     /// Certainly not published, may succeed later: retried.
     Refused(String),
@@ -638,13 +647,25 @@ impl Job {
         data: Value,
         options: EventOptions,
     ) -> Result<EventId, Error> {
+        self.publisher
+            .publish(self.draft(event_type, data, options)?)
+            .await
+    }
+
+    /// One of the job's events, checked.
+    pub(crate) fn draft(
+        &self,
+        event_type: &str,
+        data: Value,
+        options: EventOptions,
+    ) -> Result<Draft, Error> {
         check_id("job", &self.job_id)?;
         check_id("owner", &self.owner)?;
         let event_type = check_type(event_type)?;
         let fields = fields(data)?;
         wire::StatePatch::from_event(&event_type, &fields)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        let draft = Draft {
+        Ok(Draft {
             target: Target::Job {
                 job: self.job_id.clone(),
                 owner: self.owner.clone(),
@@ -652,8 +673,7 @@ impl Job {
             event_type,
             fields,
             options: options.check()?,
-        };
-        self.publisher.publish(draft).await
+        })
     }
 }
 
@@ -683,22 +703,54 @@ impl Topic {
         data: Value,
         options: EventOptions,
     ) -> Result<EventId, Error> {
+        self.publisher
+            .publish(self.draft(event_type, data, options)?)
+            .await
+    }
+
+    /// One of the topic's events, checked.
+    pub(crate) fn draft(
+        &self,
+        event_type: &str,
+        data: Value,
+        options: EventOptions,
+    ) -> Result<Draft, Error> {
         check_id("topic", &self.topic)?;
         if options.reopen {
             return Err(Error::InvalidArgument(
                 "reopen applies to job events only".into(),
             ));
         }
-        let draft = Draft {
+        Ok(Draft {
             target: Target::Topic {
                 topic: self.topic.clone(),
             },
             event_type: check_type(event_type)?,
             fields: fields(data)?,
             options: options.check()?,
-        };
-        self.publisher.publish(draft).await
+        })
     }
+}
+
+/// A notification to a user, checked.
+pub(crate) fn notification(
+    user: &str,
+    event_type: &str,
+    data: Value,
+    options: EventOptions,
+) -> Result<Draft, Error> {
+    check_id("user", user)?;
+    if options.reopen {
+        return Err(Error::InvalidArgument(
+            "reopen applies to job events only".into(),
+        ));
+    }
+    Ok(Draft {
+        target: Target::User { user: user.into() },
+        event_type: check_type(event_type)?,
+        fields: fields(data)?,
+        options: options.check()?,
+    })
 }
 
 fn check_id(what: &str, id: &str) -> Result<(), Error> {

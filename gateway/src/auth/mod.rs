@@ -9,6 +9,7 @@
 //!   bound to an issuer;
 //! - [`verify`]: checking a token: algorithm against the key's family (so `none` and
 //!   algorithm confusion are refused), signature, `exp`/`nbf` with leeway, `iss`/`aud`;
+//! - [`cache`]: publisher tokens already verified, not checked again while they hold;
 //! - [`mint`]: signing tokens (`sse-gateway mint-token`, demo logins).
 //!
 //! Authorization (who may watch which job) is [`Identity::may_watch`]; the job's owner
@@ -18,6 +19,7 @@
 //! routing, brokers or streams; it is configured by plain [`AuthSettings`], never by the
 //! command line.
 
+mod cache;
 pub mod extract;
 pub mod fetch;
 pub mod jwks;
@@ -194,6 +196,8 @@ pub struct Auth {
     cookie_name: String,
     query_token_param: String,
     topics: TopicAccess,
+    /// Publisher tokens already verified (shared by clones).
+    verified: Arc<cache::Verified>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -227,6 +231,7 @@ impl Auth {
             cookie_name: settings.cookie_name.clone(),
             query_token_param: settings.query_token_param.clone(),
             topics: settings.topics.clone(),
+            verified: Arc::default(),
         })
     }
 

@@ -17,7 +17,7 @@
 //! Reading keys is a read lock held for an `Arc` clone: refreshes are rare and checking a
 //! signature costs far more than the lock, so nothing lock-free is needed here.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use http::Uri;
@@ -101,6 +101,11 @@ pub(super) struct FoundKey {
 impl FoundKey {
     pub(super) fn key(&self) -> &DecodingKey {
         &self.keys[self.index].key
+    }
+
+    /// The key set the key was found in, for as long as it is the current one.
+    pub(super) fn key_set(&self) -> Weak<[FetchedKey]> {
+        Arc::downgrade(&self.keys)
     }
 }
 

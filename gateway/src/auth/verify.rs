@@ -7,7 +7,9 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{AlgorithmFamily, Validation};
 use serde::Deserialize;
 
+use super::cache::KeySetRef;
 use super::keys::family_of;
+use super::refresh::FoundKey;
 use super::{Auth, AuthError, Identity, Role};
 
 /// The claims the gateway reads; others are ignored.
@@ -32,7 +34,26 @@ impl Auth {
     /// another tenant's token), and its `iss` must be exactly that issuer. Otherwise the
     /// unbound keys: the secret and the public key files first, then the JWKS bound to no
     /// issuer; `--jwt-issuer`, when set, is then required.
+    ///
+    /// A publisher's token verified before is not checked again while it holds (see
+    /// [`super::cache`]).
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let now_ms = sse_wire::now_ms();
+        if let Some(identity) = self.verified.get(token, now_ms) {
+            return Ok(identity);
+        }
+        let (identity, keys) = self.verify_fully(token, now_ms)?;
+        self.verified.put(token, &identity, keys, now_ms);
+        Ok(identity)
+    }
+
+    /// Every check of [`Auth::verify`]; also returns the JWKS key set the token was
+    /// checked with, if any.
+    fn verify_fully(
+        &self,
+        token: &str,
+        now_ms: u64,
+    ) -> Result<(Identity, Option<KeySetRef>), AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             // An algorithm name outside the supported set, `none` included.
             ErrorKind::InvalidAlgorithmName
@@ -53,7 +74,8 @@ impl Auth {
             }
             None => validation.validate_aud = false,
         }
-        let fetched;
+        let fetched: FoundKey;
+        let mut jwks_keys = None;
         let bound_issuer = self.jwks_issuer(token);
         let key = match (&self.jwks, &bound_issuer) {
             (Some(jwks), Some(issuer)) => {
@@ -61,6 +83,7 @@ impl Auth {
                     return Err(AuthError::AlgorithmNotAllowed);
                 }
                 fetched = jwks.find(Some(issuer), header.alg, kid)?;
+                jwks_keys = Some(fetched.key_set());
                 validation.set_issuer(&[issuer]);
                 validation.required_spec_claims.insert("iss".into());
                 fetched.key()
@@ -79,6 +102,7 @@ impl Auth {
                         if family != AlgorithmFamily::Hmac && jwks.has_unbound() =>
                     {
                         fetched = jwks.find(None, header.alg, kid)?;
+                        jwks_keys = Some(fetched.key_set());
                         fetched.key()
                     }
                     (Err(error), _) => return Err(error),
@@ -94,7 +118,7 @@ impl Auth {
             .exp
             .saturating_mul(1000)
             .saturating_add(self.leeway.as_millis() as u64);
-        if sse_wire::now_ms() >= expires_at_ms {
+        if now_ms >= expires_at_ms {
             return Err(AuthError::Expired);
         }
         if !sse_wire::is_valid_id(&claims.sub) {
@@ -107,13 +131,14 @@ impl Auth {
             // An unknown role grants nothing more than a plain user token.
             Some(_) => Role::User,
         };
-        Ok(Identity {
+        let identity = Identity {
             user: claims.sub,
             jobs: claims.jobs.into_boxed_slice(),
             topics: claims.topics.into_boxed_slice(),
             role,
             expires_at_ms,
-        })
+        };
+        Ok((identity, jwks_keys))
     }
 
     /// The token's `iss`, read before its signature is checked, when a `--jwt-jwks-url` is
@@ -373,6 +398,30 @@ mod tests {
             AuthError::AlgorithmNotAllowed
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn publisher_tokens_are_kept_once_verified_and_user_tokens_are_not() {
+        let auth = Auth::new(&settings()).unwrap();
+        let user = hs256(&claims(json!({})));
+        auth.verify(&user).unwrap();
+        assert_eq!(auth.verified.len(), 0, "a browser's token is not kept");
+        let publisher = hs256(&claims(json!({"role": "publisher"})));
+        let first = auth.verify(&publisher).unwrap();
+        assert_eq!(auth.verified.len(), 1);
+        let again = auth.verify(&publisher).unwrap();
+        assert_eq!(
+            (again.user, again.role, again.expires_at_ms),
+            (first.user, first.role, first.expires_at_ms)
+        );
+        // A token differing from a kept one in its signature alone is checked in full.
+        let mut forged = publisher.clone().into_bytes();
+        let at = forged.len() - 10;
+        forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        assert_eq!(auth.verify(&forged).unwrap_err(), AuthError::BadSignature);
+        // A clone (every route holds one) shares what was verified.
+        assert_eq!(auth.clone().verified.len(), 1);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use hyper::body::Incoming;
@@ -21,7 +22,7 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::{service_fn, HttpService};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -239,6 +240,7 @@ async fn serve_with_hyper<S: Io>(
         let mut socket = socket;
         let _ = socket.write_all_buf(&mut reply).await;
         let _ = socket.shutdown().await;
+        Box::pin(linger(&mut socket)).await;
         return None;
     }
     let refused = Arc::new(tokio::sync::Notify::new());
@@ -316,7 +318,27 @@ async fn serve_with_hyper<S: Io>(
     // refused request): what it would have done itself, now that it leaves the socket
     // to us — write the refusal if one is owed, then close.
     let _ = rewind.shutdown().await;
+    if let Some((mut socket, _)) = rewind.into_parts() {
+        Box::pin(linger(&mut socket)).await;
+    }
     None
+}
+
+/// How long a closing connection goes on reading what its client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Once the last answer is written and the sending side shut: reads and drops what the
+/// client still sends until it closes, for at most [`LINGER`] (a lingering close, as
+/// nginx's). A socket closed with bytes unread is reset, and a client still sending a
+/// body the node refused unread (`413`, or a head too large) would see its sending fail
+/// and could lose the answer with the reset. A client that closed first costs one read.
+async fn linger<S: Io>(socket: &mut S) {
+    // On the heap, and only for a closing connection: a connection's task stays small.
+    let mut buf = vec![0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(1..) = socket.read(&mut buf).await {}
+    })
+    .await;
 }
 
 /// Runs a hyper connection until it ends (true: without an error), is cut, or — once

@@ -353,7 +353,7 @@ class TlsFiles:
 class Gateway:
     """The `sse-gateway` binary on a free loopback port (embedded broker, or Redis)."""
 
-    def __init__(self, redis_url: str | None = None) -> None:
+    def __init__(self, redis_url: str | None = None, extra_args: tuple[str, ...] = ()) -> None:
         if not GATEWAY_BIN.exists():
             raise AssertionError(f"{GATEWAY_BIN} is missing: cargo build -p sse-gateway (check.sh does)")
         self.dir = Path(tempfile.mkdtemp(prefix="sse-py-gateway-"))
@@ -373,6 +373,7 @@ class Gateway:
         ]
         if redis_url is not None:
             args += ["--redis-url", redis_url]
+        args += extra_args
         with self.log.open("wb") as out:
             self.process: subprocess.Popen[bytes] | None = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
         self.addr = ""

@@ -16,6 +16,7 @@ import {
   UnauthorizedError,
 } from './errors.js';
 import { subjectId } from './draft.js';
+import type { BatchAnswer } from './redis.js';
 import { isValidEventId } from './wire/index.js';
 
 /** Largest answer read from a gateway. */
@@ -62,6 +63,59 @@ export function requestOf(draft: Draft): PublishRequest {
     headers['traceparent'] = options.traceparent;
   }
   return { method: 'POST', path, headers, body: JSON.stringify(body) };
+}
+
+/** Most events in one `POST /v1/events:batch` (the gateway's default `--max-batch-events`). */
+export const MAX_EVENTS_PER_REQUEST = 100;
+/**
+ * Most bytes of body in one `POST /v1/events:batch` (the gateway's default
+ * `--max-body-bytes`); an event larger by itself goes alone. A gateway refuses a body over
+ * its limit before reading it, and a client still sending may then see the connection
+ * reset instead of the `413`, leaving every event of the request unknown.
+ */
+export const MAX_BYTES_PER_REQUEST = 64 * 1024;
+
+/** A `POST /v1/events:batch` element: target, the single publish's body, idempotency key. */
+export function elementOf(draft: Draft): Record<string, unknown> {
+  const { target, options } = draft;
+  const element: Record<string, unknown> = {};
+  if (target.kind === 'job') element['job'] = target.job;
+  else if (target.kind === 'user') element['user'] = target.user;
+  else element['topic'] = target.topic;
+  if (target.kind === 'job') element['owner'] = target.owner;
+  element['type'] = draft.eventType;
+  element['data'] = draft.fields;
+  if (options.correlationId !== undefined) element['correlationId'] = options.correlationId;
+  if (options.reopen) element['reopen'] = true;
+  if (options.idempotencyKey !== undefined) element['idempotencyKey'] = options.idempotencyKey;
+  return element;
+}
+
+/**
+ * The indexes of `drafts` as the requests that carry them, in order: runs of events with
+ * the same traceparent (the request's header), each within the two limits above.
+ */
+export function batchRequests(drafts: readonly Draft[]): number[][] {
+  const requests: number[][] = [];
+  let size = 0;
+  drafts.forEach((draft, index) => {
+    const length = Buffer.byteLength(JSON.stringify(elementOf(draft))) + 1;
+    const current = requests[requests.length - 1];
+    const first = current === undefined ? undefined : drafts[current[0] ?? 0];
+    if (
+      current !== undefined &&
+      current.length < MAX_EVENTS_PER_REQUEST &&
+      size + length < MAX_BYTES_PER_REQUEST &&
+      first?.options.traceparent === draft.options.traceparent
+    ) {
+      current.push(index);
+      size += length;
+    } else {
+      requests.push([index]);
+      size = length + 1;
+    }
+  });
+  return requests;
 }
 
 /** Network failures after which the request certainly never reached the gateway. */
@@ -204,7 +258,7 @@ export class HttpTransport {
       const value = answer[key];
       return typeof value === 'string' ? value : '';
     };
-    const failure = this.failure(draft, response, field);
+    const failure = this.failure(draft, response.status, response.headers.get('retry-after'), field);
     if (failure !== undefined) {
       throw failure;
     }
@@ -217,8 +271,7 @@ export class HttpTransport {
   }
 
   /** The error a non-2xx answer means, or `undefined` for a 2xx. */
-  private failure(draft: Draft, response: Response, field: (key: string) => string): PublishError | Refused | undefined {
-    const status = response.status;
+  private failure(draft: Draft, status: number, retryAfter: string | null, field: (key: string) => string): PublishError | Refused | undefined {
     if (status === 200 || status === 201) {
       return undefined;
     }
@@ -232,7 +285,7 @@ export class HttpTransport {
     }
     if (status === 503) {
       // The gateway refused before publishing (draining, at capacity, broker down).
-      return new Refused(`gateway: 503 ${code}: ${message}`, retryAfterMs(response.headers.get('retry-after')));
+      return new Refused(`gateway: 503 ${code}: ${message}`, retryAfterMs(retryAfter));
     }
     if (status >= 400 && status < 500) {
       return new RejectedError(status, code, message);
@@ -242,6 +295,84 @@ export class HttpTransport {
       return new InternalError(`gateway: ${message}`);
     }
     return new AmbiguousError(`the gateway answered ${status}`);
+  }
+
+  /**
+   * Publishes events as `POST /v1/events:batch` requests (`batchRequests`), one after the
+   * other; a request answered `413` is sent again in two halves, down to single events.
+   * After a request that failed as a whole the rest is not sent (a later event must not
+   * overtake an earlier one of its job) and counts as certainly unpublished.
+   */
+  async publishBatch(drafts: readonly Draft[]): Promise<BatchAnswer[]> {
+    const answers: Array<BatchAnswer | undefined> = drafts.map(() => undefined);
+    const pending = batchRequests(drafts);
+    for (let indexes = pending.shift(); indexes !== undefined; indexes = pending.shift()) {
+      const chosen = indexes.map((i) => drafts[i] as Draft);
+      const headers: Record<string, string> = { authorization: this.authorization, 'content-type': 'application/json' };
+      const traceparent = chosen[0]?.options.traceparent;
+      if (traceparent !== undefined) headers['traceparent'] = traceparent;
+      let failure: PublishError | Refused | undefined;
+      let response: Response | undefined;
+      let text = '';
+      try {
+        response = await fetch(`${this.base}/v1/events:batch`, {
+          method: 'POST',
+          headers,
+          body: JSON.stringify(chosen.map(elementOf)),
+          redirect: 'manual',
+          signal: AbortSignal.timeout(this.config.timeoutMs),
+        });
+        text = await response.text();
+      } catch (error) {
+        const code = networkCode(error);
+        failure =
+          code !== undefined && NOT_CONNECTED.has(code)
+            ? new Refused(`gateway: ${code}`, undefined, { cause: error })
+            : new AmbiguousError(`gateway: ${code ?? String(error)}`, { cause: error });
+      }
+      if (response !== undefined && failure === undefined) {
+        if (response.status === 413 && indexes.length > 1) {
+          const middle = Math.floor(indexes.length / 2);
+          pending.unshift(indexes.slice(0, middle), indexes.slice(middle));
+          continue;
+        }
+        let answer: Record<string, unknown> = {};
+        try {
+          const parsed: unknown = JSON.parse(text);
+          if (parsed !== null && typeof parsed === 'object') answer = parsed as Record<string, unknown>;
+        } catch {
+          // Not JSON: the status alone decides.
+        }
+        if (response.status === 200) {
+          const results = answer['results'];
+          if (Array.isArray(results) && results.length === indexes.length) {
+            indexes.forEach((index, n) => {
+              const result = (results[n] ?? {}) as Record<string, unknown>;
+              const field = (key: string) => { const value = result[key]; return typeof value === 'string' ? value : ''; };
+              const status = typeof result['status'] === 'number' ? result['status'] : 0;
+              const error = this.failure(drafts[index] as Draft, status, null, field);
+              answers[index] =
+                error !== undefined ? { error } : isValidEventId(result['id']) ? { id: result['id'] } : { error: new AmbiguousError(`the gateway answered ${status} without an id`) };
+            });
+            continue;
+          }
+          failure = new AmbiguousError('the gateway answered 200 without a result per event');
+        } else {
+          const field = (key: string) => { const value = answer[key]; return typeof value === 'string' ? value : ''; };
+          failure =
+            this.failure(chosen[0] as Draft, response.status, response.headers.get('retry-after'), field) ??
+            new AmbiguousError(`the gateway answered ${response.status} to a batch`);
+        }
+      }
+      const fate = failure ?? new AmbiguousError('no answer');
+      for (const index of indexes) answers[index] = { error: fate };
+      const unsent =
+        fate instanceof AmbiguousError || fate instanceof Refused
+          ? new Refused(`not sent: an earlier request of the batch failed (${fate.message})`)
+          : fate;
+      for (const rest of pending.splice(0)) for (const index of rest) answers[index] = { error: unsent };
+    }
+    return answers.map((answer) => answer ?? { error: new InternalError('event not published') });
   }
 
   async close(): Promise<void> {

@@ -13,7 +13,7 @@
 // (over fetch). Both sit behind the same API, check every argument before sending, and
 // retry with jittered backoff only what cannot publish twice.
 
-export { Publisher, Job, Topic, DEFAULT_TIMEOUT_MS } from './publisher.js';
+export { Publisher, Job, Topic, Batch, DEFAULT_TIMEOUT_MS } from './publisher.js';
 export type { RedisPublisherOptions, HttpPublisherOptions, Level } from './publisher.js';
 export type { EventOptions } from './draft.js';
 export {

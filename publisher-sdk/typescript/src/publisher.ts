@@ -7,7 +7,7 @@ import { draft, type Draft, type EventOptions, type Target } from './draft.js';
 import { AmbiguousError, InvalidArgumentError, PublishError, Refused, UnavailableError } from './errors.js';
 import { HttpTransport } from './http.js';
 import { luaScripts } from './lua.js';
-import { RedisTransport } from './redis.js';
+import { RedisTransport, type BatchAnswer } from './redis.js';
 import { backoffMs, retryPolicy, type RetryPolicy } from './retry.js';
 import { DEFAULT_RETENTION, Keys, DEFAULT_PREFIX, type Retention } from './wire/index.js';
 
@@ -45,6 +45,7 @@ export type Level = 'debug' | 'info' | 'warn' | 'error';
 
 interface Transport {
   publish(draft: Draft): Promise<string>;
+  publishBatch(drafts: readonly Draft[]): Promise<BatchAnswer[]>;
   close(): Promise<void>;
 }
 
@@ -138,6 +139,11 @@ export class Publisher {
     return new Topic(this, topic);
   }
 
+  /** An empty batch: add events, then `send()` publishes them in one go. */
+  batch(): Batch {
+    return new Batch(this);
+  }
+
   /** Sends a notification to a user's stream; resolves to its id there. */
   notify(user: string, eventType: string, data?: object | null, options?: EventOptions): Promise<string> {
     return this.send({ kind: 'user', user }, eventType, data, options);
@@ -149,6 +155,45 @@ export class Publisher {
       this.closed = true;
       await this.transport.close();
     }
+  }
+
+  /**
+   * @internal Publishes a batch's checked events, sending again (with backoff) those that
+   * certainly were not published — and, with an idempotency key, those whose outcome is
+   * unknown — while attempts remain.
+   */
+  async sendBatch(entries: ReadonlyArray<Draft | InvalidArgumentError>): Promise<Array<PromiseSettledResult<string>>> {
+    const results: Array<PromiseSettledResult<string> | undefined> = entries.map((entry) =>
+      entry instanceof InvalidArgumentError ? { status: 'rejected', reason: entry } : undefined,
+    );
+    let pending = entries.flatMap((entry, index) => (entry instanceof InvalidArgumentError ? [] : [[index, entry] as const]));
+    if (this.closed && pending.length > 0) {
+      throw new InvalidArgumentError('invalid_body', 'the publisher is closed');
+    }
+    for (let attempt = 1; pending.length > 0; attempt += 1) {
+      const answers = await this.transport.publishBatch(pending.map(([, draft]) => draft));
+      const again: typeof pending = [];
+      let hint: number | undefined;
+      pending.forEach(([index, draft], n) => {
+        const answer = answers[n] ?? { error: new AmbiguousError('no answer') };
+        if ('id' in answer) {
+          results[index] = { status: 'fulfilled', value: answer.id };
+          return;
+        }
+        const error = answer.error;
+        const retryable = error instanceof Refused || (error instanceof AmbiguousError && draft.options.idempotencyKey !== undefined);
+        if (retryable && attempt < this.retry.attempts) {
+          again.push([index, draft]);
+          if (error instanceof Refused && error.retryAfterMs !== undefined) hint = Math.max(hint ?? 0, error.retryAfterMs);
+          return;
+        }
+        const reason = error instanceof Refused ? new UnavailableError(attempt, error.message, { cause: error }) : error;
+        results[index] = { status: 'rejected', reason };
+      });
+      pending = again;
+      if (pending.length > 0) await sleep(backoffMs(this.retry, attempt - 1, hint));
+    }
+    return results.map((result) => result ?? { status: 'rejected', reason: new AmbiguousError('event not published') });
   }
 
   /** @internal Checks an event and publishes it, retrying what may be retried. */
@@ -179,6 +224,66 @@ export class Publisher {
         throw new AmbiguousError(String(error), { cause: error });
       }
     }
+  }
+}
+
+/**
+ * Events of any jobs, users and topics, published in one go by `send()`: over HTTP one
+ * `POST /v1/events:batch` (split at 100 events or 64 KiB, by traceparent, and in halves
+ * when the gateway answers `413`), over Redis one script call per hash tag (one on one
+ * Redis). The adding methods return the batch, so calls chain.
+ */
+export class Batch {
+  private readonly entries: Array<Draft | InvalidArgumentError> = [];
+
+  /** @internal */
+  constructor(private readonly publisher: Publisher) {}
+
+  private add(target: Target, eventType: string, data: unknown, options?: EventOptions): this {
+    try {
+      this.entries.push(draft(target, eventType, data, options));
+    } catch (error) {
+      if (!(error instanceof InvalidArgumentError)) throw error;
+      this.entries.push(error);
+    }
+    return this;
+  }
+
+  /** Adds one of a job's events (any type, as `Job.event`). */
+  event(job: Job, eventType: string, data?: object | null, options?: EventOptions): this {
+    return this.add({ kind: 'job', job: job.id, owner: job.owner }, eventType, data, options);
+  }
+
+  /** Adds a job's `progress` (as `Job.progress`). */
+  progress(job: Job, progress: number, stage?: string, options?: EventOptions): this {
+    return this.event(job, 'progress', stage === undefined ? { progress } : { progress, stage }, options);
+  }
+
+  /** Adds a notification to a user's stream (as `Publisher.notify`). */
+  notify(user: string, eventType: string, data?: object | null, options?: EventOptions): this {
+    return this.add({ kind: 'user', user }, eventType, data, options);
+  }
+
+  /** Adds an event to a topic (as `Topic.publish`). */
+  topicEvent(topic: Topic, eventType: string, data?: object | null, options?: EventOptions): this {
+    return this.add({ kind: 'topic', topic: topic.name }, eventType, data, options);
+  }
+
+  /** Events added so far. */
+  get size(): number {
+    return this.entries.length;
+  }
+
+  /**
+   * Publishes the events: one result per event, in the order they were added, as
+   * `Promise.allSettled` gives them — `fulfilled` with the event's id (for a repeated
+   * idempotency key, the first event's), or `rejected` with the `PublishError` it met
+   * (invalid arguments, checked before anything is sent; another owner; a finished job;
+   * unavailable after the retries). A refused event does not stop the others; the events
+   * of one job, user or topic keep their order.
+   */
+  send(): Promise<Array<PromiseSettledResult<string>>> {
+    return this.publisher.sendBatch(this.entries);
   }
 }
 

@@ -17,7 +17,10 @@ import { AmbiguousError, InternalError, JobFinishedError, OwnerConflictError, Pu
 import { luaScripts } from './lua.js';
 import { OwnerCache } from './owner-cache.js';
 import {
+  BATCH_SCRIPT_EVENTS,
+  hashTag,
   outcomeOf,
+  publishBatchCall,
   publishJobCall,
   publishTopicCall,
   publishUserCall,
@@ -36,6 +39,7 @@ const COMMANDS: Readonly<Record<ScriptName, string>> = {
   publish_job: 'ssePublishJob',
   publish_user: 'ssePublishUser',
   publish_topic: 'ssePublishTopic',
+  publish_batch: 'ssePublishBatch',
 };
 
 /**
@@ -51,12 +55,21 @@ const NEVER_SENT = [
   'Command cannot be queued during a connection handoff',
 ];
 
-/** ioredis options every publisher connection needs (see the top of this file). */
+/**
+ * ioredis options every publisher connection needs (see the top of this file).
+ * `enableAutoPipelining`: the commands of concurrent publishes made in one tick of the
+ * event loop go out in one write, and Redis reads them in one read and answers them in
+ * one write, instead of a round of system calls each.
+ */
 export const CONNECTION_OPTIONS = {
   lazyConnect: true,
   enableOfflineQueue: false,
   autoResendUnfulfilledCommands: false,
+  enableAutoPipelining: true,
 } as const satisfies IORedisOptions;
+
+/** What a batch answers for each event: its id, or why it was not published. */
+export type BatchAnswer = { readonly id: string } | { readonly error: PublishError | Refused };
 
 /**
  * What a failed Redis command means for the event: certainly not run and worth retrying
@@ -140,6 +153,7 @@ export class RedisTransport {
       ...options,
       lazyConnect: true,
       enableOfflineQueue: false,
+      enableAutoPipelining: true,
       redisOptions: { ...options.redisOptions, autoResendUnfulfilledCommands: false },
     });
     return RedisTransport.ready(client, config);
@@ -194,6 +208,100 @@ export class RedisTransport {
       throw new JobFinishedError(target.kind === 'job' ? target.job : '');
     }
     return outcome.id;
+  }
+
+  /**
+   * Publishes events in one script call per hash tag on a cluster (one for all on one
+   * Redis), after registering the owners not yet confirmed; the calls of different hash
+   * tags run at once. One answer per event, in order.
+   */
+  async publishBatch(drafts: readonly Draft[]): Promise<BatchAnswer[]> {
+    const answers: Array<BatchAnswer | undefined> = drafts.map(() => undefined);
+    // Owners: one job's one after the other (the first named wins), jobs at once.
+    const owners = new Map<string, string[]>();
+    for (const { target } of drafts) {
+      if (target.kind !== 'job') continue;
+      const named = owners.get(target.job) ?? [];
+      if (!named.includes(target.owner)) named.push(target.owner);
+      owners.set(target.job, named);
+    }
+    await Promise.all(
+      [...owners].map(async ([job, named]) => {
+        for (const owner of named) {
+          try {
+            await this.registerOwner(job, owner);
+          } catch (error) {
+            const failure = error instanceof PublishError || error instanceof Refused ? error : classifyRedisError(error);
+            drafts.forEach((d, i) => {
+              if (d.target.kind === 'job' && d.target.job === job && d.target.owner === owner) answers[i] = { error: failure };
+            });
+          }
+        }
+      }),
+    );
+    const ts = this.config.now();
+    const groups = new Map<string, Array<[number, ScriptCall]>>();
+    drafts.forEach((draft, index) => {
+      if (answers[index] !== undefined) return;
+      const call = this.callOf(draft, ts);
+      const tag = this.client instanceof Cluster ? hashTag(call.keys[0] ?? '') : '';
+      const group = groups.get(tag) ?? [];
+      group.push([index, call]);
+      groups.set(tag, group);
+    });
+    await Promise.all(
+      [...groups.values()].map(async (group) => {
+        for (let start = 0; start < group.length; start += BATCH_SCRIPT_EVENTS) {
+          const chunk = group.slice(start, start + BATCH_SCRIPT_EVENTS);
+          const call = publishBatchCall(chunk.map(([, c]) => c));
+          let reply: unknown;
+          try {
+            reply = await this.run(call);
+          } catch (error) {
+            const failure = classifyRedisError(error);
+            for (const [index] of chunk) answers[index] = { error: failure };
+            continue;
+          }
+          const replies = call.script === 'publish_batch' ? reply : [reply];
+          chunk.forEach(([index], n) => {
+            const one: unknown = Array.isArray(replies) && replies.length === chunk.length ? replies[n] : undefined;
+            answers[index] = this.answerOf(drafts[index] as Draft, call.script, one);
+          });
+        }
+      }),
+    );
+    return answers.map((answer) => answer ?? { error: new InternalError('event not published') });
+  }
+
+  private callOf(draft: Draft, ts: number): ScriptCall {
+    const { keys, retention } = this.config;
+    const { target, eventType, fields, options } = draft;
+    const subject =
+      target.kind === 'job'
+        ? ({ kind: 'job', job: target.job } as const)
+        : target.kind === 'user'
+          ? ({ kind: 'user', user: target.user } as const)
+          : ({ kind: 'topic', topic: target.topic } as const);
+    const dataJson = renderEventData(subject, eventType, ts, options, fields);
+    if (target.kind === 'job') {
+      const event = { job: target.job, owner: target.owner, eventType, dataJson, ts, patch: draft.patch };
+      return publishJobCall(keys, event, options, retention, this.command);
+    }
+    if (target.kind === 'user') {
+      return publishUserCall(keys, target.user, eventType, dataJson, options, retention, this.command);
+    }
+    return publishTopicCall(keys, target.topic, eventType, dataJson, options, retention, this.command);
+  }
+
+  private answerOf(draft: Draft, script: string, reply: unknown): BatchAnswer {
+    const outcome = outcomeOf(reply);
+    if (outcome === null) {
+      return { error: new InternalError(`unexpected reply of ${script}: ${JSON.stringify(reply)}`) };
+    }
+    if (outcome.kind === 'finished') {
+      return { error: new JobFinishedError(draft.target.kind === 'job' ? draft.target.job : '') };
+    }
+    return { id: outcome.id };
   }
 
   /** Registers the job's owner, or confirms it; skipped while the cache knows it. */

@@ -7,10 +7,10 @@
 //! to.
 
 use serde_json::{json, Map, Value};
-use sse_wire::publish::PublishBody;
+use sse_wire::publish::{BatchElement, PublishBody};
 use sse_wire::scripts::{
-    publish_job_call, publish_topic_call, publish_user_call, register_owner_call, JobPublish,
-    ScriptCall,
+    hash_tag, publish_batch_call, publish_job_call, publish_topic_call, publish_user_call,
+    register_owner_call, BatchKind, JobPublish, ScriptCall, PUBLISH_BATCH,
 };
 use sse_wire::{
     is_publishable_type, is_valid_correlation_id, is_valid_id, is_valid_idempotency_key,
@@ -199,6 +199,109 @@ fn expected(doc: &Value, input: &Value) -> Value {
     Value::Object(out)
 }
 
+/// What a publisher sends for a batch (`input.events`, each a case's input, all stamped
+/// `input.ts`): the owner registrations (each job and owner once, in the order of the
+/// batch); the script calls on one Redis (one call for the whole batch) and on Redis
+/// Cluster (one per hash tag, in the order of each tag's first event), where a call of
+/// one event is that event's own script; and the HTTP requests — one
+/// `POST /v1/events:batch` per run of consecutive events with the same `traceparent`
+/// (the batch's header; elements have no field for it).
+fn expected_batch(doc: &Value, input: &Value) -> Value {
+    let ts = input["ts"].clone();
+    let singles: Vec<(Value, Value)> = input["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|event| {
+            let mut event = event.clone();
+            event["ts"] = ts.clone();
+            assert_eq!(refusal(&event), None, "batch events are valid: {event}");
+            let single = expected(doc, &event);
+            (event, single)
+        })
+        .collect();
+    let mut owners: Vec<Value> = Vec::new();
+    for (event, single) in &singles {
+        if event["kind"] == "job" && !owners.contains(&single["registerOwner"]) {
+            owners.push(single["registerOwner"].clone());
+        }
+    }
+    let kind_of = |event: &Value| match text(event, "kind") {
+        Some("job") => BatchKind::Job,
+        Some("user") => BatchKind::User,
+        _ => BatchKind::Topic,
+    };
+    let script_call = |publish: &Value| ScriptCall {
+        keys: serde_json::from_value(publish["keys"].clone()).expect("keys"),
+        args: serde_json::from_value(publish["args"].clone()).expect("args"),
+    };
+    let group_call = |group: &[&(Value, Value)]| -> Value {
+        if let [(_, single)] = group {
+            return single["publish"].clone();
+        }
+        let calls: Vec<(BatchKind, ScriptCall)> = group
+            .iter()
+            .map(|(event, single)| (kind_of(event), script_call(&single["publish"])))
+            .collect();
+        call(
+            "publish_batch",
+            publish_batch_call(calls.iter().map(|(kind, call)| (*kind, call))),
+        )
+    };
+    let all: Vec<&(Value, Value)> = singles.iter().collect();
+    let mut tags: Vec<(String, Vec<&(Value, Value)>)> = Vec::new();
+    for pair in &singles {
+        let tag = hash_tag(pair.1["publish"]["keys"][0].as_str().expect("a key")).to_owned();
+        match tags.iter_mut().find(|(t, _)| *t == tag) {
+            Some((_, group)) => group.push(pair),
+            None => tags.push((tag, vec![pair])),
+        }
+    }
+    let mut requests: Vec<Value> = Vec::new();
+    let mut run_traceparent: Option<Option<&str>> = None;
+    for (event, single) in &singles {
+        let traceparent = text(event, "traceparent");
+        if run_traceparent != Some(traceparent) {
+            let mut headers = Map::new();
+            if let Some(traceparent) = traceparent {
+                headers.insert("traceparent".into(), traceparent.into());
+            }
+            requests.push(json!({"method": "POST", "path": "/v1/events:batch",
+                                 "headers": headers, "body": []}));
+            run_traceparent = Some(traceparent);
+        }
+        let body: PublishBody =
+            serde_json::from_value(single["http"]["body"].clone()).expect("a body");
+        let subject = |kind: &str| {
+            (event["kind"] == kind)
+                .then(|| text(event, kind).map(str::to_owned))
+                .flatten()
+        };
+        let element = BatchElement {
+            job: subject("job"),
+            user: subject("user"),
+            topic: subject("topic"),
+            owner: body.owner,
+            event_type: body.event_type,
+            data: body.data,
+            correlation_id: body.correlation_id,
+            reopen: body.reopen,
+            idempotency_key: text(event, "idempotencyKey").map(str::to_owned),
+        };
+        let last = requests.last_mut().expect("a request");
+        last["body"]
+            .as_array_mut()
+            .expect("an array")
+            .push(serde_json::to_value(element).expect("an element"));
+    }
+    json!({
+        "registerOwners": owners,
+        "oneRedis": [group_call(&all)],
+        "perHashTag": tags.iter().map(|(tag, group)| json!({"tag": tag, "call": group_call(group)})).collect::<Vec<_>>(),
+        "http": requests,
+    })
+}
+
 #[test]
 fn every_case_renders_exactly_as_the_fixtures_say() {
     let text_before = std::fs::read_to_string(PATH).expect("read the fixtures");
@@ -223,7 +326,30 @@ fn every_case_renders_exactly_as_the_fixtures_say() {
         }
         updated.push(case);
     }
+    let batch_sha1 = json!(redis::Script::new(PUBLISH_BATCH).get_hash());
     if regenerate {
+        doc["publishBatchSha1"] = batch_sha1;
+    } else if doc["publishBatchSha1"] != batch_sha1 {
+        mismatches.push(format!(
+            "publishBatchSha1: fixture {}, crate {batch_sha1}",
+            doc["publishBatchSha1"]
+        ));
+    }
+    let mut batches = Vec::new();
+    for mut batch in doc["batches"].as_array().expect("batches").clone() {
+        let expect = expected_batch(&doc, &batch["input"]);
+        if regenerate {
+            batch["expect"] = expect;
+        } else if batch["expect"] != expect {
+            mismatches.push(format!(
+                "{}:\n  fixture {}\n  crate   {}",
+                batch["name"], batch["expect"], expect
+            ));
+        }
+        batches.push(batch);
+    }
+    if regenerate {
+        doc["batches"] = Value::Array(batches);
         doc["cases"] = Value::Array(updated);
         let mut out = serde_json::to_string_pretty(&doc).expect("JSON");
         out.push('\n');
@@ -270,4 +396,13 @@ fn the_fixtures_cover_what_publishers_must_agree_on() {
     assert!(count(&|c| c["input"].get("traceparent").is_some()) > 1);
     assert!(count(&|c| c["input"]["reopen"] == true) > 0);
     assert!(!doc["scenarios"].as_array().expect("scenarios").is_empty());
+    let batches = doc["batches"].as_array().expect("batches");
+    let tags = |b: &Value| b["expect"]["perHashTag"].as_array().map_or(0, Vec::len);
+    assert!(
+        batches.iter().any(|b| tags(b) > 2),
+        "a batch over several hash tags"
+    );
+    assert!(batches
+        .iter()
+        .any(|b| b["expect"]["http"].as_array().map_or(0, Vec::len) > 1));
 }

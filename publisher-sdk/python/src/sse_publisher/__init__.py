@@ -10,7 +10,12 @@ job.log("info", "frame 100/200")
 job.complete({"outputPath": "out.mp4"})
 publisher.notify("alice", "notice", {"text": "hi"})
 publisher.topic("news").publish("announcement", {"title": "Maintenance at 18:00"})
+results = publisher.batch().progress(job, 50).notify("alice", "notice", {"text": "half"}).send()
 ```
+
+`batch()` publishes several events in one go (one `POST /v1/events:batch`, or one Redis
+script call per hash tag) and returns one result per event, in order: its id or the
+`PublishError` it met.
 
 `AsyncPublisher` is the same API for asyncio. Transports: Redis (one atomic script per
 event, straight into the gateways' Redis; `connect_cluster` for Redis Cluster), or HTTP to
@@ -24,7 +29,7 @@ unless the event has an idempotency key: then it is retried, since a repeat cann
 publish twice.
 """
 
-from ._async import AsyncJob, AsyncPublisher, AsyncTopic
+from ._async import AsyncBatch, AsyncJob, AsyncPublisher, AsyncTopic
 from ._errors import (
     Ambiguous,
     Internal,
@@ -37,16 +42,18 @@ from ._errors import (
     Unavailable,
 )
 from ._options import EventOptions, Level, RedisOptions, RetryPolicy
-from ._sync import Job, Publisher, Topic
+from ._sync import Batch, Job, Publisher, Topic
 from ._wire import Retention
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Ambiguous",
+    "AsyncBatch",
     "AsyncJob",
     "AsyncPublisher",
     "AsyncTopic",
+    "Batch",
     "EventOptions",
     "Internal",
     "InvalidArgument",

@@ -64,6 +64,10 @@ class AsyncPublisher:
         """A handle on one topic (a broadcast feed)."""
         return AsyncTopic(self, name)
 
+    def batch(self) -> AsyncBatch:
+        """An empty batch: add events, then `await send()` publishes them in one go."""
+        return AsyncBatch(self)
+
     async def notify(
         self,
         user: str,
@@ -99,6 +103,26 @@ class AsyncPublisher:
             except (RefusedAttempt, PublishError) as failure:
                 delay = _events.next_delay(self._retry, draft, attempt, failure)
             await asyncio.sleep(delay)
+
+
+class AsyncBatch(_events.BatchEvents):
+    """`Batch` for asyncio: the same methods; `send()` is awaited."""
+
+    def __init__(self, publisher: AsyncPublisher) -> None:
+        super().__init__()
+        self._publisher = publisher
+
+    async def send(self) -> list[str | PublishError]:
+        """Publishes the events: one result per event, in order (see `Batch.send`)."""
+        results, pending = self._start()
+        attempt = 0
+        while pending:
+            attempt += 1
+            answers = await self._publisher._transport.publish_batch([event for _, event in pending])
+            pending, delay = _events.settle_batch(self._publisher._retry, attempt, pending, answers, results)
+            if pending:
+                await asyncio.sleep(delay)
+        return _events.batch_results(results)
 
 
 class AsyncJob:

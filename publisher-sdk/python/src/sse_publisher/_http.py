@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import ssl
+from collections import deque
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 import httpx
@@ -26,7 +28,12 @@ from ._errors import (
     Rejected,
     Unauthorized,
 )
-from ._wire import Draft, http_request, is_event_id
+from ._wire import Draft, HttpRequest, batch_http_request, batch_requests, http_request, is_event_id
+
+#: What a batch answers for each event: its id, or why it was not published.
+BatchAnswer = str | Exception
+#: Largest answer read from a gateway to a batch (one result per event).
+MAX_BATCH_RESPONSE_BYTES = 4 * 1024 * 1024
 
 #: Largest answer read from a gateway.
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -89,6 +96,88 @@ def interpret(draft: Draft, status: int, retry_after: str | None, body: bytes) -
     raise Ambiguous(f"the gateway answered {status}")
 
 
+class _TooLarge(Exception):
+    """`413`: too many events or too large a body for this gateway; nothing published."""
+
+
+def batch_interpret(drafts: Sequence[Draft], status: int, retry_after: str | None, body: bytes) -> list[BatchAnswer]:
+    """Each event's answer from a gateway's answer to a `POST /v1/events:batch`: `200` has
+    one result per event, each read as its single publish's answer would be; any other
+    status is every event's fate. Raises `_TooLarge` for a `413`."""
+    if status == 200:
+        try:
+            results = json.loads(body).get("results")
+        except (ValueError, AttributeError):
+            results = None
+        if not isinstance(results, list) or len(results) != len(drafts):
+            unknown = Ambiguous(f"the gateway answered 200 without a result per event: {body[:200]!r}")
+            return [unknown for _ in drafts]
+        answers: list[BatchAnswer] = []
+        for draft, result in zip(drafts, results, strict=True):
+            result = result if isinstance(result, dict) else {}
+            status_of = result.get("status")
+            try:
+                answers.append(
+                    interpret(draft, status_of if isinstance(status_of, int) else 0, None, json.dumps(result).encode())
+                )
+            except Exception as error:
+                answers.append(error)
+        return answers
+    if status == 413:
+        try:
+            message = json.loads(body).get("message", "")
+        except (ValueError, AttributeError):
+            message = ""
+        raise _TooLarge(str(message))
+    try:
+        interpret(drafts[0], status, retry_after, body)
+        failure: Exception = Ambiguous(f"the gateway answered {status} to a batch")
+    except Exception as error:
+        failure = error
+    return [failure for _ in drafts]
+
+
+class _BatchPlan:
+    """The requests of a batch, in order: `batch_requests`' runs, and the halves of a
+    request the gateway found too large (down to single events); after a request that
+    failed as a whole, the rest is not sent (a later event must not overtake an earlier
+    one of its job) and counts as certainly unpublished."""
+
+    def __init__(self, drafts: Sequence[Draft]) -> None:
+        self.drafts = drafts
+        self.pending: deque[list[int]] = deque(batch_requests(drafts))
+        self.answers: dict[int, BatchAnswer] = {}
+
+    def next(self) -> tuple[list[int], HttpRequest] | None:
+        if not self.pending:
+            return None
+        indexes = self.pending.popleft()
+        return indexes, batch_http_request([self.drafts[i] for i in indexes])
+
+    def answered(self, indexes: list[int], status: int, retry_after: str | None, body: bytes) -> None:
+        try:
+            answers = batch_interpret([self.drafts[i] for i in indexes], status, retry_after, body)
+        except _TooLarge as too_large:
+            if len(indexes) > 1:
+                middle = len(indexes) // 2
+                self.pending.extendleft([indexes[middle:], indexes[:middle]])
+            else:
+                self.answers[indexes[0]] = Rejected(413, "payload_too_large", str(too_large))
+            return
+        self.answers.update(zip(indexes, answers, strict=True))
+        if status != 200 and isinstance(answers[0], Exception):
+            self.failed(answers[0])
+
+    def failed(self, failure: Exception) -> None:
+        if isinstance(failure, (Ambiguous, RefusedAttempt)):
+            failure = RefusedAttempt(f"not sent: an earlier request of the batch failed ({failure})")
+        while self.pending:
+            self.answers.update({index: failure for index in self.pending.popleft()})
+
+    def result(self) -> list[BatchAnswer]:
+        return [self.answers[index] for index in range(len(self.drafts))]
+
+
 def _classify(error: httpx.HTTPError) -> Exception:
     # Not connected, or no connection free: the request never left.
     if isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
@@ -136,6 +225,29 @@ class HttpTransport(_Base):
             raise _classify(error) from None
         return interpret(draft, response.status_code, response.headers.get("retry-after"), bytes(answer))
 
+    def publish_batch(self, drafts: Sequence[Draft]) -> list[BatchAnswer]:
+        """`POST /v1/events:batch`, as many as `_BatchPlan` says, one after the other."""
+        plan = _BatchPlan(drafts)
+        while (step := plan.next()) is not None:
+            indexes, request = step
+            headers = {**request.headers, "Authorization": self._authorization}
+            try:
+                with self._client.stream(
+                    "POST", self._base + request.path, content=request.body, headers=headers
+                ) as response:
+                    answer = bytearray()
+                    for chunk in response.iter_bytes():
+                        answer += chunk
+                        if len(answer) > MAX_BATCH_RESPONSE_BYTES:
+                            break
+            except httpx.HTTPError as error:
+                failure = _classify(error)
+                plan.answers.update({index: failure for index in indexes})
+                plan.failed(failure)
+                continue
+            plan.answered(indexes, response.status_code, response.headers.get("retry-after"), bytes(answer))
+        return plan.result()
+
     def close(self) -> None:
         self._client.close()
 
@@ -159,6 +271,29 @@ class AsyncHttpTransport(_Base):
         except httpx.HTTPError as error:
             raise _classify(error) from None
         return interpret(draft, response.status_code, response.headers.get("retry-after"), bytes(answer))
+
+    async def publish_batch(self, drafts: Sequence[Draft]) -> list[BatchAnswer]:
+        """`POST /v1/events:batch`, as many as `_BatchPlan` says, one after the other."""
+        plan = _BatchPlan(drafts)
+        while (step := plan.next()) is not None:
+            indexes, request = step
+            headers = {**request.headers, "Authorization": self._authorization}
+            try:
+                async with self._client.stream(
+                    "POST", self._base + request.path, content=request.body, headers=headers
+                ) as response:
+                    answer = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        answer += chunk
+                        if len(answer) > MAX_BATCH_RESPONSE_BYTES:
+                            break
+            except httpx.HTTPError as error:
+                failure = _classify(error)
+                plan.answers.update({index: failure for index in indexes})
+                plan.failed(failure)
+                continue
+            plan.answered(indexes, response.status_code, response.headers.get("retry-after"), bytes(answer))
+        return plan.result()
 
     async def close(self) -> None:
         await self._client.aclose()

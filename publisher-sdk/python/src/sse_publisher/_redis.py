@@ -9,6 +9,7 @@ retries instead, knowing what each failure means (`classify`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -36,13 +37,17 @@ from ._errors import (
 from ._options import RedisOptions
 from ._owners import OwnerCache
 from ._wire import (
+    BATCH_SCRIPT_EVENTS,
     Draft,
     Keys,
     PublishCommand,
     Retention,
     ScriptCall,
+    hash_tag,
     now_ms,
     parse_outcome,
+    publish_batch_call,
+    publish_batch_source,
     publish_call,
     register_owner_call,
     render_event_data,
@@ -50,6 +55,9 @@ from ._wire import (
 
 #: The scripts this package runs; `lua/` holds copies of `publisher-sdk/wire/lua/`.
 SCRIPT_NAMES = ("register_owner", "publish_job", "publish_user", "publish_topic")
+#: What a batch answers for each event: its id, or why it was not published (a
+#: `PublishError`, or a `RefusedAttempt` the publisher retries).
+BatchAnswer = str | Exception
 
 # Messages redis-py gives to failures before a command is written: connecting, or
 # waiting for a pooled connection. Any other connection error or timeout may have come
@@ -66,6 +74,18 @@ _NOT_SENT = (
 def script_source(name: str) -> bytes:
     """A script's text, as shipped in this package (byte for byte the wire crate's)."""
     return (resources.files(__package__) / "lua" / f"{name}.lua").read_bytes()
+
+
+def batch_source() -> bytes:
+    """The batch script, assembled from the shipped copies as sse-wire assembles it."""
+    names = ("publish_job", "publish_user", "publish_topic", "publish_batch")
+    return publish_batch_source({name: script_source(name) for name in names})
+
+
+def _scripts(client: Any) -> dict[str, Any]:
+    scripts = {name: client.register_script(script_source(name)) for name in SCRIPT_NAMES}
+    scripts["publish_batch"] = client.register_script(batch_source())
+    return scripts
 
 
 def classify(error: Exception) -> Exception:
@@ -176,6 +196,9 @@ class _Plan:
         self.keys = Keys(options.prefix)
         self.retention: Retention = options.retention
         self.command: PublishCommand = command
+        #: One script call per hash tag (Redis Cluster), or one for all (one Redis: a
+        #: script may touch keys of any slot there).
+        self.by_tag = command == "SPUBLISH"
         self.owners = OwnerCache()
 
     def needs_registration(self, draft: Draft) -> bool:
@@ -194,6 +217,61 @@ class _Plan:
     def publish(self, draft: Draft) -> ScriptCall:
         ts = now_ms()
         return publish_call(self.keys, draft, render_event_data(draft, ts), ts, self.retention, self.command)
+
+    def owners_to_register(self, drafts: Sequence[Draft]) -> list[tuple[str, str]]:
+        """Each job and owner of a batch whose owner this publisher has not confirmed, once,
+        in the order of the batch (the first owner named wins, as one publish after the
+        other would)."""
+        pairs: list[tuple[str, str]] = []
+        for draft in drafts:
+            pair = (draft.subject, draft.owner or "")
+            if draft.kind == "job" and pair not in pairs and not self.owners.is_known(*pair):
+                pairs.append(pair)
+        return pairs
+
+    def owner_registered(self, job: str, owner: str, current: object) -> Exception | None:
+        if _text(current) is not None:
+            return OwnerConflict(job)
+        self.owners.put(job, owner)
+        return None
+
+    def batch_calls(
+        self, drafts: Sequence[Draft], skip: Sequence[int], ts: int | None = None
+    ) -> list[tuple[list[int], ScriptCall]]:
+        """The script calls of a batch: its events (but those in `skip`) grouped by hash tag
+        (on one Redis, one group), in the order of each group's first event, each group in
+        calls of at most `BATCH_SCRIPT_EVENTS`; with the indexes of the events of each.
+        Every event is stamped with the same `ts` (now, unless given)."""
+        ts = now_ms() if ts is None else ts
+        groups: dict[str, list[tuple[int, ScriptCall]]] = {}
+        for index, draft in enumerate(drafts):
+            if index in skip:
+                continue
+            call = publish_call(self.keys, draft, render_event_data(draft, ts), ts, self.retention, self.command)
+            tag = hash_tag(call.keys[0]) if self.by_tag else ""
+            groups.setdefault(tag, []).append((index, call))
+        calls: list[tuple[list[int], ScriptCall]] = []
+        for group in groups.values():
+            for start in range(0, len(group), BATCH_SCRIPT_EVENTS):
+                chunk = group[start : start + BATCH_SCRIPT_EVENTS]
+                calls.append(([index for index, _ in chunk], publish_batch_call([call for _, call in chunk])))
+        return calls
+
+    def batch_answers(
+        self, drafts: Sequence[Draft], indexes: list[int], call: ScriptCall, reply: object
+    ) -> list[BatchAnswer]:
+        """Each event's answer from a batch call's reply (one event: its own script's)."""
+        replies = [reply] if call.script != "publish_batch" else reply
+        if not isinstance(replies, (list, tuple)) or len(replies) != len(indexes):
+            failure = Internal(f"unexpected batch script reply {reply!r}")
+            return [failure for _ in indexes]
+        answers: list[BatchAnswer] = []
+        for index, one in zip(indexes, replies, strict=True):
+            try:
+                answers.append(self.event_id(drafts[index], one))
+            except PublishError as error:
+                answers.append(error)
+        return answers
 
     def event_id(self, draft: Draft, reply: object) -> str:
         if not isinstance(reply, (list, tuple)):
@@ -226,7 +304,7 @@ class RedisTransport:
     def __init__(self, client: SyncClient, options: RedisOptions, command: PublishCommand) -> None:
         self._client = client
         self._plan = _Plan(options, command)
-        self._scripts = {name: client.register_script(script_source(name)) for name in SCRIPT_NAMES}
+        self._scripts = _scripts(client)
 
     @classmethod
     def connect(cls, url: str, options: RedisOptions) -> RedisTransport:
@@ -276,6 +354,35 @@ class RedisTransport:
             raise classify(error) from None
         return plan.event_id(draft, reply)
 
+    def publish_batch(self, drafts: Sequence[Draft]) -> list[BatchAnswer]:
+        """Publishes events in one script call per hash tag (one on one Redis), after
+        registering the owners not yet confirmed; one answer per event, in order."""
+        plan = self._plan
+        answers: dict[int, BatchAnswer] = {}
+        for job, owner in plan.owners_to_register(drafts):
+            call = register_owner_call(plan.keys, job, owner, plan.retention)
+            failure: Exception | None
+            try:
+                failure = plan.owner_registered(job, owner, self._scripts[call.script](keys=call.keys, args=call.args))
+            except Exception as error:
+                failure = _registration_failed(error)
+            if failure is not None:
+                answers.update(
+                    {
+                        i: failure
+                        for i, d in enumerate(drafts)
+                        if d.kind == "job" and (d.subject, d.owner) == (job, owner)
+                    }
+                )
+        for indexes, call in plan.batch_calls(drafts, list(answers)):
+            try:
+                reply = self._scripts[call.script](keys=call.keys, args=call.args)
+            except Exception as error:
+                answers.update({index: classify(error) for index in indexes})
+                continue
+            answers.update(zip(indexes, plan.batch_answers(drafts, indexes, call, reply), strict=True))
+        return [answers[index] for index in range(len(drafts))]
+
     def close(self) -> None:
         self._client.close()
 
@@ -286,7 +393,7 @@ class AsyncRedisTransport:
     def __init__(self, client: AsyncClient, options: RedisOptions, command: PublishCommand) -> None:
         self._client = client
         self._plan = _Plan(options, command)
-        self._scripts = {name: client.register_script(script_source(name)) for name in SCRIPT_NAMES}
+        self._scripts = _scripts(client)
 
     @classmethod
     async def connect(cls, url: str, options: RedisOptions) -> AsyncRedisTransport:
@@ -339,6 +446,57 @@ class AsyncRedisTransport:
         except Exception as error:
             raise classify(error) from None
         return plan.event_id(draft, reply)
+
+    async def publish_batch(self, drafts: Sequence[Draft]) -> list[BatchAnswer]:
+        """Publishes events in one script call per hash tag (one on one Redis), after
+        registering the owners not yet confirmed (each job's at once); the calls of
+        different hash tags run at once. One answer per event, in order."""
+        plan = self._plan
+        answers: dict[int, BatchAnswer] = {}
+
+        async def register(job: str, owner: str) -> tuple[str, str, Exception | None]:
+            call = register_owner_call(plan.keys, job, owner, plan.retention)
+            try:
+                current = await self._scripts[call.script](keys=call.keys, args=call.args)
+            except Exception as error:
+                return job, owner, _registration_failed(error)
+            return job, owner, plan.owner_registered(job, owner, current)
+
+        # One job's owners one after the other (the first named wins); jobs at once.
+        pairs = plan.owners_to_register(drafts)
+        jobs: dict[str, list[str]] = {}
+        for job, owner in pairs:
+            jobs.setdefault(job, []).append(owner)
+
+        async def register_job(job: str, owners: list[str]) -> list[tuple[str, str, Exception | None]]:
+            return [await register(job, owner) for owner in owners]
+
+        for done in await asyncio.gather(*(register_job(job, owners) for job, owners in jobs.items())):
+            for job, owner, failure in done:
+                if failure is not None:
+                    answers.update(
+                        {
+                            i: failure
+                            for i, d in enumerate(drafts)
+                            if d.kind == "job" and (d.subject, d.owner) == (job, owner)
+                        }
+                    )
+        calls = plan.batch_calls(drafts, list(answers))
+        by_tag: dict[str, list[tuple[list[int], ScriptCall]]] = {}
+        for indexes, call in calls:
+            by_tag.setdefault(hash_tag(call.keys[0]) if plan.by_tag else "", []).append((indexes, call))
+
+        async def run(group: list[tuple[list[int], ScriptCall]]) -> None:
+            for indexes, call in group:
+                try:
+                    reply = await self._scripts[call.script](keys=call.keys, args=call.args)
+                except Exception as error:
+                    answers.update({index: classify(error) for index in indexes})
+                    continue
+                answers.update(zip(indexes, plan.batch_answers(drafts, indexes, call, reply), strict=True))
+
+        await asyncio.gather(*(run(group) for group in by_tag.values()))
+        return [answers[index] for index in range(len(drafts))]
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -66,6 +66,10 @@ class Publisher:
         """A handle on one topic (a broadcast feed)."""
         return Topic(self, name)
 
+    def batch(self) -> Batch:
+        """An empty batch: add events, then `send()` publishes them in one go."""
+        return Batch(self)
+
     def notify(
         self,
         user: str,
@@ -101,6 +105,34 @@ class Publisher:
             except (RefusedAttempt, PublishError) as failure:
                 delay = _events.next_delay(self._retry, draft, attempt, failure)
             time.sleep(delay)
+
+
+class Batch(_events.BatchEvents):
+    """Events of any jobs, users and topics, published in one go by `send()`: over HTTP
+    one `POST /v1/events:batch` (split at 100 events or 64 KiB, by traceparent, and in
+    halves when the gateway answers `413`), over Redis one script call per hash tag (one
+    on one Redis). `event`, `progress`, `notify` and `topic_event` return the batch, so
+    calls chain."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        super().__init__()
+        self._publisher = publisher
+
+    def send(self) -> list[str | PublishError]:
+        """Publishes the events: one result per event, in the order they were added —
+        its id (for a repeated idempotency key, the first event's), or the `PublishError`
+        it met (invalid arguments, checked before anything is sent; `OwnerConflict`;
+        `JobFinished`; `Unavailable` after the retries; …). A refused event does not stop
+        the others; the events of one job, user or topic keep their order."""
+        results, pending = self._start()
+        attempt = 0
+        while pending:
+            attempt += 1
+            answers = self._publisher._transport.publish_batch([event for _, event in pending])
+            pending, delay = _events.settle_batch(self._publisher._retry, attempt, pending, answers, results)
+            if pending:
+                time.sleep(delay)
+        return _events.batch_results(results)
 
 
 class Job:

@@ -539,3 +539,107 @@ def http_request(draft: Draft) -> HttpRequest:
     if draft.traceparent is not None:
         headers["traceparent"] = draft.traceparent
     return HttpRequest("POST", f"/v1/{segment}/{draft.subject}/events", headers, dumps(body).encode())
+
+
+# --- Batches ------------------------------------------------------------------------------
+
+#: The publish scripts a batch runs, as `publish_batch.lua` names them.
+BATCH_KINDS: dict[str, str] = {"job": "publish_job", "user": "publish_user", "topic": "publish_topic"}
+#: Most events in one call of the batch script (sse-wire's `BATCH_SCRIPT_EVENTS`): a
+#: script blocks Redis while it runs, so a larger group goes as several calls.
+BATCH_SCRIPT_EVENTS = 100
+#: Most events in one `POST /v1/events:batch` (the gateway's default `--max-batch-events`).
+MAX_EVENTS_PER_REQUEST = 100
+#: Most bytes of body in one `POST /v1/events:batch` (the gateway's default
+#: `--max-body-bytes`); an event larger by itself goes alone. A gateway refuses a body over
+#: its limit before reading it, and a client still sending may then see the connection
+#: reset instead of the `413`, leaving every event of the request unknown.
+MAX_BYTES_PER_REQUEST = 64 * 1024
+
+
+def publish_batch_source(sources: Mapping[str, bytes]) -> bytes:
+    """The batch script, assembled from the single scripts' texts (`publish_job`,
+    `publish_user`, `publish_topic`, `publish_batch`) exactly as sse-wire's
+    `scripts::PUBLISH_BATCH` is: each publish script wrapped as a local function of
+    `(KEYS, ARGV)`, then the driver. Its SHA1 is the fixtures' `publishBatchSha1`."""
+    out = b""
+    for kind in ("job", "user", "topic"):
+        out += b"local function publish_" + kind.encode() + b"(KEYS, ARGV)\n" + sources[BATCH_KINDS[kind]] + b"\nend\n"
+    return out + sources["publish_batch"]
+
+
+def publish_batch_call(calls: Sequence[ScriptCall]) -> ScriptCall:
+    """One call of the batch script running these single calls in order (sse-wire's
+    `publish_batch_call`): every call's keys; the number of events, then per event its
+    kind, its number of keys and of arguments, and its arguments. A single call stays
+    itself (the batch script's wrapping costs Redis more for one event)."""
+    if len(calls) == 1:
+        return calls[0]
+    keys: list[str] = []
+    args: list[str] = [str(len(calls))]
+    kinds = {script: kind for kind, script in BATCH_KINDS.items()}
+    for call in calls:
+        keys += call.keys
+        args += [kinds[call.script], str(len(call.keys)), str(len(call.args)), *call.args]
+    return ScriptCall("publish_batch", tuple(keys), tuple(args))
+
+
+def hash_tag(key: str) -> str:
+    """The hash tag of a key (`{u:alice}` of `sse:{u:alice}:log`), or the whole key when
+    it has none: keys with the same tag share a Redis Cluster slot."""
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[start : end + 1]
+    return key
+
+
+def batch_element(draft: Draft) -> dict[str, object]:
+    """A `POST /v1/events:batch` element: the target, the single publish's body and the
+    idempotency key, in the gateway's field order."""
+    element: dict[str, object] = {draft.kind: draft.subject}
+    if draft.kind == "job":
+        element["owner"] = draft.owner
+    element["type"] = draft.event_type
+    element["data"] = draft.fields
+    if draft.correlation_id is not None:
+        element["correlationId"] = draft.correlation_id
+    if draft.reopen:
+        element["reopen"] = True
+    if draft.idempotency_key is not None:
+        element["idempotencyKey"] = draft.idempotency_key
+    return element
+
+
+def batch_requests(drafts: Sequence[Draft]) -> list[list[int]]:
+    """The indexes of `drafts`, as the `POST /v1/events:batch` requests that carry them, in
+    order: runs of events with the same traceparent (the request's header; an element has
+    no field for it), each at most `MAX_EVENTS_PER_REQUEST` events and
+    `MAX_BYTES_PER_REQUEST` bytes of body."""
+    requests: list[list[int]] = []
+    size = 0
+    for index, draft in enumerate(drafts):
+        length = len(dumps(batch_element(draft)).encode()) + 1
+        current = requests[-1] if requests else None
+        if (
+            current is not None
+            and len(current) < MAX_EVENTS_PER_REQUEST
+            and size + length < MAX_BYTES_PER_REQUEST
+            and drafts[current[0]].traceparent == draft.traceparent
+        ):
+            current.append(index)
+            size += length
+        else:
+            requests.append([index])
+            size = length + 1
+    return requests
+
+
+def batch_http_request(drafts: Sequence[Draft]) -> HttpRequest:
+    """One `POST /v1/events:batch` of events that share a traceparent (or have none)."""
+    headers = {"Content-Type": "application/json"}
+    if drafts and drafts[0].traceparent is not None:
+        headers["traceparent"] = drafts[0].traceparent
+    body = dumps([batch_element(draft) for draft in drafts]).encode()
+    return HttpRequest("POST", "/v1/events:batch", headers, body)

@@ -36,7 +36,7 @@ export const DEFAULT_RETENTION: Retention = Object.freeze({
 export type PublishCommand = 'PUBLISH' | 'SPUBLISH';
 
 /** The scripts a publisher runs (file names in lua/, without `.lua`). */
-export type ScriptName = 'register_owner' | 'publish_job' | 'publish_user' | 'publish_topic';
+export type ScriptName = 'register_owner' | 'publish_job' | 'publish_user' | 'publish_topic' | 'publish_batch';
 
 /** Keys and arguments of one script call. */
 export interface ScriptCall {
@@ -194,4 +194,44 @@ export function outcomeOf(reply: unknown): Outcome | null {
   if (kind === 'duplicate' && eventId !== null) return { kind, id: eventId };
   if (kind === 'finished') return { kind };
   return null;
+}
+
+/** Most events in one call of the batch script (sse-wire's `BATCH_SCRIPT_EVENTS`). */
+export const BATCH_SCRIPT_EVENTS = 100;
+
+const BATCH_KINDS: Readonly<Record<string, string>> = { publish_job: 'job', publish_user: 'user', publish_topic: 'topic' };
+
+/**
+ * The batch script's source, assembled from the single scripts as sse-wire's
+ * `scripts::PUBLISH_BATCH` is: each publish script wrapped as a local function of
+ * `(KEYS, ARGV)`, then the driver (`publish_batch.lua`).
+ */
+export function publishBatchSource(sources: { publish_job: string; publish_user: string; publish_topic: string; driver: string }): string {
+  const wrap = (kind: string, text: string) => `local function publish_${kind}(KEYS, ARGV)\n${text}\nend\n`;
+  return wrap('job', sources.publish_job) + wrap('user', sources.publish_user) + wrap('topic', sources.publish_topic) + sources.driver;
+}
+
+/**
+ * One call of the batch script running these single calls in order (sse-wire's
+ * `publish_batch_call`); a single call stays itself.
+ */
+export function publishBatchCall(calls: readonly ScriptCall[]): ScriptCall {
+  if (calls.length === 1 && calls[0] !== undefined) return calls[0];
+  const keys: string[] = [];
+  const args: string[] = [String(calls.length)];
+  for (const call of calls) {
+    keys.push(...call.keys);
+    args.push(BATCH_KINDS[call.script] ?? call.script, String(call.keys.length), String(call.args.length), ...call.args);
+  }
+  return { script: 'publish_batch', keys, args };
+}
+
+/** The hash tag of a key (`{u:alice}`), or the whole key when it has none. */
+export function hashTag(key: string): string {
+  const open = key.indexOf('{');
+  if (open >= 0) {
+    const close = key.indexOf('}', open + 1);
+    if (close > open + 1) return key.slice(open, close + 1);
+  }
+  return key;
 }
