@@ -354,8 +354,10 @@ def idle(work, q):
     kinds = ["gw-emb", "gw-emb-ka", "gw-emb-h2c", "gw-emb-h2c8", "gw-tls", "gw-redis", "nchan", "floor"]
     if BEFORE_BIN:
         # The code before a change, beside it in the same run (its plain, kept-alive and
-        # h2c streams).
+        # h2c streams, and with Redis).
         kinds[4:4] = ["gw-emb@before", "gw-emb-ka@before", "gw-emb-h2c@before"]
+        # And its Redis kind, beside the current one.
+        kinds.insert(kinds.index("gw-redis") + 1, "gw-redis@before")
     for kind in kinds:
         log(f"idle: {kind}")
         base, _, tag = kind.partition("@")

@@ -467,8 +467,8 @@ impl Broker for MemoryBroker {
         // In process, registering with the hub is the confirmation: the next publish
         // takes the same lock after it.
         let _ordering = self.state();
-        self.hub.subscribe(&topic, mailbox.clone());
-        Ok(Subscription::new(self.hub.clone(), topic, mailbox, None))
+        let (_, entry) = self.hub.join(&topic, mailbox.clone());
+        Ok(Subscription::new(self.hub.clone(), entry, mailbox, None))
     }
 
     fn is_ready(&self) -> bool {

@@ -24,7 +24,6 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -86,10 +85,6 @@ pub struct Mailbox {
     /// When the stream's token expires (`exp` + leeway), ms since the epoch.
     expires_at_ms: u64,
     conn: Arc<ConnControl>,
-    /// Set when the body writes anything, cleared by the heartbeat tick: a stream that
-    /// wrote since the last tick needs no heartbeat. Atomic so the body's hot path does
-    /// not take the lock for it.
-    wrote: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -97,35 +92,47 @@ struct Inbox {
     queue: VecDeque<Event>,
     queued_bytes: usize,
     heartbeat_due: bool,
+    /// Set when the stream or the fan-out writes anything (both hold the lock then),
+    /// cleared by the heartbeat tick: a stream that wrote since the last tick needs no
+    /// heartbeat.
+    wrote: bool,
     /// Ticks since the last write or heartbeat.
     idle_ticks: u32,
     closed: Option<CloseReason>,
     /// Ticks since `closed` was set without the body taking it (it is stuck writing).
     closed_ticks: u32,
     /// Highest event id this stream has written or taken from the queue: where a broker
-    /// backfill must start for it. `None` until the stream's first frame is built.
-    position: Option<EventId>,
+    /// backfill must start for it; meaningful once `positioned` (set when the stream's
+    /// first frame is built). Two fields rather than an `Option`, which would take 8 more
+    /// bytes of every mailbox.
+    position: EventId,
+    positioned: bool,
     /// The id of the last event written to the client, by the stream or by the fan-out:
     /// a queued event at or below it is not written again (the replay/live overlap).
     written: EventId,
-    /// The socket the fan-out may write to (the HTTP/1.1 stream path attaches it), and
-    /// whether a terminal event ends the stream (such an event is left to the stream).
-    direct: Option<Direct>,
+    /// The socket the fan-out may write to (the HTTP/1.1 stream path attaches it).
+    direct: Option<Arc<TcpStream>>,
+    /// Whether a terminal event ends the stream (such an event is left to the stream).
+    ends_on_terminal: bool,
     /// The stream's task waits on this mailbox with nothing of its own to write: the
     /// fan-out may write to the attached socket.
     parked: bool,
-    /// The rest of a chunk the fan-out wrote in part: the stream writes it first.
-    rest: Option<Bytes>,
+    /// The rest of a chunk the fan-out wrote in part: the stream writes it first. Boxed:
+    /// rare, and every idle mailbox would carry its 32 bytes.
+    rest: Option<Box<Bytes>>,
     /// Events the fan-out wrote (for the stream's close log line).
     written_directly: u64,
     waker: Option<Waker>,
 }
 
-/// A socket the fan-out writes to directly (see the module doc).
-#[derive(Debug)]
-struct Direct {
-    socket: Arc<TcpStream>,
-    ends_on_terminal: bool,
+impl Inbox {
+    /// Moves the position up to `id` (a first position is taken as it is).
+    fn advance_position(&mut self, id: EventId) {
+        if !self.positioned || id > self.position {
+            self.position = id;
+            self.positioned = true;
+        }
+    }
 }
 
 /// What [`Mailbox::deliver`] did with an event.
@@ -150,7 +157,6 @@ impl Mailbox {
             limits,
             expires_at_ms,
             conn,
-            wrote: AtomicBool::new(false),
         })
     }
 
@@ -212,10 +218,10 @@ impl Mailbox {
         }
         // Taken out while writing (and put back below) rather than cloned: a clone of the
         // socket's `Arc` is an atomic write to one more cache line per delivery.
-        let Some(direct) = inbox.direct.take() else {
+        let Some(socket) = inbox.direct.take() else {
             return;
         };
-        let (socket, ends_on_terminal) = (&direct.socket, direct.ends_on_terminal);
+        let ends_on_terminal = inbox.ends_on_terminal;
         let mut wrote = false;
         let mut wake = false;
         while let Some(event) = inbox.queue.front() {
@@ -249,19 +255,19 @@ impl Mailbox {
             };
             inbox.queued_bytes -= event.frame.len();
             inbox.written = event.id;
-            inbox.position = inbox.position.max(Some(event.id));
+            inbox.advance_position(event.id);
             inbox.written_directly += 1;
             wrote = true;
             on_write(&event);
             if written < chunk_len {
-                inbox.rest = Some(event.chunk.slice(written..));
+                inbox.rest = Some(Box::new(event.chunk.slice(written..)));
                 wake = true;
                 break;
             }
         }
-        inbox.direct = Some(direct);
+        inbox.direct = Some(socket);
         if wrote {
-            self.wrote.store(true, Ordering::Relaxed);
+            inbox.wrote = true;
         }
         if !wake {
             return;
@@ -278,10 +284,9 @@ impl Mailbox {
     /// (the HTTP/1.1 stream path, which writes chunks to a plain TCP socket); a job
     /// stream's terminal event is still the stream's to write (`ends_on_terminal`).
     pub fn attach(&self, socket: Arc<TcpStream>, ends_on_terminal: bool) {
-        self.lock().direct = Some(Direct {
-            socket,
-            ends_on_terminal,
-        });
+        let mut inbox = self.lock();
+        inbox.direct = Some(socket);
+        inbox.ends_on_terminal = ends_on_terminal;
     }
 
     /// Stops the fan-out writing to the socket: called before the stream's end is written
@@ -317,11 +322,12 @@ impl Mailbox {
     /// Records that the stream has everything up to `id` (its snapshot or replay).
     pub fn set_position(&self, id: EventId) {
         let mut inbox = self.lock();
-        inbox.position = inbox.position.max(Some(id));
+        inbox.advance_position(id);
     }
 
     pub(super) fn position(&self) -> Option<EventId> {
-        self.lock().position
+        let inbox = self.lock();
+        inbox.positioned.then_some(inbox.position)
     }
 
     /// What the body writes next; registers the waker when there is nothing. `last` is
@@ -337,11 +343,11 @@ impl Mailbox {
         inbox.written = inbox.written.max(*last);
         if let Some(rest) = inbox.rest.take() {
             *last = inbox.written;
-            return Poll::Ready(Next::Rest(rest));
+            return Poll::Ready(Next::Rest(*rest));
         }
         while let Some(event) = inbox.queue.pop_front() {
             inbox.queued_bytes -= event.frame.len();
-            inbox.position = inbox.position.max(Some(event.id));
+            inbox.advance_position(event.id);
             if event.id <= inbox.written {
                 continue;
             }
@@ -351,8 +357,7 @@ impl Mailbox {
                 // Give back what a burst made the queue grow to.
                 inbox.queue.shrink_to(16);
             }
-            drop(inbox);
-            self.wrote.store(true, Ordering::Relaxed);
+            inbox.wrote = true;
             return Poll::Ready(Next::Event(event));
         }
         *last = inbox.written;
@@ -374,8 +379,8 @@ impl Mailbox {
     /// Housekeeping, a few times per heartbeat interval: token expiry, heartbeat, and
     /// cutting a closed stream whose connection is stuck.
     pub(super) fn tick(&self, now_ms: u64, heartbeat_ticks: u32) {
-        let wrote = self.wrote.swap(false, Ordering::Relaxed);
         let mut inbox = self.lock();
+        let wrote = std::mem::take(&mut inbox.wrote);
         if inbox.closed.is_some() {
             inbox.closed_ticks += 1;
             if inbox.closed_ticks == STUCK_CLOSE_TICKS {
@@ -408,6 +413,7 @@ impl Mailbox {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::task::Wake;
 
     pub(crate) struct Flag(AtomicBool);

@@ -25,7 +25,7 @@
 
 pub mod mailbox;
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sse_wire::{now_ms, EventId};
@@ -34,28 +34,110 @@ use crate::metrics::Metrics;
 use crate::vocab::event::{Event, Topic};
 pub use mailbox::{CloseReason, Delivered, Mailbox, Next, QueueLimits};
 
-/// Subscribers of one topic.
-#[derive(Default)]
+/// One topic and its subscribers on this node: an entry of the hub's set, keyed by its
+/// topic, so the set's table holds one pointer per topic.
 struct Subscribers {
-    mailboxes: Mutex<Vec<Arc<Mailbox>>>,
+    topic: Topic,
+    mailboxes: Mutex<Mailboxes>,
 }
 
 impl Subscribers {
-    fn lock(&self) -> MutexGuard<'_, Vec<Arc<Mailbox>>> {
+    fn lock(&self) -> MutexGuard<'_, Mailboxes> {
         // Each critical section is one push, remove or walk: poisoning leaves it consistent.
         self.mailboxes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The mailboxes right now, to walk without holding the lock.
     fn snapshot(&self) -> Vec<Arc<Mailbox>> {
-        self.lock().clone()
+        self.lock().as_slice().to_vec()
+    }
+}
+
+/// A topic's mailboxes: most topics have one subscriber (a user's tab, a job's page), kept
+/// in place rather than in a vector of its own (an allocation per topic).
+enum Mailboxes {
+    One(Arc<Mailbox>),
+    Many(Vec<Arc<Mailbox>>),
+}
+
+impl Mailboxes {
+    fn as_slice(&self) -> &[Arc<Mailbox>] {
+        match self {
+            Mailboxes::One(mailbox) => std::slice::from_ref(mailbox),
+            Mailboxes::Many(mailboxes) => mailboxes,
+        }
+    }
+
+    fn push(&mut self, mailbox: Arc<Mailbox>) {
+        match self {
+            Mailboxes::One(first) => {
+                *self = Mailboxes::Many(vec![first.clone(), mailbox]);
+            }
+            Mailboxes::Many(mailboxes) => mailboxes.push(mailbox),
+        }
+    }
+
+    /// Removes `mailbox`; true when none is left.
+    fn remove(&mut self, mailbox: &Arc<Mailbox>) -> bool {
+        let mailboxes = match self {
+            Mailboxes::One(only) if Arc::ptr_eq(only, mailbox) => {
+                // Emptied, not left in place: a dispatch that found the topic just before
+                // reaches no one, as with an empty vector.
+                *self = Mailboxes::Many(Vec::new());
+                return true;
+            }
+            Mailboxes::One(_) => return false,
+            Mailboxes::Many(mailboxes) => mailboxes,
+        };
+        if let Some(at) = mailboxes.iter().position(|m| Arc::ptr_eq(m, mailbox)) {
+            mailboxes.swap_remove(at);
+        }
+        match mailboxes.len() {
+            0 => true,
+            1 => {
+                *self = Mailboxes::One(mailboxes[0].clone());
+                false
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An entry of the hub's set: hashed and compared by its topic. A stream's subscription
+/// holds its topic through it (a pointer, rather than a copy of the topic).
+#[derive(Clone)]
+pub struct Entry(Arc<Subscribers>);
+
+impl Entry {
+    pub fn topic(&self) -> &Topic {
+        &self.0.topic
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        self.0.topic == other.0.topic
+    }
+}
+
+impl Eq for Entry {}
+
+impl std::hash::Hash for Entry {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.topic.hash(state);
+    }
+}
+
+impl std::borrow::Borrow<Topic> for Entry {
+    fn borrow(&self) -> &Topic {
+        &self.0.topic
     }
 }
 
 /// This node's topics and their subscribers.
 #[derive(Default)]
 pub struct Hub {
-    topics: Mutex<HashMap<Topic, Arc<Subscribers>>>,
+    topics: Mutex<HashSet<Entry>>,
 }
 
 /// Result of [`Hub::dispatch`].
@@ -70,7 +152,7 @@ impl Hub {
         Hub::default()
     }
 
-    fn topics(&self) -> MutexGuard<'_, HashMap<Topic, Arc<Subscribers>>> {
+    fn topics(&self) -> MutexGuard<'_, HashSet<Entry>> {
         // Each critical section leaves the map consistent, so poisoning carries no risk.
         self.topics
             .lock()
@@ -80,27 +162,32 @@ impl Hub {
     /// Adds a subscriber. Returns `true` when it is the topic's first on this node (the
     /// broker then subscribes upstream).
     pub fn subscribe(&self, topic: &Topic, mailbox: Arc<Mailbox>) -> bool {
+        self.join(topic, mailbox).0
+    }
+
+    /// [`Hub::subscribe`], with the topic's entry (what a subscription holds).
+    pub fn join(&self, topic: &Topic, mailbox: Arc<Mailbox>) -> (bool, Entry) {
         let mut topics = self.topics();
-        let subscribers = topics.entry(topic.clone()).or_default();
-        let mut mailboxes = subscribers.lock();
-        mailboxes.push(mailbox);
-        mailboxes.len() == 1
+        if let Some(entry) = topics.get(topic) {
+            entry.0.lock().push(mailbox);
+            return (false, entry.clone());
+        }
+        let entry = Entry(Arc::new(Subscribers {
+            topic: topic.clone(),
+            mailboxes: Mutex::new(Mailboxes::One(mailbox)),
+        }));
+        topics.insert(entry.clone());
+        (true, entry)
     }
 
     /// Removes a subscriber. Returns `true` when it was the topic's last on this node
     /// (the broker then unsubscribes upstream).
     pub fn unsubscribe(&self, topic: &Topic, mailbox: &Arc<Mailbox>) -> bool {
         let mut topics = self.topics();
-        let Some(subscribers) = topics.get(topic) else {
+        let Some(entry) = topics.get(topic) else {
             return false;
         };
-        let now_empty = {
-            let mut mailboxes = subscribers.lock();
-            if let Some(at) = mailboxes.iter().position(|m| Arc::ptr_eq(m, mailbox)) {
-                mailboxes.swap_remove(at);
-            }
-            mailboxes.is_empty()
-        };
+        let now_empty = entry.0.lock().remove(mailbox);
         if now_empty {
             topics.remove(topic);
         }
@@ -111,22 +198,23 @@ impl Hub {
     /// streams woken; the returned [`Fanout`] writes it to the parked ones.
     pub fn dispatch(&self, topic: &Topic, event: &Event) -> (Dispatched, Fanout) {
         let mut fanout = Fanout::default();
-        let Some(subscribers) = self.topics().get(topic).cloned() else {
+        let Some(Entry(subscribers)) = self.topics().get(topic).cloned() else {
             return (Dispatched::default(), fanout);
         };
-        let mailboxes = subscribers.lock();
+        let guard = subscribers.lock();
+        let mailboxes = guard.as_slice();
         let mut result = Dispatched {
             delivered: mailboxes.len(),
             slow_consumers: 0,
         };
-        for mailbox in mailboxes.iter() {
+        for mailbox in mailboxes {
             match mailbox.deliver(event) {
                 Delivered::Queued => {}
                 Delivered::ToFlush => fanout.parked.push(mailbox.clone()),
                 Delivered::SlowConsumer => result.slow_consumers += 1,
             }
         }
-        drop(mailboxes);
+        drop(guard);
         if tracing::enabled!(tracing::Level::DEBUG) {
             tracing::debug!(
                 topic = topic.kind(),
@@ -144,13 +232,13 @@ impl Hub {
     /// Where a backfill of this topic must start: the lowest position among its
     /// subscribers that have one.
     pub fn backfill_position(&self, topic: &Topic) -> Option<EventId> {
-        let mailboxes = self.topics().get(topic).cloned()?.snapshot();
+        let mailboxes = self.topics().get(topic).cloned()?.0.snapshot();
         mailboxes.iter().filter_map(|m| m.position()).min()
     }
 
     /// Ends every stream of a topic (see [`CloseReason`]).
     pub fn close_topic(&self, topic: &Topic, reason: CloseReason) {
-        let Some(subscribers) = self.topics().get(topic).cloned() else {
+        let Some(Entry(subscribers)) = self.topics().get(topic).cloned() else {
             return;
         };
         for mailbox in subscribers.snapshot() {
@@ -160,14 +248,14 @@ impl Hub {
 
     /// Whether this node has subscribers for the topic.
     pub fn has_subscribers(&self, topic: &Topic) -> bool {
-        self.topics().contains_key(topic)
+        self.topics().contains(topic)
     }
 
     /// Every subscribed mailbox right now.
     pub fn mailboxes(&self) -> Vec<Arc<Mailbox>> {
-        let topics: Vec<Arc<Subscribers>> = self.topics().values().cloned().collect();
+        let topics: Vec<Entry> = self.topics().iter().cloned().collect();
         let mut all = Vec::new();
-        for subscribers in topics {
+        for Entry(subscribers) in topics {
             all.extend(subscribers.snapshot());
         }
         all
@@ -175,8 +263,8 @@ impl Hub {
 
     /// One housekeeping pass over every mailbox (see the module doc).
     pub fn tick(&self, now_ms: u64, heartbeat_ticks: u32) {
-        let topics: Vec<Arc<Subscribers>> = self.topics().values().cloned().collect();
-        for subscribers in topics {
+        let topics: Vec<Entry> = self.topics().iter().cloned().collect();
+        for Entry(subscribers) in topics {
             for mailbox in subscribers.snapshot() {
                 mailbox.tick(now_ms, heartbeat_ticks);
             }

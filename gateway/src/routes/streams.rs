@@ -82,12 +82,18 @@ async fn open(
     topic: Topic,
     last_event_id: Option<EventId>,
 ) -> Result<Response<ResponseBody>, ApiError> {
+    // The slot's user id is the topic's own copy when it is the same user's (a user
+    // stream, a job of one's own): one allocation per stream instead of two.
+    let user: Arc<str> = match topic.user_arc() {
+        Some(user) if **user == *identity.user => user.clone(),
+        _ => identity.user.into(),
+    };
     let request = OpenRequest {
         follow: Follow::One {
             topic,
             last_event_id,
         },
-        owner: SlotOwner::User(identity.user),
+        owner: SlotOwner::User(user),
         expires_at_ms: identity.expires_at_ms,
         conn,
     };

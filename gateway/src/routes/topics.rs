@@ -44,7 +44,7 @@ async fn watcher<T>(app: &App, request: &Request<T>, topics: &[&str]) -> Result<
                 return Err(unknown());
             }
             Ok(Watcher {
-                owner: SlotOwner::User(identity.user),
+                owner: SlotOwner::User(identity.user.into()),
                 expires_at_ms: identity.expires_at_ms,
             })
         }

@@ -8,6 +8,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -20,9 +21,15 @@ use super::backlog::{Backlog, Step};
 use super::StreamSlot;
 use crate::broker::Subscription;
 use crate::hub::{CloseReason, Next};
-use crate::metrics::Metrics;
 use crate::vocab::chunk::{chunk, HEARTBEAT_CHUNK};
 use crate::vocab::event::Event;
+
+/// Milliseconds on a monotonic clock (since the first call): when a stream opened, in 8
+/// bytes where an `Instant` takes 16.
+pub(super) fn since_start_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
 
 /// A stream's error when the gateway cuts it (hyper then closes the connection).
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +38,9 @@ pub struct StreamCut(&'static str);
 
 /// The body of a `text/event-stream` response.
 pub struct EventStream {
-    /// retry + snapshot or replay, written first.
-    pub(super) prelude: Option<Bytes>,
+    /// retry + snapshot or replay, written first. Boxed: written at once, and a stream
+    /// lives for hours (an idle stream's memory is what this struct holds).
+    pub(super) prelude: Option<Box<Bytes>>,
     /// Job streams end after a terminal event; user streams never do.
     pub(super) ends_on_terminal: bool,
     /// Nothing more to write: the next poll ends the body.
@@ -45,11 +53,57 @@ pub struct EventStream {
     /// The other topics of a stream that follows several (`None` for one).
     pub(super) feeds: Option<Box<Feeds>>,
     pub(super) delivered: u64,
-    pub(super) opened: Instant,
+    /// When it opened ([`since_start_ms`]).
+    pub(super) opened_ms: u64,
     /// Why the stream ended, for its close log line.
-    pub(super) end: &'static str,
-    pub(super) metrics: Arc<Metrics>,
-    pub(super) _slot: StreamSlot,
+    pub(super) end: End,
+    /// Its slot under the node's and the user's limits (and the node's metrics).
+    pub(super) slot: StreamSlot,
+}
+
+/// Why a stream ended, for its close log line (one byte: an idle stream holds it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum End {
+    ClientClosed,
+    JobFinished,
+    ReplayLost,
+    /// The gateway closed it ([`CloseReason`], without its `retry:` hint).
+    Closed(Closed),
+}
+
+/// [`CloseReason`]'s kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Closed {
+    SlowConsumer,
+    Draining,
+    TokenExpired,
+    Resync,
+}
+
+impl From<CloseReason> for Closed {
+    fn from(reason: CloseReason) -> Closed {
+        match reason {
+            CloseReason::SlowConsumer => Closed::SlowConsumer,
+            CloseReason::Draining { .. } => Closed::Draining,
+            CloseReason::TokenExpired => Closed::TokenExpired,
+            CloseReason::Resync { .. } => Closed::Resync,
+        }
+    }
+}
+
+impl End {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            End::ClientClosed => "client_closed",
+            End::JobFinished => "job_finished",
+            End::ReplayLost => "replay_lost",
+            // The same words as `CloseReason::as_str`.
+            End::Closed(Closed::SlowConsumer) => "slow_consumer",
+            End::Closed(Closed::Draining) => "draining",
+            End::Closed(Closed::TokenExpired) => "token_expired",
+            End::Closed(Closed::Resync) => "resync",
+        }
+    }
 }
 
 /// What a stream writes next, before HTTP framing.
@@ -66,7 +120,7 @@ enum Item {
 impl EventStream {
     fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Item, StreamCut>>> {
         if let Some(prelude) = self.prelude.take() {
-            return Poll::Ready(Some(Ok(Item::Bytes(prelude))));
+            return Poll::Ready(Some(Ok(Item::Bytes(*prelude))));
         }
         if self.done {
             return Poll::Ready(None);
@@ -89,7 +143,7 @@ impl EventStream {
                     self.backlog = None;
                     if ends {
                         self.done = true;
-                        self.end = "job_finished";
+                        self.end = End::JobFinished;
                         return Poll::Ready(None);
                     }
                 }
@@ -105,14 +159,15 @@ impl EventStream {
         match next {
             Next::Event(event) => {
                 self.delivered += 1;
-                self.metrics.events_delivered.inc();
+                self.slot.metrics().events_delivered.inc();
                 let latency_ms = now_ms().saturating_sub(event.id.ms);
-                self.metrics
+                self.slot
+                    .metrics()
                     .delivery_latency
                     .observe(latency_ms as f64 / 1000.0);
                 if event.terminal && self.ends_on_terminal {
                     self.done = true;
-                    self.end = "job_finished";
+                    self.end = End::JobFinished;
                 }
                 Poll::Ready(Some(Ok(Item::Event(event))))
             }
@@ -127,14 +182,14 @@ impl EventStream {
     fn lost(&mut self, retry_ms: u64) -> Poll<Option<Result<Item, StreamCut>>> {
         self.backlog = None;
         self.done = true;
-        self.end = "replay_lost";
+        self.end = End::ReplayLost;
         Poll::Ready(Some(Ok(Item::Bytes(sse::retry(retry_ms)))))
     }
 
     /// The stream ends as the gateway closed it.
     fn closed(&mut self, reason: CloseReason) -> Poll<Option<Result<Item, StreamCut>>> {
         self.done = true;
-        self.end = reason.as_str();
+        self.end = End::Closed(reason.into());
         match reason {
             CloseReason::SlowConsumer => Poll::Ready(Some(Err(StreamCut("slow consumer")))),
             CloseReason::Draining { retry_ms } | CloseReason::Resync { retry_ms } => {
@@ -181,9 +236,10 @@ impl EventStream {
                         feeds.next = (i + 1) % count;
                         let out = feeds.render(&event);
                         self.delivered += 1;
-                        self.metrics.events_delivered.inc();
+                        self.slot.metrics().events_delivered.inc();
                         let latency_ms = now_ms().saturating_sub(event.id.ms);
-                        self.metrics
+                        self.slot
+                            .metrics()
                             .delivery_latency
                             .observe(latency_ms as f64 / 1000.0);
                         return Poll::Ready(Some(Ok(Item::Bytes(out))));
@@ -327,8 +383,8 @@ impl Drop for EventStream {
         let mailbox = self.subscription.mailbox();
         mailbox.detach();
         self.delivered += mailbox.written_directly();
-        self.metrics.open_connections.dec();
-        let duration_ms = self.opened.elapsed().as_millis() as u64;
+        self.slot.metrics().open_connections.dec();
+        let duration_ms = since_start_ms().saturating_sub(self.opened_ms);
         if let Some(feeds) = &self.feeds {
             let names: Vec<&str> = feeds.names.iter().map(|name| &**name).collect();
             tracing::info!(
@@ -337,7 +393,7 @@ impl Drop for EventStream {
                 duration_ms,
                 delivered = self.delivered,
                 last_id = %sse_wire::feeds::encode(&names, &feeds.positions),
-                end = self.end,
+                end = self.end.as_str(),
                 "stream closed"
             );
             return;
@@ -351,7 +407,7 @@ impl Drop for EventStream {
             duration_ms,
             delivered = self.delivered,
             last_id = %self.last_id,
-            end = self.end,
+            end = self.end.as_str(),
             "stream closed"
         );
     }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::broker::Broker;
 use crate::error::{ApiError, ErrorKind};
+use crate::metrics::Metrics;
 
 /// Open-stream counters for `--max-connections` (node) and `--max-connections-per-user`.
 pub struct StreamLimits {
@@ -20,10 +21,17 @@ pub struct StreamLimits {
     closed: tokio::sync::Notify,
     /// Set on SIGTERM: readiness fails, new streams are refused.
     draining: AtomicBool,
+    /// The node's metrics, for the streams holding a slot (one pointer fewer in each).
+    metrics: Arc<Metrics>,
 }
 
 impl StreamLimits {
-    pub fn new(max_node: usize, max_per_user: usize, max_anonymous: usize) -> Arc<StreamLimits> {
+    pub fn new(
+        max_node: usize,
+        max_per_user: usize,
+        max_anonymous: usize,
+        metrics: Arc<Metrics>,
+    ) -> Arc<StreamLimits> {
         Arc::new(StreamLimits {
             max_node,
             max_per_user,
@@ -32,6 +40,7 @@ impl StreamLimits {
             per_user: Mutex::new(HashMap::new()),
             closed: tokio::sync::Notify::new(),
             draining: AtomicBool::new(false),
+            metrics,
         })
     }
 
@@ -64,7 +73,7 @@ impl StreamLimits {
         }
         // A user id has no `/`, so an address's key never equals a user's.
         let (user, max, whose): (Arc<str>, usize, &str) = match owner {
-            SlotOwner::User(user) => (Arc::from(user.as_str()), self.max_per_user, "user"),
+            SlotOwner::User(user) => (user.clone(), self.max_per_user, "user"),
             SlotOwner::Anonymous(address) => (
                 Arc::from(format!("anonymous/{address}").as_str()),
                 self.max_anonymous,
@@ -107,8 +116,9 @@ impl StreamLimits {
 /// Whose slots a stream takes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SlotOwner {
-    /// An authenticated user (`sub`).
-    User(String),
+    /// An authenticated user (`sub`): shared with the stream's topic when it is the
+    /// user's own (one copy of the id per stream, not two).
+    User(Arc<str>),
     /// A stream without a token, by its client's address.
     Anonymous(std::net::IpAddr),
 }
@@ -117,6 +127,13 @@ pub enum SlotOwner {
 pub struct StreamSlot {
     limits: Arc<StreamLimits>,
     user: Arc<str>,
+}
+
+impl StreamSlot {
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.limits.metrics
+    }
 }
 
 impl Drop for StreamSlot {
@@ -146,7 +163,7 @@ mod tests {
     #[test]
     fn slots_are_counted_per_node_and_per_user_and_given_back() {
         let user = |name: &str| SlotOwner::User(name.into());
-        let limits = StreamLimits::new(5, 2, 1);
+        let limits = StreamLimits::new(5, 2, 1, Arc::new(Metrics::new()));
         let a1 = limits.acquire(&user("a")).unwrap();
         let _a2 = limits.acquire(&user("a")).unwrap();
         let refused = limits.acquire(&user("a")).map(|_| ()).unwrap_err();

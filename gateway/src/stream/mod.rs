@@ -64,6 +64,7 @@ impl Streams {
                 settings.max_connections,
                 settings.max_connections_per_user,
                 settings.max_anonymous_per_address,
+                metrics.clone(),
             ),
             settings,
             metrics,

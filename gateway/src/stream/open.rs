@@ -14,7 +14,6 @@
 //!    one written — an event both in the first frame and in the mailbox is written once.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::BytesMut;
 use serde::Serialize;
@@ -22,7 +21,8 @@ use sse_wire::frame as sse;
 use sse_wire::{EventId, JobState};
 
 use super::backlog::Backlog;
-use super::{body, EventStream, SlotOwner, Streams};
+use super::body::{self, End};
+use super::{EventStream, SlotOwner, Streams};
 use crate::broker::{Broker, Replay};
 use crate::error::{ApiError, ErrorKind};
 use crate::hub::Mailbox;
@@ -288,7 +288,7 @@ impl Streams {
             "stream opened"
         );
         Ok(Opened::Stream(Box::new(EventStream {
-            prelude: Some(prelude.freeze()),
+            prelude: Some(Box::new(prelude.freeze())),
             ends_on_terminal: topic.ends_on_terminal(),
             done: ends,
             last_id: last_written,
@@ -296,14 +296,13 @@ impl Streams {
             backlog,
             feeds: None,
             delivered: 0,
-            opened: Instant::now(),
+            opened_ms: body::since_start_ms(),
             end: if ends {
-                "job_finished"
+                End::JobFinished
             } else {
-                "client_closed"
+                End::ClientClosed
             },
-            metrics: self.metrics.clone(),
-            _slot: slot,
+            slot,
         })))
     }
 }
@@ -415,7 +414,7 @@ impl Streams {
             return Err(ApiError::with(ErrorKind::InvalidBody, "no topic"));
         };
         Ok(Opened::Stream(Box::new(EventStream {
-            prelude: Some(prelude.freeze()),
+            prelude: Some(Box::new(prelude.freeze())),
             ends_on_terminal: false,
             done: false,
             last_id: positions[0].unwrap_or(EventId::ZERO),
@@ -427,10 +426,9 @@ impl Streams {
                 subscriptions.collect(),
             ))),
             delivered: 0,
-            opened: Instant::now(),
-            end: "client_closed",
-            metrics: self.metrics.clone(),
-            _slot: slot,
+            opened_ms: body::since_start_ms(),
+            end: End::ClientClosed,
+            slot,
         })))
     }
 }

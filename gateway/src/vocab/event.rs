@@ -62,6 +62,15 @@ impl Topic {
         }
     }
 
+    /// [`Topic::user`], shared.
+    pub fn user_arc(&self) -> Option<&Arc<str>> {
+        match self {
+            Topic::Job { owner, .. } => Some(owner),
+            Topic::User(user) => Some(user),
+            Topic::Feed(_) => None,
+        }
+    }
+
     /// `job`, `user` or `topic`: the label of the metrics and log lines.
     pub fn kind(&self) -> &'static str {
         match self {

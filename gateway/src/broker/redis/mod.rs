@@ -143,7 +143,7 @@ impl RedisBroker {
         };
         let release: ReleaseUpstream = {
             let shared = shared.clone();
-            Arc::new(move |topic: &Topic| shared.release(topic))
+            Arc::new(Box::new(move |topic: &Topic| shared.release(topic)))
         };
         Ok(Arc::new(RedisBroker {
             shared,
@@ -513,10 +513,10 @@ impl Broker for RedisBroker {
         let channel = self.shared.channel(&topic);
         // Registered in the hub first: from the confirmation on, every message of the
         // channel finds this stream (and a release racing with it keeps the channel).
-        self.shared.hub.subscribe(&topic, mailbox.clone());
+        let (_, entry) = self.shared.hub.join(&topic, mailbox.clone());
         let subscription = Subscription::new(
             self.shared.hub.clone(),
-            topic.clone(),
+            entry,
             mailbox,
             Some(self.release.clone()),
         );

@@ -33,7 +33,8 @@ pub enum After {
 /// Writes the answer to a stream request: a whole one, or a stream until it ends.
 ///
 /// A hand-written future rather than an `async fn`: it is the state an idle stream sits
-/// in for hours, and as a plain struct it holds only what it needs (about 100 bytes).
+/// in for hours, and as a plain struct it holds only what it needs (72 bytes; what is rare,
+/// a pipelined request's bytes, is boxed).
 pub struct Respond<'a, S> {
     /// A TCP connection, or a TLS one (whose writes rustls may hold until a flush).
     socket: &'a mut S,
@@ -44,8 +45,9 @@ pub struct Respond<'a, S> {
     /// `None` once the stream ended (or for a whole answer).
     stream: Option<Box<EventStream>>,
     keep_alive: bool,
-    /// Bytes the client sent meanwhile (a pipelined request).
-    input: BytesMut,
+    /// Bytes the client sent meanwhile (a pipelined request); boxed, as it is rare and
+    /// the field is in every idle stream's task.
+    input: Option<Box<BytesMut>>,
 }
 
 /// Starts writing what `routes::handle_stream_get` answered; `input` is what was read
@@ -94,7 +96,7 @@ pub fn respond<'a, S: AsyncRead + AsyncWrite + Unpin>(
         pending: out.freeze(),
         stream,
         keep_alive,
-        input,
+        input: (!input.is_empty()).then(|| Box::new(input)),
     }
 }
 
@@ -131,7 +133,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Respond<'_, S> {
             }
             let Some(stream) = this.stream.as_mut() else {
                 return Poll::Ready(if this.keep_alive {
-                    After::KeepAlive(std::mem::take(&mut this.input))
+                    After::KeepAlive(this.input.take().map(|input| *input).unwrap_or_default())
                 } else {
                     After::Close
                 });
@@ -202,19 +204,22 @@ fn write_head(out: &mut BytesMut, status: StatusCode, headers: &http::HeaderMap,
 /// more unread input than a request head may be.
 fn read_input<S: AsyncRead + Unpin>(
     socket: &mut S,
-    input: &mut BytesMut,
+    input: &mut Option<Box<BytesMut>>,
     cx: &mut Context<'_>,
 ) -> Poll<()> {
     let mut scratch = [0u8; SCRATCH];
     loop {
-        if input.len() >= MAX_HEAD_BYTES {
+        if input
+            .as_ref()
+            .is_some_and(|input| input.len() >= MAX_HEAD_BYTES)
+        {
             return Poll::Ready(());
         }
         let mut read = ReadBuf::new(&mut scratch);
         match Pin::new(&mut *socket).poll_read(cx, &mut read) {
-            Poll::Ready(Ok(())) if !read.filled().is_empty() => {
-                input.extend_from_slice(read.filled())
-            }
+            Poll::Ready(Ok(())) if !read.filled().is_empty() => input
+                .get_or_insert_default()
+                .extend_from_slice(read.filled()),
             Poll::Ready(_) => return Poll::Ready(()),
             Poll::Pending => return Poll::Pending,
         }
