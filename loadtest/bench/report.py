@@ -596,8 +596,10 @@ def write(stored, label, out):
                  "client one HTTP/1.1 stream over TLS (ALPN `http/1.1`, TLS 1.3, P-256 certificate): what a stream costs when "
                  "the gateway terminates TLS itself instead of a load balancer. \"Kept-alive\": each stream is the second request on its "
                  "connection, after a `GET /healthz` (a browser that loaded a page; a proxy reusing an upstream connection). "
-                 "\"h2c\": one stream per connection over HTTP/2 with prior knowledge; \"8 streams per connection\": eight "
-                 "share each (a browser's streams to one host share one HTTP/2 connection), figures per stream. \"— before\": the build given by --before-bin.\n")
+                 "\"h2c\": one stream per connection over HTTP/2 with prior knowledge"
+                 + ("; \"8 streams per connection\": eight share each (a browser's streams to one host share one HTTP/2 "
+                    "connection), figures per stream" if "gw-emb-h2c8" in r["idle"] else "")
+                 + ". \"— before\": the build given by --before-bin.\n")
         L.append("| | established | failed | RSS at 0 | RSS at end | per connection | Redis per connection | vs Nchan |")
         L.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
         nn = r["idle"]["nchan"]["kib_per_conn"]
