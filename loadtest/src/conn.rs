@@ -427,8 +427,10 @@ pub async fn run(
             shared.failed.fetch_add(1, Ordering::Relaxed);
         }
     };
-    let shared_h2c = spec.h2c_share.as_ref().filter(|_| spec.h2c);
-    let mut stream = if let Some(share) = shared_h2c {
+    let mut stream = if spec.h2c && spec.tls.is_none() {
+        // A connection of its own, or one shared with other streams.
+        let own = H2cShare::default();
+        let share = spec.h2c_share.as_deref().unwrap_or(&own);
         let opened = tokio::time::timeout(spec.connect_timeout, async {
             let send = share
                 .0
@@ -462,25 +464,6 @@ pub async fn run(
             }
         };
         match &spec.tls {
-            None if spec.h2c => {
-                // Closed with RST whenever it is dropped (see the end of the run below).
-                let _ = stream.set_zero_linger();
-                let opened = tokio::time::timeout(spec.connect_timeout, async {
-                    h2c_stream(h2c_handshake(stream).await?, &spec.request).await
-                })
-                .await;
-                match opened {
-                    Ok(Ok(h2)) => Socket::H2c(Box::new(h2)),
-                    Ok(Err(reason)) => {
-                        fail(&mut stats, &shared, reason);
-                        return stats;
-                    }
-                    Err(_) => {
-                        fail(&mut stats, &shared, "h2_timeout");
-                        return stats;
-                    }
-                }
-            }
             None => Socket::Plain(stream),
             Some((connector, name)) => {
                 let handshake = connector.connect(name.clone(), stream);
