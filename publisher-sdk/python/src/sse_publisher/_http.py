@@ -168,6 +168,12 @@ class _BatchPlan:
         if status != 200 and isinstance(answers[0], Exception):
             self.failed(answers[0])
 
+    def broke(self, indexes: list[int], failure: Exception) -> None:
+        """The request of `indexes` failed as a whole (no answer): they get the failure,
+        and the rest is not sent."""
+        self.answers.update({index: failure for index in indexes})
+        self.failed(failure)
+
     def failed(self, failure: Exception) -> None:
         if isinstance(failure, (Ambiguous, RefusedAttempt)):
             failure = RefusedAttempt(f"not sent: an earlier request of the batch failed ({failure})")
@@ -241,9 +247,7 @@ class HttpTransport(_Base):
                         if len(answer) > MAX_BATCH_RESPONSE_BYTES:
                             break
             except httpx.HTTPError as error:
-                failure = _classify(error)
-                plan.answers.update({index: failure for index in indexes})
-                plan.failed(failure)
+                plan.broke(indexes, _classify(error))
                 continue
             plan.answered(indexes, response.status_code, response.headers.get("retry-after"), bytes(answer))
         return plan.result()
@@ -288,9 +292,7 @@ class AsyncHttpTransport(_Base):
                         if len(answer) > MAX_BATCH_RESPONSE_BYTES:
                             break
             except httpx.HTTPError as error:
-                failure = _classify(error)
-                plan.answers.update({index: failure for index in indexes})
-                plan.failed(failure)
+                plan.broke(indexes, _classify(error))
                 continue
             plan.answered(indexes, response.status_code, response.headers.get("retry-after"), bytes(answer))
         return plan.result()
