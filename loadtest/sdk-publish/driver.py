@@ -2,7 +2,7 @@
 jobs (10 users), `concurrency` in flight at once, or batches of `batch` events. Prints one
 JSON line: events, seconds. Run by measure.py, which reads Redis's CPU and I/O counters.
 
-    python driver.py <redis url> <events> <concurrency> <batch>
+    python driver.py <redis url> <events> <concurrency> <batch> <auto-pipelining: on|off>
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import time
 from sse_publisher import AsyncPublisher, RedisOptions
 
 
-async def main(url: str, events: int, concurrency: int, batch: int) -> None:
-    publisher = await AsyncPublisher.connect(url, RedisOptions(pool_size=concurrency))
+async def main(url: str, events: int, concurrency: int, batch: int, pipelining: bool) -> None:
+    options = RedisOptions(pool_size=concurrency, auto_pipeline=pipelining)
+    publisher = await AsyncPublisher.connect(url, options)
     jobs = [publisher.job(f"bench-{n}", f"user-{n % 10}") for n in range(100)]
     for job in jobs:
         await job.stage("start")
@@ -43,4 +44,4 @@ async def main(url: str, events: int, concurrency: int, batch: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "on"))

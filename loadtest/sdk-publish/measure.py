@@ -110,8 +110,9 @@ def main() -> None:
         ("ts concurrent x100, auto-pipelining off", [*node, events, "100", "1", "off"]),
         ("ts concurrent x100, auto-pipelining on", [*node, events, "100", "1", "on"]),
         ("ts batches of 10, x10", [*node, events, "10", "10", "on"]),
-        ("py asyncio concurrent x100 (pool of 100)", [*python, events, "100", "1"]),
-        ("py asyncio batches of 10, x10", [*python, events, "10", "10"]),
+        ("py asyncio concurrent x100, auto-pipelining off (pool of 100)", [*python, events, "100", "1", "off"]),
+        ("py asyncio concurrent x100, auto-pipelining on", [*python, events, "100", "1", "on"]),
+        ("py asyncio batches of 10, x10", [*python, events, "10", "10", "on"]),
     ]
     for name, driver in runs:
         print(json.dumps(run(name, driver)), flush=True)

@@ -1,9 +1,11 @@
 """The Redis transport against a real redis-server (one per test): every fixture case lands
 under the fixture's keys with the fixture's bytes, frames included; the scenarios' outcomes;
-owner registration and its cache; NOSCRIPT; outages; lost answers; credentials; TLS."""
+owner registration and its cache; NOSCRIPT; outages; lost answers; credentials; TLS; asyncio's
+automatic pipelining."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from typing import Any
@@ -420,3 +422,109 @@ def test_rediss_with_a_ca_and_a_client_certificate(tls_files: TlsFiles) -> None:
             Publisher.connect(f"redis://127.0.0.1:{server.port}", RedisOptions(ca_file=ca))
     finally:
         server.close()
+
+
+def reads(server: RedisServer) -> int:
+    """Reads Redis has made from its clients' sockets so far (this query's included)."""
+    return int(server.client().raw.info("stats")["total_reads_processed"])
+
+
+@pytest.mark.parametrize("auto_pipeline", [True, False])
+async def test_asyncio_concurrent_publishes_are_pipelined_and_each_lands_once_in_order(
+    redis_server: RedisServer, auto_pipeline: bool
+) -> None:
+    client = redis_server.client()
+    options = RedisOptions(auto_pipeline=auto_pipeline)
+    async with await AsyncPublisher.connect(redis_server.url, options) as publisher:
+        jobs = [publisher.job(f"j{n}", f"u{n % 4}") for n in range(20)]
+        for job in jobs:
+            await job.stage("start")  # owners registered, script loaded
+
+        async def run(n: int) -> list[str]:
+            return [await jobs[n].progress(step * 10) for step in range(10)]
+
+        before = reads(redis_server)
+        ids = await asyncio.gather(*(run(n) for n in range(20)))
+        used = reads(redis_server) - before - 1
+    for n, job_ids in enumerate(ids):
+        entries = client.xrange(f"sse:{{u:u{n % 4}}}:joblog:j{n}")
+        assert [entry_id for entry_id, _ in entries[1:]] == job_ids, f"j{n}: each event once, in order"
+        assert [json.loads(f["data"])["progress"] for _, f in entries[1:]] == [step * 10 for step in range(10)]
+    # 200 publishes, 20 at a time: one read per round when pipelined, one per publish when not.
+    if auto_pipeline:
+        assert used < 50, f"{used} reads for 200 pipelined publishes"
+    else:
+        assert used >= 180, f"{used} reads for 200 publishes on pooled connections"
+
+
+async def test_asyncio_a_burst_after_script_flush_loads_the_scripts_and_publishes_each_event_once(
+    redis_server: RedisServer,
+) -> None:
+    client = redis_server.client()
+    async with await AsyncPublisher.connect(redis_server.url) as publisher:
+        jobs = [publisher.job(f"j{n}", "u1") for n in range(30)]
+        for job in jobs:
+            await job.stage("start")
+        client.command("SCRIPT", "FLUSH")
+        # Two scripts refused in one pipeline: the job events' and the notices'.
+        ids = await asyncio.gather(
+            *(job.stage("after flush") for job in jobs), *(publisher.notify("u1", "notice", {"n": n}) for n in range(5))
+        )
+    for n in range(len(jobs)):
+        entries = client.xrange(f"sse:{{u:u1}}:joblog:j{n}")
+        assert [fields["type"] for _, fields in entries] == ["stage", "stage"], f"j{n}: published once"
+        assert entries[-1][0] == ids[n]
+    notices = [entry_id for entry_id, f in client.xrange("sse:{u:u1}:log") if f["type"] == "notice"]
+    assert notices == sorted(ids[30:]), "each notice once"
+
+
+async def test_asyncio_a_pipeline_whose_answers_are_lost_is_retried_by_key_and_publishes_once(
+    redis_server: RedisServer,
+) -> None:
+    proxy = CuttingProxy(redis_server.port, trigger=b"cut-here", cuts=1)
+    client = redis_server.client()
+    try:
+        options = RedisOptions(retry=FAST_RETRY)
+        async with await AsyncPublisher.connect(f"redis://127.0.0.1:{proxy.port}", options) as publisher:
+            jobs = [publisher.job(f"j{n}", "u1") for n in range(10)]
+            for job in jobs:
+                await job.stage("first")
+            ids = await asyncio.gather(
+                *(
+                    job.stage("cut-here" if n == 0 else f"second {n}", options=EventOptions(idempotency_key=f"k{n}"))
+                    for n, job in enumerate(jobs)
+                )
+            )
+            assert proxy.cut == 1, "the answers of the pipeline with the trigger were lost"
+            # Without keys, every call of a pipeline whose answers are lost is unknown.
+            proxy.cuts_left = 1
+            outcomes = await asyncio.gather(
+                *(job.stage("cut-here" if n == 0 else f"third {n}") for n, job in enumerate(jobs)),
+                return_exceptions=True,
+            )
+            assert proxy.cut == 2
+    finally:
+        proxy.close()
+    assert all(isinstance(outcome, Ambiguous) for outcome in outcomes), outcomes
+    for n, event_id in enumerate(ids):
+        entries = client.xrange(f"sse:{{u:u1}}:joblog:j{n}")
+        assert len(entries) == 3, f"j{n}: first, second (once, though retried), third (unknown to the caller)"
+        assert entries[1][0] == event_id, f"j{n}: the retry returned the first publish's id"
+
+
+async def test_asyncio_a_publish_cancelled_before_its_pipeline_is_written_is_not_published(
+    redis_server: RedisServer,
+) -> None:
+    client = redis_server.client()
+    async with await AsyncPublisher.connect(redis_server.url) as publisher:
+        jobs = [publisher.job(f"j{n}", "u1") for n in range(10)]
+        for job in jobs:
+            await job.stage("first")
+        tasks = [asyncio.ensure_future(job.stage("second")) for job in jobs]
+        await asyncio.sleep(0)  # every task has queued its call; the pipeline is not yet sent
+        tasks[3].cancel()
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(done[3], asyncio.CancelledError)
+    for n in range(10):
+        stages = [json.loads(f["data"])["stage"] for _, f in client.xrange(f"sse:{{u:u1}}:joblog:j{n}")]
+        assert stages == (["first"] if n == 3 else ["first", "second"]), f"j{n}"

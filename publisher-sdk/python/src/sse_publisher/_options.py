@@ -63,8 +63,13 @@ class RedisOptions:
     #: Stream lengths and TTLs written with each event; match the gateways' flags.
     retention: Retention = field(default_factory=Retention)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    #: Connections in the pool (the most publishes in flight at once).
+    #: Connections in the pool (the most publishes in flight at once; with
+    #: `auto_pipeline`, the most pipelines).
     pool_size: int = 16
+    #: `AsyncPublisher` on one Redis: the publishes started in one turn of the event loop
+    #: leave in one write, as one pipeline, and Redis answers them in one round of system
+    #: calls. No effect on `Publisher` (threads) or on a Redis Cluster.
+    auto_pipeline: bool = True
     #: Seconds to wait for a connection (to connect, or for a free one in the pool).
     connect_timeout: float = 2.0
     #: Seconds to wait for an answer; then the outcome is unknown (`Ambiguous`).

@@ -1,6 +1,8 @@
 """The Redis transport (redis-py): one owner registration per job (cached), then one
 atomic publish script per event, run with `EVALSHA` through redis-py's `Script` objects
 (which load the script and repeat the call on `NOSCRIPT`: a `NOSCRIPT` call did nothing).
+On one Redis, the asyncio transport sends the script calls started in one turn of the
+event loop as one pipeline (`_Pipeliner`).
 
 redis-py's own retries are switched off (`Retry(NoBackoff(), 0)`): it would resend a
 command whose connection broke after it was sent, which may publish twice. The publisher
@@ -294,6 +296,100 @@ def _registration_failed(error: Exception) -> Exception:
     return failure
 
 
+class _Pipeliner:
+    """Automatic pipelining for asyncio on one Redis, as ioredis's `enableAutoPipelining`
+    does for the TypeScript SDK: the script calls started in one turn of the event loop
+    leave in one write, as one pipeline (at most `MAX_COMMANDS` each), so Redis reads,
+    runs and answers them in one round of system calls instead of one round each.
+
+    A pipeline runs in a task of its own: a caller cancelled before its pipeline is written
+    is left out of it (not published); one cancelled later stops waiting, and the other
+    calls of its pipeline are not disturbed. Calls are written in the order they were made.
+    A failure of the connection fails every call of the pipeline alike (`classify` tells
+    whether they were sent). A call answered `NOSCRIPT` did nothing: the script is loaded
+    and that call sent again, in order with the other refused ones.
+    """
+
+    #: Calls in one pipeline at most (its callers are answered when it is all read).
+    MAX_COMMANDS = 256
+    #: Times a call refused with `NOSCRIPT` is loaded and sent again (a script flushed
+    #: between the load and the call, again and again, ends in the error).
+    NOSCRIPT_ATTEMPTS = 3
+
+    def __init__(self, client: redis.asyncio.Redis, scripts: dict[str, Any]) -> None:
+        self._client = client
+        self._scripts = scripts
+        self._queue: list[tuple[ScriptCall, asyncio.Future[object]]] = []
+        # Strong references to the pipelines in flight (the loop keeps only weak ones).
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def call(self, call: ScriptCall) -> object:
+        """The script's reply, or the redis-py exception of its call."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[object] = loop.create_future()
+        self._queue.append((call, future))
+        if len(self._queue) == 1:
+            # After the callbacks ready now: every task woken in this turn adds its call.
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        queue, self._queue = self._queue, []
+        for start in range(0, len(queue), self.MAX_COMMANDS):
+            task = asyncio.ensure_future(self._send(queue[start : start + self.MAX_COMMANDS]))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, calls: list[tuple[ScriptCall, asyncio.Future[object]]]) -> None:
+        # A caller cancelled before its call was written: it is not published.
+        calls = [(call, future) for call, future in calls if not future.done()]
+        if not calls:
+            return
+        for attempt in range(self.NOSCRIPT_ATTEMPTS + 1):
+            pipe = self._client.pipeline(transaction=False)
+            for call, _ in calls:
+                pipe.evalsha(self._scripts[call.script].sha, len(call.keys), *call.keys, *call.args)
+            try:
+                replies = await pipe.execute(raise_on_error=False)
+            except Exception as error:
+                for _, future in calls:
+                    if not future.done():
+                        future.set_exception(error)
+                return
+            refused = []
+            for (call, future), reply in zip(calls, replies, strict=True):
+                if isinstance(reply, redis.exceptions.NoScriptError) and attempt < self.NOSCRIPT_ATTEMPTS:
+                    refused.append((call, future))
+                elif future.done():
+                    continue
+                elif isinstance(reply, Exception):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+            if not refused:
+                return
+            try:
+                for name in dict.fromkeys(call.script for call, _ in refused):
+                    await self._client.script_load(self._scripts[name].script)
+            except Exception as error:
+                failure: Exception = error
+                if isinstance(classify(error), Ambiguous):
+                    # The load's outcome is unknown, the calls' is not: they did nothing.
+                    failure = redis.exceptions.TryAgainError(f"loading the script failed: {error}")
+                for _, future in refused:
+                    if not future.done():
+                        future.set_exception(failure)
+                return
+            calls = refused
+
+    async def close(self) -> None:
+        """Waits for the pipelines in flight (their callers are answered)."""
+        if self._queue:
+            self._flush()
+        while self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
+
+
 SyncClient = redis.Redis | redis.cluster.RedisCluster
 AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 
@@ -388,12 +484,24 @@ class RedisTransport:
 
 
 class AsyncRedisTransport:
-    """asyncio: a blocking pool of connections (`pool_size`), or a Redis Cluster."""
+    """asyncio: a blocking pool of connections (`pool_size`), or a Redis Cluster. On one
+    Redis, concurrent script calls are pipelined (`RedisOptions.auto_pipeline`)."""
 
     def __init__(self, client: AsyncClient, options: RedisOptions, command: PublishCommand) -> None:
         self._client = client
         self._plan = _Plan(options, command)
         self._scripts = _scripts(client)
+        self._pipeliner = (
+            _Pipeliner(client, self._scripts)
+            if options.auto_pipeline and isinstance(client, redis.asyncio.Redis)
+            else None
+        )
+
+    async def _run(self, call: ScriptCall) -> object:
+        """One script call: through the pipeliner, or on a pooled connection of its own."""
+        if self._pipeliner is not None:
+            return await self._pipeliner.call(call)
+        return await self._scripts[call.script](keys=call.keys, args=call.args)
 
     @classmethod
     async def connect(cls, url: str, options: RedisOptions) -> AsyncRedisTransport:
@@ -436,13 +544,13 @@ class AsyncRedisTransport:
         if plan.needs_registration(draft):
             call = plan.registration(draft)
             try:
-                current = await self._scripts[call.script](keys=call.keys, args=call.args)
+                current = await self._run(call)
             except Exception as error:
                 raise _registration_failed(error) from None
             plan.registered(draft, current)
         call = plan.publish(draft)
         try:
-            reply = await self._scripts[call.script](keys=call.keys, args=call.args)
+            reply = await self._run(call)
         except Exception as error:
             raise classify(error) from None
         return plan.event_id(draft, reply)
@@ -457,7 +565,7 @@ class AsyncRedisTransport:
         async def register(job: str, owner: str) -> tuple[str, str, Exception | None]:
             call = register_owner_call(plan.keys, job, owner, plan.retention)
             try:
-                current = await self._scripts[call.script](keys=call.keys, args=call.args)
+                current = await self._run(call)
             except Exception as error:
                 return job, owner, _registration_failed(error)
             return job, owner, plan.owner_registered(job, owner, current)
@@ -489,7 +597,7 @@ class AsyncRedisTransport:
         async def run(group: list[tuple[list[int], ScriptCall]]) -> None:
             for indexes, call in group:
                 try:
-                    reply = await self._scripts[call.script](keys=call.keys, args=call.args)
+                    reply = await self._run(call)
                 except Exception as error:
                     answers.update({index: classify(error) for index in indexes})
                     continue
@@ -499,6 +607,8 @@ class AsyncRedisTransport:
         return [answers[index] for index in range(len(drafts))]
 
     async def close(self) -> None:
+        if self._pipeliner is not None:
+            await self._pipeliner.close()
         await self._client.aclose()
 
 
