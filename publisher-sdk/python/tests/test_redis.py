@@ -17,6 +17,7 @@ from support import CuttingProxy, Inspector, RedisServer, TlsFiles, fixtures, ne
 
 from sse_publisher import (
     Ambiguous,
+    AsyncJob,
     AsyncPublisher,
     EventOptions,
     InvalidArgument,
@@ -424,6 +425,15 @@ def test_rediss_with_a_ca_and_a_client_certificate(tls_files: TlsFiles) -> None:
         server.close()
 
 
+async def started_jobs(publisher: AsyncPublisher, count: int, users: int = 1) -> list[AsyncJob]:
+    """Jobs j0.. of users u1.. (or u0.. with several users), each with a first event: owners
+    registered and the script loaded before what a test measures."""
+    jobs = [publisher.job(f"j{n}", f"u{n % users}" if users > 1 else "u1") for n in range(count)]
+    for job in jobs:
+        await job.stage("first")
+    return jobs
+
+
 def reads(server: RedisServer) -> int:
     """Reads Redis has made from its clients' sockets so far (this query's included)."""
     return int(server.client().raw.info("stats")["total_reads_processed"])
@@ -436,9 +446,7 @@ async def test_asyncio_concurrent_publishes_are_pipelined_and_each_lands_once_in
     client = redis_server.client()
     options = RedisOptions(auto_pipeline=auto_pipeline)
     async with await AsyncPublisher.connect(redis_server.url, options) as publisher:
-        jobs = [publisher.job(f"j{n}", f"u{n % 4}") for n in range(20)]
-        for job in jobs:
-            await job.stage("start")  # owners registered, script loaded
+        jobs = await started_jobs(publisher, 20, users=4)
 
         async def run(n: int) -> list[str]:
             return [await jobs[n].progress(step * 10) for step in range(10)]
@@ -462,9 +470,7 @@ async def test_asyncio_a_burst_after_script_flush_loads_the_scripts_and_publishe
 ) -> None:
     client = redis_server.client()
     async with await AsyncPublisher.connect(redis_server.url) as publisher:
-        jobs = [publisher.job(f"j{n}", "u1") for n in range(30)]
-        for job in jobs:
-            await job.stage("start")
+        jobs = await started_jobs(publisher, 30)
         client.command("SCRIPT", "FLUSH")
         # Two scripts refused in one pipeline: the job events' and the notices'.
         ids = await asyncio.gather(
@@ -486,9 +492,7 @@ async def test_asyncio_a_pipeline_whose_answers_are_lost_is_retried_by_key_and_p
     try:
         options = RedisOptions(retry=FAST_RETRY)
         async with await AsyncPublisher.connect(f"redis://127.0.0.1:{proxy.port}", options) as publisher:
-            jobs = [publisher.job(f"j{n}", "u1") for n in range(10)]
-            for job in jobs:
-                await job.stage("first")
+            jobs = await started_jobs(publisher, 10)
             ids = await asyncio.gather(
                 *(
                     job.stage("cut-here" if n == 0 else f"second {n}", options=EventOptions(idempotency_key=f"k{n}"))
@@ -517,9 +521,7 @@ async def test_asyncio_a_publish_cancelled_before_its_pipeline_is_written_is_not
 ) -> None:
     client = redis_server.client()
     async with await AsyncPublisher.connect(redis_server.url) as publisher:
-        jobs = [publisher.job(f"j{n}", "u1") for n in range(10)]
-        for job in jobs:
-            await job.stage("first")
+        jobs = await started_jobs(publisher, 10)
         tasks = [asyncio.ensure_future(job.stage("second")) for job in jobs]
         await asyncio.sleep(0)  # every task has queued its call; the pipeline is not yet sent
         tasks[3].cancel()
