@@ -352,9 +352,7 @@ class _Pipeliner:
             try:
                 replies = await pipe.execute(raise_on_error=False)
             except Exception as error:
-                for _, future in calls:
-                    if not future.done():
-                        future.set_exception(error)
+                _fail(calls, error)
                 return
             refused = []
             for (call, future), reply in zip(calls, replies, strict=True):
@@ -376,9 +374,7 @@ class _Pipeliner:
                 if isinstance(classify(error), Ambiguous):
                     # The load's outcome is unknown, the calls' is not: they did nothing.
                     failure = redis.exceptions.TryAgainError(f"loading the script failed: {error}")
-                for _, future in refused:
-                    if not future.done():
-                        future.set_exception(failure)
+                _fail(refused, failure)
                 return
             calls = refused
 
@@ -388,6 +384,13 @@ class _Pipeliner:
             self._flush()
         while self._sending:
             await asyncio.gather(*self._sending, return_exceptions=True)
+
+
+def _fail(calls: list[tuple[ScriptCall, asyncio.Future[object]]], error: Exception) -> None:
+    """Every call still waited for ends in `error`."""
+    for _, future in calls:
+        if not future.done():
+            future.set_exception(error)
 
 
 SyncClient = redis.Redis | redis.cluster.RedisCluster
