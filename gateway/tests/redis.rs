@@ -501,16 +501,26 @@ async fn the_jobs_snapshot_lists_the_latest_update_first_though_the_index_lags()
         let cluster = Cluster::start(1, &[]).await;
         let node = cluster.nodes[0].clone();
         let publisher = cluster.publisher().await;
+        // Each job stream counts its own milliseconds, so two jobs' latest ids can be
+        // equal. Made certain here: both job streams start in one far-future millisecond F,
+        // `second`'s one entry ahead, so `first`'s second event and `second`'s first event
+        // both get the id F-2.
+        for (job, seed) in [("first", "0"), ("second", "1")] {
+            let key = cluster.key(&format!("{{u:u1}}:joblog:{job}"));
+            let _: String = cluster.redis.cmd(&["XADD", &key, &format!("9999999999999-{seed}"), "seed", "1"]);
+        }
         let (first, second) = (publisher.job("first", "u1"), publisher.job("second", "u1"));
         first.progress(10, "a").await.unwrap();
-        second.progress(10, "a").await.unwrap();
-        // Same status, within the index's refresh window (1 min with the default 7-day
-        // user retention): the index keeps `first`'s older score.
-        first.progress(20, "b").await.unwrap();
+        let second_id = second.progress(10, "a").await.unwrap();
+        // Same status, within the index's refresh window (the stream ids' millisecond is
+        // the same): the index keeps `first`'s older score.
+        let first_id = first.progress(20, "b").await.unwrap();
+        assert_eq!(first_id, second_id, "the latest job stream ids tie");
         let index: Vec<String> =
             cluster
                 .redis
                 .cmd(&["ZREVRANGE", &cluster.key("{u:u1}:jobs"), "0", "-1"]);
+        assert_eq!(index, ["second", "first"], "the index lags");
         let mut stream = node
             .open(Request::get("/v1/users/me/events").bearer(&node.token("u1")))
             .await
@@ -525,7 +535,7 @@ async fn the_jobs_snapshot_lists_the_latest_update_first_though_the_index_lags()
         assert_eq!(
             jobs,
             ["first", "second"],
-            "most recent first (index: {index:?})"
+            "most recent first"
         );
     })
     .await

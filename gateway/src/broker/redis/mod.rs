@@ -477,19 +477,21 @@ impl Broker for RedisBroker {
             .invoke_async(&mut connection)
             .await
             .map_err(|e| self.failed(e))?;
-        let mut jobs: Vec<JobState> = states
+        let mut jobs: Vec<(EventId, JobState)> = states
             .iter()
             .filter_map(|flat| {
-                sse_wire::state::job_state_from_hash(
-                    flat.chunks_exact(2)
-                        .map(|pair| (pair[0].as_str(), pair[1].as_str())),
-                )
+                let pairs = flat.chunks_exact(2).map(|pair| (pair[0].as_str(), pair[1].as_str()));
+                let state = sse_wire::state::job_state_from_hash(pairs.clone())?;
+                Some((user_event_id(pairs).unwrap_or(state.last_event_id), state))
             })
             .collect();
         // Most recent first, exactly: the index's scores may lag a job's last update by
-        // up to a refresh window (publish_job.lua), its latest event id does not. Stable,
-        // so jobs with equal ids keep the index's order.
-        jobs.sort_by_key(|job| std::cmp::Reverse(job.last_event_id));
+        // up to a refresh window (publish_job.lua), and two jobs' stream ids can be equal
+        // (each job stream counts its own milliseconds); the ids of their latest events in
+        // the user's stream are neither. State written before `userEventId` existed falls
+        // back to its job stream id.
+        jobs.sort_by_key(|(recency, _)| std::cmp::Reverse(*recency));
+        let jobs = jobs.into_iter().map(|(_, state)| state).collect();
         Ok(UserSnapshot {
             latest_id: latest.parse().unwrap_or_default(),
             jobs,
@@ -567,4 +569,11 @@ fn script_span(script: &'static str) -> tracing::Span {
         db.operation.name = "EVALSHA",
         sse.script = script,
     )
+}
+
+/// A job state hash's `userEventId`: the id of the job's latest event in its user's
+/// stream (a JSON string, as every state field).
+fn user_event_id<'a>(mut fields: impl Iterator<Item = (&'a str, &'a str)>) -> Option<EventId> {
+    let (_, text) = fields.find(|(name, _)| *name == "userEventId")?;
+    text.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
 }

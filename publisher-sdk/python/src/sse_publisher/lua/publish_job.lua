@@ -28,7 +28,8 @@ local job_id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'type', 
 local user_id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'type', ARGV[3], 'data', ARGV[4])
 -- One HSET for the whole state change (pairs apply in order, later ones win): the
 -- initial fields of a new job (or a reopened one's reset), the event's fields, then
--- updatedAt and lastEventId.
+-- updatedAt, lastEventId and userEventId (the event's id in the user stream: unlike job
+-- stream ids, which two jobs can share, it orders the user's jobs by their last update).
 local state = {}
 if not status then
   state = {
@@ -45,6 +46,8 @@ state[#state + 1] = 'updatedAt'
 state[#state + 1] = ARGV[5]
 state[#state + 1] = 'lastEventId'
 state[#state + 1] = '"' .. job_id .. '"'
+state[#state + 1] = 'userEventId'
+state[#state + 1] = '"' .. user_id .. '"'
 redis.call('HSET', KEYS[1], unpack(state))
 -- The TTLs and the jobs index are written when the job is new, reopened, finishing or
 -- changing status, and otherwise by the first event of each refresh window of Redis's
