@@ -507,7 +507,10 @@ async fn the_jobs_snapshot_lists_the_latest_update_first_though_the_index_lags()
         // both get the id F-2.
         for (job, seed) in [("first", "0"), ("second", "1")] {
             let key = cluster.key(&format!("{{u:u1}}:joblog:{job}"));
-            let _: String = cluster.redis.cmd(&["XADD", &key, &format!("9999999999999-{seed}"), "seed", "1"]);
+            let _: String =
+                cluster
+                    .redis
+                    .cmd(&["XADD", &key, &format!("9999999999999-{seed}"), "seed", "1"]);
         }
         let (first, second) = (publisher.job("first", "u1"), publisher.job("second", "u1"));
         first.progress(10, "a").await.unwrap();
@@ -532,11 +535,7 @@ async fn the_jobs_snapshot_lists_the_latest_update_first_though_the_index_lags()
             .iter()
             .map(|job| job["jobId"].as_str().unwrap())
             .collect();
-        assert_eq!(
-            jobs,
-            ["first", "second"],
-            "most recent first"
-        );
+        assert_eq!(jobs, ["first", "second"], "most recent first");
     })
     .await
 }

@@ -480,7 +480,9 @@ impl Broker for RedisBroker {
         let mut jobs: Vec<(EventId, JobState)> = states
             .iter()
             .filter_map(|flat| {
-                let pairs = flat.chunks_exact(2).map(|pair| (pair[0].as_str(), pair[1].as_str()));
+                let pairs = flat
+                    .chunks_exact(2)
+                    .map(|pair| (pair[0].as_str(), pair[1].as_str()));
                 let state = sse_wire::state::job_state_from_hash(pairs.clone())?;
                 Some((user_event_id(pairs).unwrap_or(state.last_event_id), state))
             })
